@@ -1,0 +1,104 @@
+//! The command line: `run` (the default), `ca`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+use crate::upstream::ResolveRule;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "grantdoctor",
+    version,
+    about = "A forward proxy that explains Salesforce OAuth invalid_grant failures",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default when no command is given).
+    Run(RunArgs),
+    /// Manage the local certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the CA in the CA directory if it does not exist yet.
+    Init(CaArgs),
+    /// Print the CA's path, SHA-256 fingerprint and validity.
+    Show(CaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CaArgs {
+    /// Directory of ca.pem, ca-key.pem and bundle.pem.
+    #[arg(long, env = "GRANTDOCTOR_CA_DIR", default_value = "certs")]
+    pub ca_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Address of the proxy listener.
+    #[arg(long, env = "GRANTDOCTOR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory of the CA (created on first run).
+    #[arg(long, env = "GRANTDOCTOR_CA_DIR", default_value = "certs")]
+    pub ca_dir: PathBuf,
+
+    /// Host pattern to intercept (repeatable): `host` or `*.domain`. Replaces the Salesforce
+    /// defaults.
+    #[arg(
+        long = "intercept",
+        value_name = "PATTERN",
+        env = "GRANTDOCTOR_INTERCEPT",
+        value_delimiter = ','
+    )]
+    pub intercept: Vec<String>,
+
+    /// Send HOST:PORT to ADDR:PORT instead of resolving it (repeatable, like curl's --resolve).
+    #[arg(
+        long = "resolve",
+        value_name = "HOST:PORT=ADDR:PORT",
+        env = "GRANTDOCTOR_RESOLVE",
+        value_delimiter = ','
+    )]
+    pub resolve: Vec<ResolveRule>,
+
+    /// Extra trust anchors (PEM) for upstream certificates, added to the built-in roots.
+    #[arg(
+        long = "upstream-ca",
+        value_name = "PEM",
+        env = "GRANTDOCTOR_UPSTREAM_CA",
+        value_delimiter = ','
+    )]
+    pub upstream_ca: Vec<PathBuf>,
+
+    /// Ports that CONNECT may reach (repeatable).
+    #[arg(
+        long = "connect-port",
+        value_name = "PORT",
+        env = "GRANTDOCTOR_CONNECT_PORTS",
+        value_delimiter = ',',
+        default_value = "443"
+    )]
+    pub connect_ports: Vec<u16>,
+
+    /// Log format: json (default when stdout is not a terminal) or pretty.
+    #[arg(long, env = "GRANTDOCTOR_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Append logs to this file instead of stdout.
+    #[arg(long, env = "GRANTDOCTOR_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+}

@@ -1,0 +1,27 @@
+//! grantdoctor: an HTTP forward proxy that stands between applications and Salesforce and
+//! explains why token exchanges fail.
+//!
+//! The data flow, and the module that owns each step:
+//!
+//! ```text
+//! client ─▶ proxy (listener, CONNECT, tunnel or intercept) ─▶ token_endpoint (observe the
+//!           exchange) ─▶ proxy::Forward ─▶ upstream (pooled, verified TLS) ─▶ Salesforce
+//! ```
+//!
+//! - [`proxy`]: bytes and connections; knows nothing of OAuth.
+//! - [`tls`]: the local CA, leaf minting and its cache, upstream trust.
+//! - [`upstream`]: the pooled client and the tunnel dialler, with `--resolve` overrides.
+//! - [`token_endpoint`]: the one buffered path, where token exchanges are observed.
+//! - [`telemetry`]: the JSON log line format.
+//! - [`cli`] and [`app`]: arguments and wiring.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod body;
+pub mod cli;
+pub mod proxy;
+pub mod telemetry;
+pub mod tls;
+pub mod token_endpoint;
+pub mod upstream;

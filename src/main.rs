@@ -1,0 +1,32 @@
+use clap::Parser;
+
+use grantdoctor::cli::{CaCommand, Cli, Command};
+use grantdoctor::telemetry::{self, LogFormat};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Ca(CaCommand::Init(args))) => grantdoctor::app::ca_init(&args),
+        Some(Command::Ca(CaCommand::Show(args))) => grantdoctor::app::ca_show(&args),
+        Some(Command::Run(args)) => run(args),
+        None => run(cli.run),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("grantdoctor: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: grantdoctor::cli::RunArgs) -> anyhow::Result<()> {
+    telemetry::init(
+        args.log_format.unwrap_or_else(LogFormat::detect),
+        args.log_file.as_deref(),
+    )?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(grantdoctor::app::run(args))
+}

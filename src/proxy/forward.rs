@@ -1,0 +1,136 @@
+//! The innermost service: send a request upstream and stream the response back.
+//! Bodies are never buffered here; hop-by-hop headers are dropped per RFC 9110 §7.6.1.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Request, Response, Version};
+
+use crate::body::{self, ProxyBody};
+use crate::upstream::UpstreamClient;
+
+use super::reply;
+
+/// Forwards to the origin named by the request's absolute URI.
+#[derive(Clone)]
+pub struct Forward {
+    client: UpstreamClient,
+}
+
+impl Forward {
+    pub fn new(client: UpstreamClient) -> Self {
+        Self { client }
+    }
+}
+
+impl tower::Service<Request<ProxyBody>> for Forward {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<ProxyBody>) -> Self::Future {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let authority = req
+                .uri()
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            strip_hop_by_hop(req.headers_mut());
+            // The client derives Host (HTTP/1.1) or :authority (h2) from the URI.
+            req.headers_mut().remove(header::HOST);
+            // The pooled connection picks the wire version by ALPN; an h2 request on an
+            // HTTP/1.1 connection would be refused.
+            *req.version_mut() = Version::HTTP_11;
+            match client.request(req).await {
+                Ok(response) => {
+                    let (mut parts, incoming) = response.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    Ok(Response::from_parts(parts, body::boxed(incoming)))
+                }
+                Err(err) => {
+                    tracing::warn!(event = "upstream_error", host = %authority, reason = %reply::root_cause(&err), connect = err.is_connect());
+                    Ok(reply::upstream_error(&authority, &err))
+                }
+            }
+        })
+    }
+}
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes the headers that describe one connection rather than the message, including the
+/// ones a `Connection` header names. `TE: trailers` survives: gRPC-style clients depend on it.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    let te_trailers_only = headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("trailers"));
+    if !te_trailers_only {
+        headers.remove(header::TE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(
+            "proxy-authorization",
+            HeaderValue::from_static("Basic eA=="),
+        );
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        headers.insert("content-encoding", HeaderValue::from_static("gzip"));
+        headers.insert("te", HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-encoding"]);
+    }
+
+    #[test]
+    fn te_trailers_is_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut headers);
+        assert!(headers.contains_key("te"));
+    }
+}

@@ -1,0 +1,88 @@
+//! Intercepted connections: TLS terminated with a leaf for the server name, then HTTP/1.1 or
+//! h2 (by ALPN) served request by request through the exchange stack.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tower::ServiceExt;
+
+use crate::body::{self, ProxyBody};
+
+use super::connect::Target;
+use super::reply::{self, ErrorKind};
+use super::rewind::Rewind;
+use super::{ProxyState, Route};
+
+pub async fn serve(
+    client: TokioIo<hyper::upgrade::Upgraded>,
+    prefix: Bytes,
+    sni_present: bool,
+    name: &str,
+    target: &Target,
+    state: Arc<ProxyState>,
+) {
+    let config = match state.tls.config_for(sni_present, name) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::warn!(event = "mint_failed", host = name, reason = %e);
+            return;
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let tls = match acceptor.accept(Rewind::new(prefix, client)).await {
+        Ok(tls) => tls,
+        Err(e) => {
+            // Most often the client does not trust our CA yet; say where it is.
+            tracing::warn!(
+                event = "client_tls_failed",
+                host = name,
+                reason = %e,
+                hint = "the client must trust the grantdoctor CA (ca.pem or bundle.pem in the CA directory)"
+            );
+            return;
+        }
+    };
+    let route = Route {
+        host: name.to_ascii_lowercase(),
+        authority: target.authority_for(&name.to_ascii_lowercase()),
+        observed: true,
+    };
+    let header_timeout = state.options.header_timeout;
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        let route = route.clone();
+        async move { Ok::<_, Infallible>(handle(req, route, &state).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Some(header_timeout));
+    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+        tracing::debug!(event = "intercept_closed", host = name, reason = %e);
+    }
+}
+
+async fn handle(req: Request<Incoming>, route: Route, state: &ProxyState) -> Response<ProxyBody> {
+    let (mut parts, incoming) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = match format!("https://{}{path}", route.authority).parse::<Uri>() {
+        Ok(uri) => uri,
+        Err(_) => return reply::error(ErrorKind::BadRequest, "request target is not a valid path"),
+    };
+    parts.extensions.insert(route);
+    let req = Request::from_parts(parts, body::boxed(incoming));
+    match state.exchange.clone().oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}

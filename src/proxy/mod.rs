@@ -1,0 +1,307 @@
+//! Bytes and connections: the listener, CONNECT routing, blind tunnels, interception and
+//! plain forwarding. Knows nothing of OAuth; token exchanges are handed to the exchange
+//! stack, which it treats as any other `tower::Service`.
+//!
+//! Must never: decrypt a host the intercept policy does not name, or alter a response body.
+
+mod connect;
+mod forward;
+mod hello;
+mod intercept;
+mod mitm;
+pub mod reply;
+mod rewind;
+mod tunnel;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+
+use crate::body::{self, ProxyBody};
+use crate::tls::InterceptTls;
+use crate::token_endpoint::TokenEndpoint;
+use crate::upstream::{ResolveOverrides, UpstreamClient};
+
+pub use forward::{Forward, strip_hop_by_hop};
+pub use hello::{Opening, peek_opening};
+pub use intercept::{DEFAULT_INTERCEPT, InterceptPolicy};
+use reply::ErrorKind;
+
+/// Where a request is going, attached to it as an extension by the connection that read it.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The origin's host name, lower case.
+    pub host: String,
+    /// `host` or `host:port`, as used in the upstream URI.
+    pub authority: String,
+    /// Whether this request was intercepted (and so may be observed by the exchange stack).
+    pub observed: bool,
+}
+
+/// Limits and timeouts of the proxy side.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Ports CONNECT may reach.
+    pub connect_ports: Vec<u16>,
+    /// Dialling an origin for a tunnel.
+    pub connect_timeout: Duration,
+    /// Reading a request head (slowloris), and a ClientHello on an intercepted tunnel.
+    pub header_timeout: Duration,
+    /// How long a non-intercepted tunnel waits for the client's first bytes before it is
+    /// tunnelled anyway (protocols where the server speaks first).
+    pub tunnel_peek_timeout: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        Self {
+            connect_ports: vec![443],
+            connect_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            tunnel_peek_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// The service stack every forwarded request goes through, outermost first.
+pub type ExchangeStack = TokenEndpoint<Forward>;
+
+/// Everything a connection needs, shared by all of them.
+pub struct ProxyState {
+    pub policy: InterceptPolicy,
+    pub tls: InterceptTls,
+    pub overrides: ResolveOverrides,
+    pub exchange: ExchangeStack,
+    pub options: ProxyOptions,
+}
+
+impl ProxyState {
+    pub fn new(
+        policy: InterceptPolicy,
+        tls: InterceptTls,
+        overrides: ResolveOverrides,
+        client: UpstreamClient,
+        options: ProxyOptions,
+    ) -> Self {
+        let exchange = tower::ServiceBuilder::new()
+            .layer(crate::token_endpoint::TokenEndpointLayer::default())
+            .service(Forward::new(client));
+        Self {
+            policy,
+            tls,
+            overrides,
+            exchange,
+            options,
+        }
+    }
+}
+
+/// The bound listener, ready to serve.
+pub struct Proxy {
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+}
+
+impl Proxy {
+    pub async fn bind(addr: SocketAddr, state: Arc<ProxyState>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections until `shutdown` completes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let state = self.state.clone();
+                        tokio::spawn(serve_client(stream, peer, state));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(event = "accept_failed", reason = %e);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+    }
+}
+
+async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
+    let _ = stream.set_nodelay(true);
+    match check_request_line(&stream, state.options.header_timeout).await {
+        LineCheck::Ok => {}
+        LineCheck::Gone => return,
+        LineCheck::Bad(reason) => {
+            tracing::info!(event = "bad_request", peer = %peer, reason);
+            reject(stream, reason).await;
+            return;
+        }
+    }
+    let header_timeout = state.options.header_timeout;
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(front(req, state).await) }
+    });
+    let result = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .preserve_header_case(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
+    if let Err(e) = result {
+        tracing::debug!(event = "client_closed", peer = %peer, reason = %e);
+    }
+}
+
+/// Requests arriving on the listener: CONNECT, or an absolute-form request to forward.
+async fn front(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<ProxyBody> {
+    if req.method() == Method::CONNECT {
+        return connect::handle(req, state).await;
+    }
+    let uri = req.uri();
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return reply::error(
+            ErrorKind::BadRequest,
+            "this is a forward proxy: send CONNECT host:443 or an absolute-form request (GET http://host/path)",
+        );
+    };
+    if scheme != "http" && scheme != "https" {
+        return reply::error(
+            ErrorKind::BadRequest,
+            format_args!("unsupported scheme `{scheme}`: only http and https are proxied"),
+        );
+    }
+    let host = authority.host().to_ascii_lowercase();
+    let route = Route {
+        observed: scheme == "https" && state.policy.matches(&host),
+        authority: authority.to_string(),
+        host,
+    };
+    let (mut parts, incoming) = req.into_parts();
+    parts.extensions.insert(route);
+    let req = Request::from_parts(parts, body::boxed(incoming));
+    match state.exchange.clone().oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+enum LineCheck {
+    Ok,
+    Gone,
+    Bad(&'static str),
+}
+
+/// hyper answers an unparsable request with a bare `400`; we look at the request line first
+/// so the client learns what was wrong. Peeking leaves the bytes in the socket for hyper.
+/// The reason never echoes the input: a request line can carry credentials in its query.
+async fn check_request_line(stream: &TcpStream, timeout: Duration) -> LineCheck {
+    const MAX_LINE: usize = 8192;
+    let mut buf = vec![0u8; MAX_LINE];
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
+        let n = match peeked {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return LineCheck::Gone,
+            Ok(Ok(n)) => n,
+        };
+        if buf[0] == 0x16 {
+            return LineCheck::Bad(
+                "received a TLS handshake, but the proxy listener speaks plain HTTP: use http:// in HTTPS_PROXY",
+            );
+        }
+        if let Some(end) = buf[..n].iter().position(|&b| b == b'\n') {
+            return match validate_request_line(&buf[..end]) {
+                Ok(()) => LineCheck::Ok,
+                Err(reason) => LineCheck::Bad(reason),
+            };
+        }
+        if n == MAX_LINE {
+            return LineCheck::Bad("request line longer than 8192 bytes");
+        }
+        // The line is split across packets: wait for more without consuming anything.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn validate_request_line(line: &[u8]) -> Result<(), &'static str> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line == b"PRI * HTTP/2.0" {
+        return Err(
+            "HTTP/2 with prior knowledge is not supported on the proxy listener: use HTTP/1.1 for the proxy hop",
+        );
+    }
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("malformed request line: expected METHOD SP TARGET SP HTTP/1.1");
+    };
+    let is_token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    if method.is_empty() || !method.iter().all(is_token) {
+        return Err("malformed request line: invalid method");
+    }
+    if target.is_empty() || target.iter().any(|b| b.is_ascii_control() || *b >= 0x80) {
+        return Err("malformed request line: invalid request target");
+    }
+    if version != b"HTTP/1.1" && version != b"HTTP/1.0" {
+        return Err(
+            "malformed request line: unsupported HTTP version (expected HTTP/1.1 or HTTP/1.0)",
+        );
+    }
+    Ok(())
+}
+
+async fn reject(mut stream: TcpStream, reason: &str) {
+    let body = format!("grantdoctor: {reason}\n");
+    let head = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ngrantdoctor-error: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        ErrorKind::BadRequest.as_str(),
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_request_line;
+
+    #[test]
+    fn request_lines_are_validated() {
+        assert!(validate_request_line(b"CONNECT login.salesforce.com:443 HTTP/1.1\r").is_ok());
+        assert!(validate_request_line(b"GET http://a.test/ HTTP/1.0").is_ok());
+        for bad in [
+            &b"GARBAGE"[..],
+            b"GET  / HTTP/1.1",
+            b"GET / HTTP/3",
+            b"G(T / HTTP/1.1",
+            b"GET /\x01 HTTP/1.1",
+            b"PRI * HTTP/2.0",
+        ] {
+            assert!(
+                validate_request_line(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The proxy's own responses: every refusal or failure becomes a plain-text reason here, in
+//! one place, with a `grantdoctor-error` header that names its kind.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{self, ProxyBody};
+
+/// Why the proxy answered itself instead of forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    PortNotAllowed,
+    UpstreamUnreachable,
+    UpstreamFailed,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad-request",
+            Self::PortNotAllowed => "port-not-allowed",
+            Self::UpstreamUnreachable => "upstream-unreachable",
+            Self::UpstreamFailed => "upstream-failed",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::PortNotAllowed => StatusCode::FORBIDDEN,
+            Self::UpstreamUnreachable | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// A plain-text response; the reason never contains secrets because callers build it from
+/// hosts, ports and I/O errors only.
+pub fn error(kind: ErrorKind, reason: impl std::fmt::Display) -> Response<ProxyBody> {
+    let text = format!("grantdoctor: {reason}\n");
+    let mut response = Response::new(body::full(text));
+    *response.status_mut() = kind.status();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert("grantdoctor-error", HeaderValue::from_static(kind.as_str()));
+    response
+}
+
+/// The innermost cause of an error chain, which is the part a user can act on
+/// ("Connection refused", "invalid peer certificate: UnknownIssuer").
+pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    let mut text = current.to_string();
+    while let Some(next) = current.source() {
+        let next_text = next.to_string();
+        if !next_text.is_empty() {
+            text = next_text;
+        }
+        current = next;
+    }
+    text
+}
+
+/// The 502 for an upstream request that failed, separating "never connected" from "broke".
+pub fn upstream_error(
+    authority: &str,
+    err: &hyper_util::client::legacy::Error,
+) -> Response<ProxyBody> {
+    let cause = root_cause(err);
+    if err.is_connect() {
+        error(
+            ErrorKind::UpstreamUnreachable,
+            format_args!("upstream {authority} unreachable: {cause}"),
+        )
+    } else {
+        error(
+            ErrorKind::UpstreamFailed,
+            format_args!("upstream {authority} failed: {cause}"),
+        )
+    }
+}
