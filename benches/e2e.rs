@@ -1,0 +1,411 @@
+//! End-to-end proxy benchmark: the same load against a local TLS origin (nginx) directly and
+//! through grantdoctor, in one run, reported as ratios.
+//!
+//! Run: `cargo bench --bench e2e` (needs `nginx` on PATH: `apt-get install nginx-light`).
+//! Knobs: `E2E_SECONDS` (per scenario, default 5), `E2E_CONNECTIONS` (default 32).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::ServerName;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const INTERCEPTED: &str = "login.salesforce.com";
+const TUNNELLED: &str = "bulk.example.test";
+const BULK_BYTES: usize = 64 * 1024 * 1024;
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: build-check only.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let seconds: u64 = env_or("E2E_SECONDS", 5);
+    let connections: usize = env_or("E2E_CONNECTIONS", 32);
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Nginx::start(dir.path());
+    let proxy = Grantdoctor::start(dir.path(), origin.addr);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let duration = Duration::from_secs(seconds);
+    let direct_tls = client_tls(&origin.ca_pem);
+    let proxy_tls = client_tls(&proxy.ca_pem);
+
+    let mut rows = Vec::new();
+    for (label, reuse) in [("keep-alive", true), ("new connection per request", false)] {
+        let direct = rt.block_on(load(
+            Route::Direct(origin.addr),
+            direct_tls.clone(),
+            connections,
+            duration,
+            reuse,
+        ));
+        let proxied = rt.block_on(load(
+            Route::Proxy(proxy.addr, INTERCEPTED),
+            proxy_tls.clone(),
+            connections,
+            duration,
+            reuse,
+        ));
+        rows.push(format!(
+            "| intercepted GET, {label}, {connections} conns | {:.0} req/s | {:.0} req/s | **{:.2}×** | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
+            direct.rate(), proxied.rate(), proxied.rate() / direct.rate(),
+            direct.pct(50.0), direct.pct(99.0), proxied.pct(50.0), proxied.pct(99.0),
+        ));
+    }
+    let direct = rt.block_on(bulk(
+        Route::Direct(origin.addr),
+        direct_tls.clone(),
+        4,
+        duration,
+    ));
+    let tunnelled = rt.block_on(bulk(
+        Route::Proxy(proxy.addr, TUNNELLED),
+        direct_tls,
+        4,
+        duration,
+    ));
+    rows.push(format!(
+        "| blind tunnel bulk download, 4 streams | {:.0} MiB/s | {:.0} MiB/s | **{:.2}×** | | |",
+        direct,
+        tunnelled,
+        tunnelled / direct
+    ));
+    let (rss, peak) = proxy.memory_kib();
+    println!(
+        "\n| scenario | direct | through grantdoctor | ratio | direct p50 / p99 | proxied p50 / p99 |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for row in &rows {
+        println!("{row}");
+    }
+    println!(
+        "\ngrantdoctor RSS after the run: {:.1} MiB (peak {:.1} MiB)",
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Clone, Copy)]
+enum Route {
+    Direct(SocketAddr),
+    /// Through the proxy with CONNECT to this host (port 443).
+    Proxy(SocketAddr, &'static str),
+}
+
+struct Stats {
+    requests: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl Stats {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((p / 100.0) * (self.latencies_us.len() - 1) as f64).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+type Tls = Arc<rustls::ClientConfig>;
+
+fn client_tls(ca: &Path) -> Tls {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // Full handshakes on every new connection, like a fresh client process.
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+async fn open(route: Route, tls: &Tls) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let (stream, sni) = match route {
+        Route::Direct(addr) => (TcpStream::connect(addr).await.unwrap(), INTERCEPTED),
+        Route::Proxy(addr, host) => {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(
+                    format!("CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n").as_bytes(),
+                )
+                .await
+                .unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                stream.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            assert!(
+                head.starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&head)
+            );
+            (stream, host)
+        }
+    };
+    stream.set_nodelay(true).unwrap();
+    let name = ServerName::try_from(sni.to_owned()).unwrap();
+    tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, stream)
+        .await
+        .unwrap()
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn handshake(route: Route, tls: &Tls) -> Sender {
+    let stream = open(route, tls).await;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn get(sender: &mut Sender, path: &str) -> usize {
+    let req = http::Request::get(path)
+        .header("host", INTERCEPTED)
+        .body(Empty::new())
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .len()
+}
+
+async fn load(
+    route: Route,
+    tls: Tls,
+    connections: usize,
+    duration: Duration,
+    reuse: bool,
+) -> Stats {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let workers: Vec<_> = (0..connections)
+        .map(|_| {
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut sender = if reuse {
+                    Some(handshake(route, &tls).await)
+                } else {
+                    None
+                };
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match sender.as_mut() {
+                        Some(sender) => get(sender, "/hello").await,
+                        None => get(&mut handshake(route, &tls).await, "/hello").await,
+                    };
+                    latencies.push(t.elapsed().as_micros() as u32);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies_us = Vec::new();
+    for worker in workers {
+        latencies_us.extend(worker.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    latencies_us.sort_unstable();
+    Stats {
+        requests: latencies_us.len(),
+        elapsed,
+        latencies_us,
+    }
+}
+
+/// MiB/s over `streams` parallel connections repeatedly downloading the bulk file.
+async fn bulk(route: Route, tls: Tls, streams: usize, duration: Duration) -> f64 {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let workers: Vec<_> = (0..streams)
+        .map(|_| {
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let mut sender = handshake(route, &tls).await;
+                let mut bytes = 0usize;
+                while Instant::now() < deadline {
+                    bytes += get(&mut sender, "/files/bulk").await;
+                }
+                bytes
+            })
+        })
+        .collect();
+    let mut total = 0usize;
+    for worker in workers {
+        total += worker.await.unwrap();
+    }
+    total as f64 / (1024.0 * 1024.0) / started.elapsed().as_secs_f64()
+}
+
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    ca_pem: PathBuf,
+}
+
+impl Nginx {
+    fn start(dir: &Path) -> Self {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec![INTERCEPTED.to_owned(), TUNNELLED.to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let ca_pem = dir.join("origin-ca.pem");
+        std::fs::write(&ca_pem, ca.pem()).unwrap();
+        std::fs::write(dir.join("origin.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.join("origin.key"), key.serialize_pem()).unwrap();
+        std::fs::create_dir_all(dir.join("files")).unwrap();
+        std::fs::write(dir.join("files/bulk"), vec![b'x'; BULK_BYTES]).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; worker_processes 1; master_process off; pid {d}/nginx.pid; error_log stderr warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3;
+  uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;
+  keepalive_requests 10000000;
+  server {{
+    listen 127.0.0.1:{port} ssl http2;
+    ssl_certificate {d}/origin.pem; ssl_certificate_key {d}/origin.key;
+    location = /hello {{ return 200 \"hello from origin\\n\"; }}
+    location /files/ {{ alias {d}/files/; }}
+  }}
+}}
+"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(dir)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("nginx on PATH (apt-get install nginx-light)");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_for_port(addr);
+        Self {
+            child,
+            addr,
+            ca_pem,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Grantdoctor {
+    child: Child,
+    addr: SocketAddr,
+    ca_pem: PathBuf,
+}
+
+impl Grantdoctor {
+    fn start(dir: &Path, origin: SocketAddr) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
+            .args(["run", "--log-format", "json", "--listen", &addr.to_string()])
+            .arg("--ca-dir")
+            .arg(dir.join("certs"))
+            .arg("--upstream-ca")
+            .arg(dir.join("origin-ca.pem"))
+            .args(["--resolve", &format!("{INTERCEPTED}:443={origin}")])
+            .args(["--resolve", &format!("{TUNNELLED}:443={origin}")])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(addr);
+        Self {
+            child,
+            addr,
+            ca_pem: dir.join("certs/ca.pem"),
+        }
+    }
+
+    fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for Grantdoctor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_port(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
