@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::cli::{CaArgs, RunArgs};
+use crate::cli::{CaArgs, EmulateArgs, RunArgs};
 use crate::proxy::{InterceptPolicy, Proxy, ProxyOptions, ProxyState};
 use crate::tls::{CaFiles, CertificateAuthority, InterceptTls, LeafCertCache};
 use crate::upstream::{self, ResolveOverrides, UpstreamOptions};
@@ -41,6 +41,53 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(event = "listening", addr = %addr, ca = %args.ca_dir.join("ca.pem").display());
     proxy.run(shutdown_signal()).await;
     tracing::info!(event = "stopped");
+    Ok(())
+}
+
+/// Runs the emulator until SIGINT or SIGTERM.
+pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
+    let scenario = match &args.scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the scenario {}", path.display()))?;
+            let mut scenario: crate::emulator::model::Scenario =
+                toml::from_str(&text).with_context(|| format!("scenario {}", path.display()))?;
+            let base = path.parent().unwrap_or(std::path::Path::new("."));
+            for app in &mut scenario.apps {
+                if let Some(cert) = app.jwt_certificate.as_mut()
+                    && !cert.trim_start().starts_with("-----BEGIN")
+                {
+                    let file = base.join(cert.trim());
+                    *cert = std::fs::read_to_string(&file)
+                        .with_context(|| format!("jwt_certificate {}", file.display()))?;
+                }
+            }
+            scenario
+        }
+        None => crate::emulator::model::Scenario::default(),
+    };
+    let emulator = crate::emulator::Emulator::from_scenario(scenario)
+        .map_err(|e| anyhow::anyhow!("scenario: {e}"))?
+        .shared();
+    let tls = if args.plain {
+        None
+    } else {
+        let (ca, _) = CertificateAuthority::load_or_create(CaFiles::new(&args.ca_dir))
+            .context("loading the emulator's CA")?;
+        let cache = Arc::new(LeafCertCache::new(Arc::new(ca), LEAF_CACHE_CAPACITY)?);
+        Some(InterceptTls::new(cache)?)
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the emulator on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        event = "listening",
+        addr = %addr,
+        scheme = if args.plain { "http" } else { "https" },
+        ca = %args.ca_dir.join("ca.pem").display()
+    );
+    crate::emulator::server::serve(listener, emulator, tls, shutdown_signal()).await;
     Ok(())
 }
 

@@ -29,6 +29,32 @@ pub enum Command {
     /// Manage the local certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Run the Salesforce token-endpoint emulator (tests, demos, rehearsing failures).
+    Emulate(EmulateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EmulateArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+
+    /// Directory of the emulator's own CA (created on first run); clients and the proxy's
+    /// --upstream-ca trust its ca.pem.
+    #[arg(long, default_value = "emulator-certs")]
+    pub ca_dir: PathBuf,
+
+    /// Serve plain HTTP instead of HTTPS.
+    #[arg(long)]
+    pub plain: bool,
+
+    /// A TOML scenario to preload (orgs, users, apps, settings).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+
+    /// Log format: json (default when stdout is not a terminal) or pretty.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 #[derive(Debug, Subcommand)]

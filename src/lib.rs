@@ -13,6 +13,7 @@
 //! - [`upstream`]: the pooled client and the tunnel dialler, with `--resolve` overrides.
 //! - [`token_endpoint`]: the one buffered path, where token exchanges are observed.
 //! - [`telemetry`]: the JSON log line format.
+//! - [`emulator`]: a faithful Salesforce token endpoint (`grantdoctor emulate`).
 //! - [`cli`] and [`app`]: arguments and wiring.
 
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@
 pub mod app;
 pub mod body;
 pub mod cli;
+pub mod emulator;
 pub mod proxy;
 pub mod telemetry;
 pub mod tls;

@@ -9,6 +9,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Ca(CaCommand::Init(args))) => grantdoctor::app::ca_init(&args),
         Some(Command::Ca(CaCommand::Show(args))) => grantdoctor::app::ca_show(&args),
         Some(Command::Run(args)) => run(args),
+        Some(Command::Emulate(args)) => emulate(args),
         None => run(cli.run),
     };
     match result {
@@ -29,4 +30,12 @@ fn run(args: grantdoctor::cli::RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(grantdoctor::app::run(args))
+}
+
+fn emulate(args: grantdoctor::cli::EmulateArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format.unwrap_or_else(LogFormat::detect), None)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(grantdoctor::app::emulate(args))
 }

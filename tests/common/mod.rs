@@ -1,7 +1,9 @@
 //! Shared test fixtures: a local TLS origin with its own CA (standing in for Salesforce and
 //! for other hosts), the real grantdoctor binary on port 0, and clients configured for both.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
+pub mod emulator;
+pub mod jwt;
 pub mod origin;
 
 use std::io::{BufRead, BufReader};
@@ -11,41 +13,33 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use emulator::EmulatorProcess;
 pub use origin::Origin;
 
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The grantdoctor binary, running with its own CA directory, until dropped.
-pub struct ProxyProcess {
+/// A grantdoctor process whose JSON log lines are collected, killed when dropped.
+pub struct Spawned {
     child: Child,
     pub addr: SocketAddr,
-    pub dir: tempfile::TempDir,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
-impl ProxyProcess {
-    /// Starts `grantdoctor run` with `args` added to a port-0 listener and a fresh CA dir.
+impl Spawned {
+    /// Runs the binary with `args` and waits for its `listening` event.
     pub fn start(args: &[String]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_grantdoctor"));
-        command
-            .arg("run")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--ca-dir")
-            .arg(dir.path().join("certs"))
-            .arg("--log-format")
-            .arg("json")
+        let mut child = Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
             .args(args)
             .env(
                 "RUST_LOG",
                 "debug,hyper=warn,hyper_util=warn,rustls=warn,h2=warn",
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = command.spawn().expect("the grantdoctor binary starts");
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the grantdoctor binary starts");
         let stdout = child.stdout.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -68,24 +62,7 @@ impl ProxyProcess {
             .expect("grantdoctor logs its listening address")
             .parse()
             .unwrap();
-        Self {
-            child,
-            addr,
-            dir,
-            lines,
-        }
-    }
-
-    pub fn proxy_url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn ca_dir(&self) -> PathBuf {
-        self.dir.path().join("certs")
-    }
-
-    pub fn ca_pem(&self) -> PathBuf {
-        self.ca_dir().join("ca.pem")
+        Self { child, addr, lines }
     }
 
     pub fn pid(&self) -> u32 {
@@ -123,10 +100,59 @@ impl ProxyProcess {
     }
 }
 
-impl Drop for ProxyProcess {
+impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The proxy, running with its own CA directory, until dropped.
+pub struct ProxyProcess {
+    pub process: Spawned,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for ProxyProcess {
+    type Target = Spawned;
+    fn deref(&self) -> &Spawned {
+        &self.process
+    }
+}
+
+impl ProxyProcess {
+    /// Starts `grantdoctor run` with `args` added to a port-0 listener and a fresh CA dir.
+    pub fn start(args: &[String]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all: Vec<String> = vec![
+            "run".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--ca-dir".into(),
+            dir.path().join("certs").display().to_string(),
+            "--log-format".into(),
+            "json".into(),
+        ];
+        all.extend_from_slice(args);
+        let process = Spawned::start(&all);
+        Self {
+            addr: process.addr,
+            process,
+            dir,
+        }
+    }
+
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    pub fn ca_pem(&self) -> PathBuf {
+        self.ca_dir().join("ca.pem")
     }
 }
 
