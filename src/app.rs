@@ -69,13 +69,19 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
     let emulator = crate::emulator::Emulator::from_scenario(scenario)
         .map_err(|e| anyhow::anyhow!("scenario: {e}"))?
         .shared();
-    let tls = if args.plain {
-        None
-    } else {
-        let (ca, _) = CertificateAuthority::load_or_create(CaFiles::new(&args.ca_dir))
-            .context("loading the emulator's CA")?;
-        let cache = Arc::new(LeafCertCache::new(Arc::new(ca), LEAF_CACHE_CAPACITY)?);
-        Some(InterceptTls::new(cache)?)
+    let tls = match (&args.cert, &args.key) {
+        _ if args.plain => None,
+        (Some(cert), Some(key)) => Some(crate::emulator::server::ServerTls::Files(
+            crate::tls::server_config_from_files(cert, key)?,
+        )),
+        _ => {
+            let (ca, _) = CertificateAuthority::load_or_create(CaFiles::new(&args.ca_dir))
+                .context("loading the emulator's CA")?;
+            let cache = Arc::new(LeafCertCache::new(Arc::new(ca), LEAF_CACHE_CAPACITY)?);
+            Some(crate::emulator::server::ServerTls::Minted(
+                InterceptTls::new(cache)?,
+            ))
+        }
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

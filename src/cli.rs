@@ -45,8 +45,16 @@ pub struct EmulateArgs {
     pub ca_dir: PathBuf,
 
     /// Serve plain HTTP instead of HTTPS.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["cert", "key"])]
     pub plain: bool,
+
+    /// Serve this certificate chain (PEM) instead of minting from the emulator's CA.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
 
     /// A TOML scenario to preload (orgs, users, apps, settings).
     #[arg(long)]

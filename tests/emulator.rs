@@ -1292,3 +1292,47 @@ async fn the_example_scenario_loads_and_serves() {
     assert_eq!(got.0, 200, "{}", got.1);
     assert_eq!(got.1["instance_url"], "https://acme.my.salesforce.com");
 }
+
+#[tokio::test]
+async fn given_certificate_files_are_served_instead_of_minted_ones() {
+    let origin_dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = common::emulator::HOSTS
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    let leaf = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_path, key_path, ca_path) = (
+        origin_dir.path().join("c.pem"),
+        origin_dir.path().join("k.pem"),
+        origin_dir.path().join("ca.pem"),
+    );
+    std::fs::write(&cert_path, leaf.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let emu = EmulatorProcess::start_with(&[
+        "--cert".into(),
+        cert_path.display().to_string(),
+        "--key".into(),
+        key_path.display().to_string(),
+    ]);
+    let client = common::emulator::client_for(&ca_path, emu.addr);
+    let health = client
+        .get("https://login.salesforce.com/_emulator/health")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(
+        !emu.ca_pem().exists(),
+        "no CA is created when certificate files are given"
+    );
+}

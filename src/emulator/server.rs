@@ -434,11 +434,20 @@ fn query_body(_query: &str) -> String {
     serde_json::json!({"totalSize": records.len(), "done": true, "records": records}).to_string()
 }
 
+/// Where the emulator's server certificates come from.
+#[derive(Clone)]
+pub enum ServerTls {
+    /// Minted per SNI from the emulator's CA.
+    Minted(crate::tls::InterceptTls),
+    /// A fixed chain and key given on the command line.
+    Files(Arc<rustls::ServerConfig>),
+}
+
 /// Serves HTTP/1.1 and h2 on accepted connections (TLS or plain) until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     emulator: Arc<Emulator>,
-    tls: Option<crate::tls::InterceptTls>,
+    tls: Option<ServerTls>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -465,9 +474,12 @@ pub async fn serve(
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match tls {
                 Some(tls) => {
-                    let config = match tls.config_for(true, "localhost") {
-                        Ok(config) => config,
-                        Err(_) => return,
+                    let config = match tls {
+                        ServerTls::Files(config) => config,
+                        ServerTls::Minted(minted) => match minted.config_for(true, "localhost") {
+                            Ok(config) => config,
+                            Err(_) => return,
+                        },
                     };
                     match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
                         Ok(stream) => {

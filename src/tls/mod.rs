@@ -10,7 +10,7 @@ mod roots;
 
 pub use ca::{CaFiles, CertificateAuthority};
 pub use leaf::{InterceptTls, LeafCertCache};
-pub use roots::{load_pem_certs, upstream_client_config};
+pub use roots::{load_pem_certs, server_config_from_files, upstream_client_config};
 
 /// The one crypto provider the process uses. rcgen and rustls both build on ring here, so a
 /// second provider never sneaks in through a dependency's defaults.

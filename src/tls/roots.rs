@@ -52,3 +52,23 @@ pub fn upstream_client_config(
         .with_root_certificates(Arc::new(roots))
         .with_no_client_auth())
 }
+
+/// A server configuration from a PEM chain and key (HTTP/1.1 and h2 by ALPN).
+pub fn server_config_from_files(
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    use rustls_pki_types::PrivateKeyDer;
+    let chain = load_pem_certs(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::BadPem {
+        path: key.display().to_string(),
+        what: "private key",
+        reason: e.to_string(),
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(super::provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

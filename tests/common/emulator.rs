@@ -158,7 +158,8 @@ pub fn encode(form: &[(&str, &str)]) -> String {
 /// A client that trusts the emulator's CA and resolves every test host to it.
 pub fn client_for(ca: &std::path::Path, addr: std::net::SocketAddr) -> reqwest::Client {
     let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(ca).unwrap();
+    // Absent when the emulator serves given certificate files; such tests build their own.
+    let pem = std::fs::read(ca).unwrap_or_default();
     use rustls_pki_types::pem::PemObject;
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(cert.unwrap()).unwrap();
