@@ -33,7 +33,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..ProxyOptions::default()
     };
     let client = upstream::client(client_tls, overrides.clone(), &UpstreamOptions::default());
-    let state = Arc::new(ProxyState::new(policy, tls, overrides, client, options));
+    let fingerprints = crate::oauth::Fingerprinter::load_or_create(&args.data_dir)
+        .with_context(|| format!("the fingerprint key in {}", args.data_dir.display()))?;
+    let mut observer = crate::token_endpoint::Observer::new(fingerprints);
+    observer.annotate = args.annotate;
+    observer.append_description = args.annotate_description == crate::cli::DescriptionMode::Append;
+    observer.policies = args.refresh_policies.iter().cloned().collect();
+    let state = Arc::new(ProxyState::new(
+        policy,
+        tls,
+        overrides,
+        client,
+        Arc::new(observer),
+        options,
+    ));
     let proxy = Proxy::bind(args.listen, state)
         .await
         .with_context(|| format!("binding the proxy listener on {}", args.listen))?;

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::annotate::AnnotateMode;
+use crate::diagnose::DeclaredPolicy;
 use crate::telemetry::LogFormat;
 use crate::upstream::ResolveRule;
 
@@ -128,6 +130,29 @@ pub struct RunArgs {
     )]
     pub connect_ports: Vec<u16>,
 
+    /// Directory of the fingerprint key (and, later, the ledger database).
+    #[arg(long, env = "GRANTDOCTOR_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Where diagnoses are added to failed token responses.
+    #[arg(long, env = "GRANTDOCTOR_ANNOTATE", value_enum, default_value = "all")]
+    pub annotate: AnnotateMode,
+
+    /// `append` also adds a short hint to error_description (off by default: some clients
+    /// match that string exactly).
+    #[arg(
+        long,
+        env = "GRANTDOCTOR_ANNOTATE_DESCRIPTION",
+        value_enum,
+        default_value = "off"
+    )]
+    pub annotate_description: DescriptionMode,
+
+    /// A refresh token policy of an app, so ages become evidence (repeatable):
+    /// CLIENT_ID=immediate | CLIENT_ID=idle:SECONDS | CLIENT_ID=absolute:SECONDS.
+    #[arg(long = "refresh-policy", value_name = "CLIENT_ID=POLICY", env = "GRANTDOCTOR_REFRESH_POLICY", value_delimiter = ',', value_parser = parse_policy)]
+    pub refresh_policies: Vec<(String, DeclaredPolicy)>,
+
     /// Log format: json (default when stdout is not a terminal) or pretty.
     #[arg(long, env = "GRANTDOCTOR_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -135,4 +160,17 @@ pub struct RunArgs {
     /// Append logs to this file instead of stdout.
     #[arg(long, env = "GRANTDOCTOR_LOG_FILE")]
     pub log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DescriptionMode {
+    Off,
+    Append,
+}
+
+fn parse_policy(s: &str) -> Result<(String, DeclaredPolicy), String> {
+    let (client, policy) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected CLIENT_ID=POLICY"))?;
+    Ok((client.to_owned(), policy.parse()?))
 }

@@ -18,10 +18,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod annotate;
 pub mod app;
 pub mod body;
 pub mod cli;
+pub mod diagnose;
 pub mod emulator;
+pub mod ledger;
+pub mod oauth;
 pub mod proxy;
 pub mod telemetry;
 pub mod tls;

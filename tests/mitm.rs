@@ -112,7 +112,7 @@ async fn a_gzip_response_arrives_byte_for_byte() {
 }
 
 #[tokio::test]
-async fn a_token_exchange_is_logged_without_its_secrets() {
+async fn a_failed_token_exchange_is_annotated_and_logged_without_its_secrets() {
     let (_origin, proxy) = start();
     let client = client_via(&proxy, &[&proxy.ca_pem()], false);
     let secret = "5Aep861.SECRET-refresh-token-value";
@@ -126,16 +126,26 @@ async fn a_token_exchange_is_logged_without_its_secrets() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    assert_eq!(
-        response.text().await.unwrap(),
-        r#"{"error":"invalid_grant","error_description":"expired access/refresh token"}"#
+    let cause = response.headers()["grantdoctor-cause"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let text = response.text().await.unwrap();
+    assert!(
+        text.starts_with(r#"{"error":"invalid_grant","error_description":"expired access/refresh token","grantdoctor":{"#),
+        "{text}"
     );
-    let event = proxy.wait_for_event(|e| e["event"] == "token_exchange");
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["grantdoctor"]["causes"][0]["id"], cause.as_str());
+    let event = proxy.wait_for_event(|e| e["event"] == "invalid_grant");
     assert_eq!(event["grant_type"], "refresh_token");
     assert_eq!(event["status"], 400);
     assert_eq!(event["host"], "login.salesforce.com");
+    assert_eq!(event["cause"], cause.as_str());
+    assert_eq!(event["event_id"], body["grantdoctor"]["event_id"]);
+    assert!(event["token_fp"].as_str().unwrap().starts_with("fp_"));
     assert!(event["latency_ms"].as_f64().unwrap() >= 0.0);
-    assert!(event["ts"].is_string() && event["level"] == "info");
+    assert!(event["ts"].is_string() && event["level"] == "warn");
     assert!(
         !proxy.raw_log().contains("SECRET"),
         "a secret reached the log"

@@ -2,19 +2,9 @@
 //! certificate uploaded on the connected app; `exp` in epoch seconds, given as a number or a
 //! numeric string (simple-salesforce sends a string).
 
-use base64::Engine;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::{DecodePaddingMode, general_purpose};
-use serde_json::Value;
+use crate::oauth::jwt::{audiences, decode_parts, number_claim};
 
 use super::errors::{self, OAuthError};
-
-const B64URL: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(false)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
 
 /// A decoded assertion whose signature has not been checked yet.
 #[derive(Debug, Clone)]
@@ -31,37 +21,16 @@ pub struct Assertion {
 
 /// Splits and decodes a compact JWT; anything malformed is `invalid assertion` (E17).
 pub fn decode(assertion: &str) -> Result<Assertion, OAuthError> {
-    let bad = || errors::INVALID_ASSERTION;
-    let mut parts = assertion.trim().split('.');
-    let (Some(h), Some(c), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad());
-    };
-    let header: Value =
-        serde_json::from_slice(&B64URL.decode(h).map_err(|_| bad())?).map_err(|_| bad())?;
-    let claims: Value =
-        serde_json::from_slice(&B64URL.decode(c).map_err(|_| bad())?).map_err(|_| bad())?;
-    let signature = B64URL.decode(s).map_err(|_| bad())?;
-    let text = |v: &Value| v.as_str().map(str::to_owned);
-    let aud = match &claims["aud"] {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items.iter().filter_map(text).collect(),
-        _ => Vec::new(),
-    };
-    let exp = match &claims["exp"] {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
-        _ => None,
-    };
+    let parts = decode_parts(assertion).ok_or(errors::INVALID_ASSERTION)?;
+    let text = |name: &str| parts.claims[name].as_str().map(str::to_owned);
     Ok(Assertion {
-        alg: header["alg"].as_str().unwrap_or_default().to_owned(),
-        iss: text(&claims["iss"]),
-        sub: text(&claims["sub"]),
-        aud,
-        exp,
-        signing_input: format!("{h}.{c}").into_bytes(),
-        signature,
+        alg: parts.header["alg"].as_str().unwrap_or_default().to_owned(),
+        iss: text("iss"),
+        sub: text("sub"),
+        aud: audiences(&parts.claims),
+        exp: number_claim(&parts.claims, "exp"),
+        signing_input: parts.signing_input.into_bytes(),
+        signature: parts.signature,
     })
 }
 
@@ -101,7 +70,8 @@ fn rsa_public_key(pem: &str) -> Option<Vec<u8>> {
     Some(spki)
 }
 
-/// Encodes bytes as unpadded base64url (for tests and for building assertions).
+/// Encodes bytes as unpadded base64url.
 pub fn b64url(data: &[u8]) -> String {
-    general_purpose::URL_SAFE_NO_PAD.encode(data)
+    use base64::Engine;
+    crate::oauth::jwt::B64URL.encode(data)
 }

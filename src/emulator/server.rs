@@ -469,7 +469,17 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let emulator = emulator.clone();
-                async move { Ok::<_, Infallible>(emulator.handle(req, peer).await) }
+                async move {
+                    let now = emulator.clock.now_ms();
+                    let mut response = emulator.handle(req, peer).await;
+                    // The virtual clock's time, so clients measuring ages on Salesforce's clock
+                    // (as grantdoctor does) see the emulated one.
+                    let date = std::time::UNIX_EPOCH + Duration::from_millis(now.max(0) as u64);
+                    if let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(date)) {
+                        response.headers_mut().insert(header::DATE, value);
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match tls {

@@ -89,10 +89,11 @@ impl ProxyState {
         tls: InterceptTls,
         overrides: ResolveOverrides,
         client: UpstreamClient,
+        observer: Arc<crate::token_endpoint::Observer>,
         options: ProxyOptions,
     ) -> Self {
         let exchange = tower::ServiceBuilder::new()
-            .layer(crate::token_endpoint::TokenEndpointLayer::default())
+            .layer(crate::token_endpoint::TokenEndpointLayer::new(observer))
             .service(Forward::new(client));
         Self {
             policy,

@@ -131,6 +131,8 @@ impl ProxyProcess {
             "127.0.0.1:0".into(),
             "--ca-dir".into(),
             dir.path().join("certs").display().to_string(),
+            "--data-dir".into(),
+            dir.path().join("data").display().to_string(),
             "--log-format".into(),
             "json".into(),
         ];

@@ -1,0 +1,249 @@
+//! Applying a diagnosis to the response the client receives: headers, and one extra member in
+//! the JSON body. The original members are kept byte for byte (the member is spliced into the
+//! text, not re-serialised), and the body is re-encoded with its original Content-Encoding.
+//!
+//! Must never: change `error` or `error_description` unless `--annotate-description append`.
+
+use bytes::Bytes;
+use http::{HeaderValue, header};
+use serde_json::json;
+
+use crate::diagnose::{Diagnosis, info};
+use crate::oauth;
+
+/// Where annotations go.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AnnotateMode {
+    Off,
+    Headers,
+    Body,
+    All,
+}
+
+impl AnnotateMode {
+    fn headers(self) -> bool {
+        matches!(self, Self::Headers | Self::All)
+    }
+    fn body(self) -> bool {
+        matches!(self, Self::Body | Self::All)
+    }
+}
+
+/// The `grantdoctor` member of an annotated body.
+pub fn member(event_id: &str, diagnosis: &Diagnosis) -> serde_json::Value {
+    let causes: Vec<_> = diagnosis
+        .causes
+        .iter()
+        .map(|c| {
+            let meta = info(c.id);
+            json!({
+                "id": c.id,
+                "confidence": (c.confidence * 100.0).round() / 100.0,
+                "summary": meta.summary,
+                "evidence": c.evidence,
+                "fix": meta.fix,
+                "docs": meta.docs,
+            })
+        })
+        .collect();
+    json!({"event_id": event_id, "causes": causes})
+}
+
+/// Annotates a response: sets the headers (per `mode`) and returns the body to send. `raw` is
+/// the body as upstream sent it, `decoded` the same without Content-Encoding.
+pub fn apply(
+    headers: &mut http::HeaderMap,
+    raw: Bytes,
+    decoded: &[u8],
+    event_id: &str,
+    diagnosis: &Diagnosis,
+    mode: AnnotateMode,
+    append_description: bool,
+) -> Bytes {
+    if mode == AnnotateMode::Off || diagnosis.causes.is_empty() {
+        return raw;
+    }
+    if mode.headers() {
+        let top = diagnosis.top().map(|c| c.id).unwrap_or("sf.unknown");
+        let set = |headers: &mut http::HeaderMap, name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(name, v);
+            }
+        };
+        set(headers, "grantdoctor-cause", top);
+        set(headers, "grantdoctor-causes", &diagnosis.header_value());
+        set(headers, "grantdoctor-event", event_id);
+    }
+    if !mode.body() {
+        return raw;
+    }
+    let Ok(text) = std::str::from_utf8(decoded) else {
+        return raw;
+    };
+    let Some(mut annotated) = splice_member(text, &member(event_id, diagnosis)) else {
+        return raw;
+    };
+    if append_description && let Some(top) = diagnosis.top() {
+        annotated = append_hint(&annotated, top.id);
+    }
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = Bytes::from(oauth::encode_body(
+        encoding.as_deref(),
+        annotated.as_bytes(),
+    ));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    body
+}
+
+/// Adds `"grantdoctor": member` as the last member of a JSON object's text.
+fn splice_member(text: &str, member: &serde_json::Value) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let object = value.as_object()?;
+    let trimmed = text.trim_end();
+    let head = trimmed.strip_suffix('}')?;
+    let separator = if object.is_empty() { "" } else { "," };
+    Some(format!("{head}{separator}\"grantdoctor\":{member}}}"))
+}
+
+/// `--annotate-description append`: "... (grantdoctor: <cause id>)" after the description.
+fn append_hint(text: &str, cause: &str) -> String {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
+        return text.to_owned();
+    };
+    let Some(description) = value["error_description"].as_str() else {
+        return text.to_owned();
+    };
+    let old = serde_json::to_string(description).expect("a string serialises");
+    let new = serde_json::to_string(&format!("{description} (grantdoctor: {cause})"))
+        .expect("a string serialises");
+    text.replacen(
+        &format!("\"error_description\":{old}"),
+        &format!("\"error_description\":{new}"),
+        1,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::Finding;
+
+    fn diagnosis() -> Diagnosis {
+        Diagnosis {
+            causes: vec![Finding {
+                id: "sf.refresh.approval_limit_evicted",
+                confidence: 0.95,
+                evidence: vec!["5 newer refresh tokens".into()],
+            }],
+        }
+    }
+
+    const BODY: &str =
+        r#"{"error":"invalid_grant","error_description":"expired access/refresh token"}"#;
+
+    #[test]
+    fn the_member_is_appended_and_the_original_members_are_untouched() {
+        let mut headers = http::HeaderMap::new();
+        let out = apply(
+            &mut headers,
+            Bytes::from_static(BODY.as_bytes()),
+            BODY.as_bytes(),
+            "ev1",
+            &diagnosis(),
+            AnnotateMode::All,
+            false,
+        );
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.starts_with(&BODY[..BODY.len() - 1]), "{text}");
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            v["grantdoctor"]["causes"][0]["id"],
+            "sf.refresh.approval_limit_evicted"
+        );
+        assert_eq!(
+            headers["grantdoctor-cause"],
+            "sf.refresh.approval_limit_evicted"
+        );
+        assert_eq!(
+            headers["grantdoctor-causes"],
+            "sf.refresh.approval_limit_evicted;q=0.95"
+        );
+        assert_eq!(headers["content-length"], out.len().to_string().as_str());
+    }
+
+    #[test]
+    fn headers_mode_leaves_the_body_byte_for_byte() {
+        let mut headers = http::HeaderMap::new();
+        let raw = Bytes::from_static(BODY.as_bytes());
+        let out = apply(
+            &mut headers,
+            raw.clone(),
+            BODY.as_bytes(),
+            "ev1",
+            &diagnosis(),
+            AnnotateMode::Headers,
+            false,
+        );
+        assert_eq!(out, raw);
+        assert!(headers.contains_key("grantdoctor-event"));
+        let mut none = http::HeaderMap::new();
+        assert_eq!(
+            apply(
+                &mut none,
+                raw.clone(),
+                BODY.as_bytes(),
+                "ev1",
+                &diagnosis(),
+                AnnotateMode::Off,
+                false
+            ),
+            raw
+        );
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn gzip_bodies_are_re_encoded() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        let raw = Bytes::from(oauth::encode_body(Some("gzip"), BODY.as_bytes()));
+        let out = apply(
+            &mut headers,
+            raw,
+            BODY.as_bytes(),
+            "ev1",
+            &diagnosis(),
+            AnnotateMode::Body,
+            false,
+        );
+        let decoded = oauth::decode_body(Some("gzip"), &out, 1 << 20).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&decoded).unwrap();
+        assert_eq!(v["error_description"], "expired access/refresh token");
+        assert!(v["grantdoctor"].is_object());
+    }
+
+    #[test]
+    fn the_description_hint_is_opt_in() {
+        let mut headers = http::HeaderMap::new();
+        let out = apply(
+            &mut headers,
+            Bytes::from_static(BODY.as_bytes()),
+            BODY.as_bytes(),
+            "ev1",
+            &diagnosis(),
+            AnnotateMode::Body,
+            true,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["error_description"],
+            "expired access/refresh token (grantdoctor: sf.refresh.approval_limit_evicted)"
+        );
+    }
+}

@@ -1,0 +1,329 @@
+//! The causes grantdoctor can name, as data: stable id, one-line summary, fix steps, docs.
+//! Ids are a public interface (`reference/causes.md`): never renamed, never reused.
+
+/// One entry of the catalogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CauseInfo {
+    pub id: &'static str,
+    pub summary: &'static str,
+    pub fix: &'static [&'static str],
+    pub docs: &'static [&'static str],
+}
+
+const ERRORS_DOC: &str =
+    "https://help.salesforce.com/s/articleView?id=xcloud.remoteaccess_oauth_flow_errors.htm";
+const APPROVALS_DOC: &str = "https://help.salesforce.com/apex/HTViewSolution?id=000205876";
+const POLICY_DOC: &str =
+    "https://help.salesforce.com/apex/HTViewHelpDoc?id=xcloud.connected_app_limit_idle_ttl.htm";
+const RTR_DOC: &str = "https://help.salesforce.com/s/articleView?id=005316711";
+const JWT_DOC: &str =
+    "https://help.salesforce.com/s/articleView?id=xcloud.remoteaccess_oauth_jwt_flow.htm&type=5";
+const PW_FLOW_DOC: &str = "https://help.salesforce.com/apex/HTViewHelpDoc?id=xcloud.remoteaccess_disable_username_password_flow_ca.htm";
+
+macro_rules! cause {
+    ($id:literal, $summary:literal, [$($fix:literal),+ $(,)?], [$($doc:expr),* $(,)?]) => {
+        CauseInfo { id: $id, summary: $summary, fix: &[$($fix),+], docs: &[$($doc),*] }
+    };
+}
+
+pub const CAUSES: &[CauseInfo] = &[
+    cause!(
+        "sf.refresh.approval_limit_evicted",
+        "Five newer authorizations of this user for this app evicted this refresh token (Salesforce keeps five per user per app).",
+        [
+            "Stop re-running the authorization flow per environment or tool: reuse the stored refresh token.",
+            "Give each integration its own integration user.",
+            "For server-to-server access prefer the JWT bearer flow, which issues no refresh token."
+        ],
+        [APPROVALS_DOC]
+    ),
+    cause!(
+        "sf.refresh.rotated_token_reused",
+        "This refresh token was already exchanged and replaced (refresh token rotation is on); presenting it again revokes the whole token family.",
+        [
+            "Persist the newest refresh token after every refresh, atomically.",
+            "Allow one refresh at a time per token (grantdoctor can coalesce concurrent ones).",
+            "Re-authorize: under rotation the reuse has revoked the current token too."
+        ],
+        [RTR_DOC]
+    ),
+    cause!(
+        "sf.refresh.policy_immediate_expiry",
+        "The connected app's refresh token policy is \"Immediately expire refresh token\": the token never worked.",
+        [
+            "Connected app → Edit Policies → Refresh Token Policy: \"Refresh token is valid until revoked\" (or a real lifetime)."
+        ],
+        [POLICY_DOC]
+    ),
+    cause!(
+        "sf.refresh.policy_idle_expiry",
+        "The refresh token expired after going unused longer than the app's idle limit (or the 30-day idle cap).",
+        [
+            "Use the token regularly (a scheduled refresh inside the idle window).",
+            "Or change the app's \"Expire refresh token if not used for\" policy / the idle TTL limit."
+        ],
+        [POLICY_DOC]
+    ),
+    cause!(
+        "sf.refresh.policy_absolute_expiry",
+        "The refresh token reached the app's absolute lifetime (\"Expire refresh token after N\").",
+        [
+            "Change the app's \"Expire refresh token after\" policy, or re-authorize on a schedule before it."
+        ],
+        [POLICY_DOC]
+    ),
+    cause!(
+        "sf.refresh.missing_refresh_scope",
+        "No usable refresh token exists: the authorization did not return one (scope lacked refresh_token / offline_access) or the client sent a placeholder.",
+        [
+            "Add refresh_token (or offline_access) to the scope of the authorization request and to the connected app's selected OAuth scopes.",
+            "Re-authorize, and store the refresh_token the response carries."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.refresh.wrong_host",
+        "The refresh token was issued by another Salesforce host (sandbox vs production, or another My Domain) than the one it is sent to.",
+        [
+            "Refresh at the host that issued the token: keep the login host / instance_url with the token."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.refresh.client_mismatch",
+        "The refresh token was issued to another connected app than the client_id presenting it.",
+        ["Send the consumer key of the app that obtained the token."],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.refresh.org_refreshed",
+        "The org was refreshed (a sandbox refresh makes a new org): every earlier token of it is dead.",
+        [
+            "Re-authorize after a sandbox refresh.",
+            "Re-approve JWT pre-authorization in the new org."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.refresh.revoked",
+        "The refresh token was revoked: by the user, an admin, a deactivation or a session kill.",
+        [
+            "Check Setup → Connected Apps OAuth Usage and the user's Connected Apps page.",
+            "Re-authorize."
+        ],
+        [APPROVALS_DOC]
+    ),
+    cause!(
+        "sf.refresh.concurrent_refresh",
+        "Several refreshes with the same refresh token reached Salesforce at once; the losers get this error.",
+        [
+            "Allow one refresh at a time per token (grantdoctor coalesces concurrent ones when enabled).",
+            "Retry once with the newest stored token."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.code.reused",
+        "This authorization code was already exchanged; codes work once.",
+        ["Exchange each code once; look for double submits and retried exchanges."],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.code.expired",
+        "The authorization code expired before it was exchanged.",
+        ["Exchange the code right after the redirect."],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.code.pkce_mismatch",
+        "The PKCE code_verifier is missing or does not match the challenge sent to /authorize.",
+        [
+            "Send the code_verifier that belongs to the code_challenge used at /authorize (S256: base64url of its SHA-256)."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.code.redirect_uri_mismatch",
+        "The redirect_uri of the exchange is not exactly the one used at /authorize and configured on the app.",
+        [
+            "Send byte for byte the callback URL configured on the app and used at /authorize (scheme, trailing slash, encoding)."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.jwt.assertion_expired",
+        "The JWT's exp is in the past by Salesforce's clock.",
+        [
+            "Set exp = now + 60…180 s, in UTC seconds.",
+            "Sync the clock (NTP); sign a new assertion for every request."
+        ],
+        [JWT_DOC]
+    ),
+    cause!(
+        "sf.jwt.audience_invalid",
+        "The JWT's aud is not accepted for the host it was sent to.",
+        [
+            "aud = https://login.salesforce.com (production), https://test.salesforce.com (sandbox), or the site / My Domain URL, with no trailing slash."
+        ],
+        [JWT_DOC]
+    ),
+    cause!(
+        "sf.jwt.external_client_app_host",
+        "An External Client App was used through login/test; such apps live only in their org's My Domain.",
+        [
+            "Call https://<MyDomain>.my.salesforce.com/services/oauth2/token and put the same URL in aud."
+        ],
+        [JWT_DOC]
+    ),
+    cause!(
+        "sf.jwt.not_preauthorized",
+        "The user is not pre-authorized for this app and never approved it in a flow that issued a refresh token.",
+        [
+            "Set Permitted Users to \"Admin approved users are pre-authorized\" and assign the user's profile or a permission set.",
+            "Or have the user approve once through the web-server flow with the refresh_token scope.",
+            "After a sandbox refresh, redo the approval in the new org; check host and aud match the user's org."
+        ],
+        [JWT_DOC]
+    ),
+    cause!(
+        "sf.jwt.invalid_signature",
+        "The assertion does not verify: wrong algorithm, malformed token or claims, or a key that does not match the app's certificate.",
+        [
+            "Sign RS256 with the private key whose certificate is uploaded on the app (\"Use digital signatures\").",
+            "Send iss, sub, aud and exp."
+        ],
+        [JWT_DOC]
+    ),
+    cause!(
+        "sf.jwt.unknown_issuer",
+        "The JWT's iss is not a consumer key known at this host.",
+        ["iss = the connected app's consumer key, in the org (production or sandbox) you call."],
+        [JWT_DOC]
+    ),
+    cause!(
+        "sf.password.bad_credentials",
+        "Salesforce rejected the username, password or security token.",
+        [
+            "Check the password and append the user's current security token (reset after every password change).",
+            "Or add the caller's IP to trusted ranges."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.password.flow_blocked",
+        "The username-password OAuth flow looks blocked for this org (the default since Summer '23).",
+        [
+            "Move to the JWT bearer or client credentials flow.",
+            "Or re-enable \"Allow OAuth Username-Password Flows\" (not recommended)."
+        ],
+        [PW_FLOW_DOC]
+    ),
+    cause!(
+        "sf.password.lockout_risk",
+        "Repeated password failures for this username: the user will be locked out.",
+        ["Stop retrying and fix the credentials first."],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.cc.wrong_domain",
+        "The client credentials flow was sent to login/test; it works only on the org's My Domain.",
+        ["Call https://<MyDomain>.my.salesforce.com/services/oauth2/token."],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.cc.no_run_as_user",
+        "The client credentials flow is not enabled on the app or has no Run As user.",
+        [
+            "Enable the client credentials flow on the app and set a Run As user (API Only for External Client Apps)."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.user.ip_restricted",
+        "The login came from an IP outside the user's profile ranges (or outside login hours).",
+        [
+            "Add the egress IP to the profile's Login IP Ranges or the app's IP relaxation; check login hours."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.user.inactive",
+        "The user is deactivated.",
+        ["Reactivate the user, or authorize as another (active) integration user."],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.org.inactive",
+        "The org is locked, closed, suspended or expired.",
+        ["Contact the org's admin or Salesforce; nothing can be retried until the org is active."],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.app.user_not_approved",
+        "The app admits only admin-approved users and this user has no assigned profile or permission set.",
+        [
+            "Assign the user's profile or a permission set to the app (Manage → Profiles / Permission Sets)."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.user.login_rate_exceeded",
+        "This user exceeded Salesforce's login rate (3,600 per hour).",
+        ["Cache access tokens instead of minting one per call."],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.client.invalid_secret",
+        "The consumer secret is wrong for this app (mistyped, rotated, or another app's).",
+        ["Copy the current consumer secret from the app (Manage Consumer Details)."],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.client.unknown_client_id",
+        "Salesforce does not know this consumer key at this host or org.",
+        [
+            "Check the key for typos and whitespace, and that the app exists in the org you call (production vs sandbox).",
+            "A new app can take up to 10 minutes to propagate."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.request.malformed",
+        "The request is not a valid token request: form-encoded POST over HTTPS with a correct grant_type.",
+        [
+            "Send Content-Type: application/x-www-form-urlencoded with a form body, by POST, with a valid grant_type."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.transient",
+        "A transient Salesforce-side failure (maintenance, outage, unknown_error).",
+        ["Retry with exponential back-off."],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.unknown",
+        "grantdoctor could not tell the cause; the event carries every fact it recorded.",
+        ["Check the user's Login History in Setup for the matching failed login."],
+        [ERRORS_DOC]
+    ),
+];
+
+/// The catalogue entry of `id`.
+pub fn info(id: &str) -> &'static CauseInfo {
+    CAUSES
+        .iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("cause id {id} is in the catalogue"))
+}
+
+/// The warnings of `causes.md`, by id.
+pub const WARNINGS: &[&str] = &[
+    "warn.approval_limit_reached",
+    "warn.approval_evicted",
+    "warn.no_refresh_token",
+    "warn.rotation_on",
+    "warn.password_failures",
+    "warn.login_rate",
+    "warn.jwt_exp_far",
+];

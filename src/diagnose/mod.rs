@@ -1,0 +1,131 @@
+//! Why a token exchange failed: a pure function from what the request said, what Salesforce
+//! answered, what the ledger remembers and the (upstream) time, to ranked causes with evidence.
+//!
+//! Must never: do I/O or read a clock. Every rule is unit-tested with plain data.
+
+pub mod catalogue;
+mod hosts;
+mod rules;
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::ledger::LedgerView;
+use crate::oauth::{RequestFacts, ResponseFacts};
+
+pub use catalogue::{CAUSES, CauseInfo, WARNINGS, info};
+pub use hosts::HostKind;
+
+/// One cause found likely, with what made it so.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub id: &'static str,
+    /// In [0, 1]: ≥ 0.9 when a recorded fact alone explains the error; ≤ 0.5 for priors.
+    pub confidence: f64,
+    pub evidence: Vec<String>,
+}
+
+/// Ranked causes, most likely first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Diagnosis {
+    pub causes: Vec<Finding>,
+}
+
+impl Diagnosis {
+    pub fn top(&self) -> Option<&Finding> {
+        self.causes.first()
+    }
+
+    /// `id;q=0.95, id;q=0.40` for the `grantdoctor-causes` header.
+    pub fn header_value(&self) -> String {
+        self.causes
+            .iter()
+            .map(|c| format!("{};q={:.2}", c.id, c.confidence))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A refresh-token policy an operator declared for an app, which turns an age into evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclaredPolicy {
+    Immediate,
+    IdleSeconds(u64),
+    AbsoluteSeconds(u64),
+}
+
+impl std::str::FromStr for DeclaredPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let seconds = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("`{v}` is not a number of seconds"))
+        };
+        match s.split_once(':') {
+            None if s == "immediate" => Ok(Self::Immediate),
+            Some(("idle", v)) => Ok(Self::IdleSeconds(seconds(v)?)),
+            Some(("absolute", v)) => Ok(Self::AbsoluteSeconds(seconds(v)?)),
+            _ => Err(format!(
+                "`{s}`: expected immediate, idle:SECONDS or absolute:SECONDS"
+            )),
+        }
+    }
+}
+
+/// Declared policies by client id.
+pub type Policies = HashMap<String, DeclaredPolicy>;
+
+/// Diagnoses a failed exchange. `now` is upstream milliseconds since the epoch.
+pub fn diagnose(
+    req: &RequestFacts,
+    resp: &ResponseFacts,
+    view: &LedgerView,
+    policies: &Policies,
+    now: i64,
+) -> Diagnosis {
+    let mut findings = Findings::default();
+    rules::apply(req, resp, view, policies, now, &mut findings);
+    findings.finish()
+}
+
+/// Collects findings; one per id, the most confident kept.
+#[derive(Debug, Default)]
+pub(crate) struct Findings(Vec<Finding>);
+
+impl Findings {
+    pub fn add(&mut self, id: &'static str, confidence: f64, evidence: Vec<String>) {
+        debug_assert!(
+            CAUSES.iter().any(|c| c.id == id),
+            "{id} not in the catalogue"
+        );
+        match self.0.iter_mut().find(|f| f.id == id) {
+            Some(existing) if existing.confidence >= confidence => {}
+            Some(existing) => {
+                existing.confidence = confidence;
+                existing.evidence = evidence;
+            }
+            None => self.0.push(Finding {
+                id,
+                confidence,
+                evidence,
+            }),
+        }
+    }
+
+    pub fn has_certain(&self) -> bool {
+        self.0.iter().any(|f| f.confidence >= 0.9)
+    }
+
+    fn finish(mut self) -> Diagnosis {
+        if self.0.is_empty() {
+            self.add(
+                "sf.unknown",
+                0.3,
+                vec!["no rule matched this error; the event carries every recorded fact".into()],
+            );
+        }
+        self.0.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        Diagnosis { causes: self.0 }
+    }
+}

@@ -1,0 +1,667 @@
+//! The rules, in the decision order of the reference's §7: mechanics first (certain from the
+//! request), then identity errors, then the refresh-token causes from history.
+
+use crate::ledger::{LedgerView, TokenHistory, fmt_ms};
+use crate::oauth::{JWT_BEARER, RequestFacts, ResponseFacts, TokenPresence};
+
+use super::hosts::{HostKind, same_org_family};
+use super::{DeclaredPolicy, Findings, Policies};
+
+const DAY_MS: i64 = 86_400_000;
+const IDLE_CAP_MS: i64 = 30 * DAY_MS;
+const NEVER_SEEN: &str = "not observed: grantdoctor never saw this refresh token issued; its issue, uses and the user's later authorizations would decide";
+
+pub(super) fn apply(
+    req: &RequestFacts,
+    resp: &ResponseFacts,
+    view: &LedgerView,
+    policies: &Policies,
+    now: i64,
+    f: &mut Findings,
+) {
+    if resp.status >= 500 || !resp.json || resp.error_is("unknown_error") {
+        let what = if !resp.json {
+            format!("HTTP {} with a body that is not a JSON object", resp.status)
+        } else {
+            format!(
+                "HTTP {} {}",
+                resp.status,
+                resp.error.as_deref().unwrap_or("")
+            )
+        };
+        f.add("sf.transient", 0.85, vec![what]);
+        return;
+    }
+    let Some(error) = resp.error.as_deref() else {
+        return;
+    };
+    let desc = |prefix: &str| resp.description_is(prefix);
+    let grant = req.grant();
+    match error {
+        "invalid_grant" if desc("expired access/refresh token") => {
+            refresh_expired(req, view, policies, now, f)
+        }
+        "invalid_grant" if desc("expired authorization code") => match grant {
+            "refresh_token" => concurrent_refresh(view, f),
+            JWT_BEARER => assertion_expired(req, now, f),
+            _ => code_expired(view, f),
+        },
+        "invalid_grant" if desc("invalid code verifier") => {
+            let evidence = if req.has_code_verifier {
+                "the code_verifier sent does not match the code_challenge given at /authorize"
+            } else {
+                "the exchange carried no code_verifier, but the code was issued with a PKCE challenge"
+            };
+            f.add(
+                "sf.code.pkce_mismatch",
+                if req.has_code_verifier { 0.85 } else { 0.97 },
+                vec![evidence.into()],
+            );
+        }
+        "invalid_grant" if desc("authentication failure") || desc("invalid user credentials") => {
+            if grant == "password" {
+                password_failure(req, view, f);
+            } else {
+                f.add("sf.unknown", 0.5, vec![format!(
+                    "`authentication failure` on a {grant} exchange: the user's, org's or app's settings refused the login; Login History shows which"
+                )]);
+            }
+        }
+        "invalid_grant" if desc("ip restricted") => f.add(
+            "sf.user.ip_restricted",
+            0.95,
+            vec![format!(
+                "Salesforce refused the login from this network (`{}`)",
+                resp.error_description.as_deref().unwrap_or("")
+            )],
+        ),
+        "invalid_grant" if desc("inactive user") => {
+            f.add("sf.user.inactive", 0.95, vec![user_line(req)])
+        }
+        "inactive_user" => f.add("sf.user.inactive", 0.95, vec![user_line(req)]),
+        "invalid_grant" if desc("user hasn't approved this consumer") => {
+            let jwt = req.jwt.clone().unwrap_or_default();
+            f.add("sf.jwt.not_preauthorized", 0.9, vec![format!(
+                "sub = {} at {}: no admin pre-authorization and no earlier approval of this app that issued a refresh token",
+                jwt.sub.as_deref().unwrap_or("(none)"),
+                req.host
+            )]);
+        }
+        "invalid_grant" if desc("invalid assertion") => invalid_assertion(req, f),
+        "invalid_grant" if desc("audience is invalid") || desc("audience validation failed") => {
+            audience(req, f)
+        }
+        "invalid_grant" if desc("request not supported on this domain") => {
+            let certain = HostKind::of(&req.host).is_generic();
+            f.add(
+                "sf.cc.wrong_domain",
+                if certain { 0.97 } else { 0.8 },
+                vec![format!(
+                    "the client credentials request went to {}, which is not the org's My Domain",
+                    req.host
+                )],
+            );
+        }
+        "invalid_grant" if desc("no client credentials user enabled") => f.add(
+            "sf.cc.no_run_as_user",
+            0.95,
+            vec![format!(
+                "app {}: client credentials flow off or no Run As user",
+                req.client_id.as_deref().unwrap_or("(unknown)")
+            )],
+        ),
+        "invalid_grant" if desc("token validity expired") => f.add(
+            "sf.refresh.policy_absolute_expiry",
+            0.6,
+            vec![
+                "`token validity expired` is believed to mean the absolute refresh-token lifetime"
+                    .into(),
+            ],
+        ),
+        "inactive_org" => f.add(
+            "sf.org.inactive",
+            0.95,
+            vec![format!("Salesforce answered inactive_org at {}", req.host)],
+        ),
+        "invalid_app_access" => f.add(
+            "sf.app.user_not_approved",
+            0.95,
+            vec![format!(
+                "{}: the app admits only admin-approved users",
+                user_line(req)
+            )],
+        ),
+        "app_not_found" => {
+            let aud_generic = req.jwt.as_ref().is_some_and(|j| {
+                j.aud.iter().any(|a| {
+                    a == "https://login.salesforce.com" || a == "https://test.salesforce.com"
+                })
+            });
+            let host_generic = HostKind::of(&req.host).is_generic();
+            let mut evidence = Vec::new();
+            if host_generic {
+                evidence.push(format!(
+                    "the request went to {}, not the org's My Domain",
+                    req.host
+                ));
+            }
+            if aud_generic {
+                evidence.push("the assertion's aud is login/test, not the My Domain URL".into());
+            }
+            let confidence = if evidence.is_empty() { 0.7 } else { 0.95 };
+            if evidence.is_empty() {
+                evidence
+                    .push("External Client Apps resolve only through their org's My Domain".into());
+            }
+            f.add("sf.jwt.external_client_app_host", confidence, evidence);
+        }
+        "invalid_client" | "invalid_client_credentials" => {
+            let evidence = if req.has_client_secret {
+                format!(
+                    "a client secret was sent for client_id {}",
+                    req.client_id.as_deref().unwrap_or("(none)")
+                )
+            } else {
+                "no client secret was sent".into()
+            };
+            f.add("sf.client.invalid_secret", 0.9, vec![evidence]);
+        }
+        "invalid_client_id" => {
+            let id = req.client_id.as_deref().unwrap_or("(none)");
+            if grant == JWT_BEARER {
+                f.add(
+                    "sf.jwt.unknown_issuer",
+                    0.92,
+                    vec![format!(
+                        "iss = {id} is not a consumer key known at {}",
+                        req.host
+                    )],
+                );
+            }
+            f.add("sf.client.unknown_client_id", 0.88, vec![format!("client_id {id} is unknown at {} (a production app at a sandbox host, or the reverse?)", req.host)]);
+        }
+        "unsupported_grant_type" | "invalid_request" => malformed(req, f),
+        "redirect_uri_mismatch" => f.add(
+            "sf.code.redirect_uri_mismatch",
+            0.92,
+            vec![format!(
+                "redirect_uri = {}",
+                req.redirect_uri.as_deref().unwrap_or("(absent)")
+            )],
+        ),
+        "rate_limit_exceeded" => f.add("sf.user.login_rate_exceeded", 0.95, vec![user_line(req)]),
+        _ => {}
+    }
+}
+
+fn user_line(req: &RequestFacts) -> String {
+    let user = req
+        .username
+        .clone()
+        .or_else(|| req.jwt.as_ref().and_then(|j| j.sub.clone()));
+    match user {
+        Some(user) => format!("user {user}"),
+        None => format!("the user of this {} exchange", req.grant()),
+    }
+}
+
+fn refresh_expired(
+    req: &RequestFacts,
+    view: &LedgerView,
+    policies: &Policies,
+    now: i64,
+    f: &mut Findings,
+) {
+    let sent = match &req.refresh_token {
+        TokenPresence::Present(_) => None,
+        TokenPresence::Empty => Some("an empty refresh_token"),
+        TokenPresence::Placeholder => {
+            Some("a placeholder refresh_token (null/undefined): the client stored none")
+        }
+        TokenPresence::Absent => Some("no refresh_token parameter"),
+    };
+    let no_refresh_authorization = view.client_authorized_without_refresh.as_ref().map(|(at, scope)| {
+        format!(
+            "the latest authorization of this app, at {}, returned no refresh_token (scope: {})",
+            fmt_ms(*at),
+            scope.as_deref().unwrap_or("none")
+        )
+    });
+    if let Some(sent) = sent {
+        let mut evidence = vec![format!("the request carried {sent}")];
+        evidence.extend(no_refresh_authorization);
+        f.add("sf.refresh.missing_refresh_scope", 0.95, evidence);
+        return;
+    }
+    let Some(token) = &view.token else {
+        if let Some(line) = no_refresh_authorization {
+            f.add(
+                "sf.refresh.missing_refresh_scope",
+                0.6,
+                vec![line, NEVER_SEEN.into()],
+            );
+        }
+        for (id, prior) in [
+            ("sf.refresh.approval_limit_evicted", 0.4),
+            ("sf.refresh.revoked", 0.35),
+            ("sf.refresh.policy_idle_expiry", 0.3),
+            ("sf.refresh.rotated_token_reused", 0.3),
+            ("sf.refresh.policy_immediate_expiry", 0.25),
+        ] {
+            f.add(id, prior, vec![NEVER_SEEN.into()]);
+        }
+        return;
+    };
+    let history = history_line(token);
+    let client = req.client_id.as_deref().unwrap_or("");
+    if let Some(at) = token.rotated_at {
+        f.add("sf.refresh.rotated_token_reused", 0.97, vec![
+            format!("this refresh token was exchanged successfully at {} and that response carried a new refresh_token: rotation is on", fmt_ms(at)),
+            history.clone(),
+        ]);
+    }
+    if !client.is_empty() && token.client_id != client {
+        f.add(
+            "sf.refresh.client_mismatch",
+            0.95,
+            vec![
+                format!(
+                    "the token was issued to client_id {}, and client_id {client} presented it",
+                    token.client_id
+                ),
+                history.clone(),
+            ],
+        );
+    }
+    if !same_org_family(&token.host, &req.host) {
+        f.add(
+            "sf.refresh.wrong_host",
+            0.95,
+            vec![
+                format!(
+                    "the token was issued by {} and sent to {}",
+                    token.host, req.host
+                ),
+                history.clone(),
+            ],
+        );
+    }
+    if token.newer_approvals.len() >= crate::ledger::APPROVAL_LIMIT {
+        let times: Vec<String> = token.newer_approvals.iter().map(|t| fmt_ms(*t)).collect();
+        f.add(
+            "sf.refresh.approval_limit_evicted",
+            0.95,
+            vec![
+                format!(
+                    "{} newer refresh tokens were issued to this user for this app: at {}",
+                    times.len(),
+                    times.join(", ")
+                ),
+                history.clone(),
+            ],
+        );
+    }
+    if let Some((old, new, at)) = &view.org_changed
+        && *at > token.issued_at
+    {
+        f.add(
+            "sf.refresh.org_refreshed",
+            0.9,
+            vec![format!(
+                "{} answered for org {old} when the token was issued and for org {new} since {}",
+                token.host,
+                fmt_ms(*at)
+            )],
+        );
+    } else if view.org_failures_recent >= 2 {
+        f.add(
+            "sf.refresh.org_refreshed",
+            0.75,
+            vec![format!(
+                "{} other refresh tokens of the same org failed in the last 10 minutes",
+                view.org_failures_recent
+            )],
+        );
+    }
+    if f.has_certain() {
+        return;
+    }
+    let last = token.last_success.unwrap_or(token.issued_at);
+    let idle = now - last;
+    let age = now - token.issued_at;
+    match policies.get(&token.client_id) {
+        Some(DeclaredPolicy::Immediate) => {
+            f.add(
+                "sf.refresh.policy_immediate_expiry",
+                0.95,
+                vec![
+                    "the app's refresh token policy is declared as immediate expiry".into(),
+                    history.clone(),
+                ],
+            );
+        }
+        Some(DeclaredPolicy::IdleSeconds(limit)) if idle >= *limit as i64 * 1000 => {
+            f.add(
+                "sf.refresh.policy_idle_expiry",
+                0.93,
+                vec![
+                    format!(
+                        "unused for {} (since {}); the app's declared idle limit is {}",
+                        span(idle),
+                        fmt_ms(last),
+                        span(*limit as i64 * 1000)
+                    ),
+                    history.clone(),
+                ],
+            );
+        }
+        Some(DeclaredPolicy::AbsoluteSeconds(limit)) if age >= *limit as i64 * 1000 => {
+            f.add(
+                "sf.refresh.policy_absolute_expiry",
+                0.93,
+                vec![
+                    format!(
+                        "issued {} ago; the app's declared lifetime is {}",
+                        span(age),
+                        span(*limit as i64 * 1000)
+                    ),
+                    history.clone(),
+                ],
+            );
+        }
+        _ => {}
+    }
+    if idle >= IDLE_CAP_MS {
+        f.add(
+            "sf.refresh.policy_idle_expiry",
+            0.85,
+            vec![
+                format!(
+                    "unused for {} (since {}): past the 30-day idle cap",
+                    span(idle),
+                    fmt_ms(last)
+                ),
+                history.clone(),
+            ],
+        );
+    }
+    if token.uses == 0 && !f.has_certain() {
+        let confidence = if view.client_first_use_failures > 0 {
+            0.9
+        } else {
+            0.7
+        };
+        let mut evidence = vec![
+            format!(
+                "issued at {} and never refreshed successfully: this is its first use",
+                fmt_ms(token.issued_at)
+            ),
+            history.clone(),
+        ];
+        if view.client_first_use_failures > 0 {
+            evidence.push(format!(
+                "{} other refresh tokens of this app also failed on their first use",
+                view.client_first_use_failures
+            ));
+        }
+        f.add("sf.refresh.policy_immediate_expiry", confidence, evidence);
+    }
+    if !f.has_certain() {
+        f.add("sf.refresh.revoked", 0.6, vec![
+            format!(
+                "known token, none of the other causes: {} newer authorizations (5 evict), not rotated, unused for {}",
+                token.newer_approvals.len(),
+                span(idle)
+            ),
+            history,
+        ]);
+        if token.uses > 0 {
+            f.add(
+                "sf.refresh.policy_absolute_expiry",
+                0.3,
+                vec![format!(
+                    "issued {} ago; not observed: no absolute lifetime is declared for this app",
+                    span(age)
+                )],
+            );
+        }
+    }
+}
+
+fn history_line(token: &TokenHistory) -> String {
+    let used = match (token.uses, token.last_success) {
+        (0, _) => "never refreshed".to_owned(),
+        (n, Some(at)) => format!("refreshed {n} times, last at {}", fmt_ms(at)),
+        (n, None) => format!("refreshed {n} times"),
+    };
+    format!(
+        "token issued at {} by {} via {}; {used}",
+        fmt_ms(token.issued_at),
+        token.host,
+        token.issued_by
+    )
+}
+
+fn span(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        7200..172_800 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+fn concurrent_refresh(view: &LedgerView, f: &mut Findings) {
+    match &view.concurrent {
+        Some(c) if c.in_flight > 0 => f.add("sf.refresh.concurrent_refresh", 0.95, vec![format!("{} other refresh requests with this token were in flight", c.in_flight)]),
+        Some(c) if c.finished_ms_ago.is_some_and(|ms| ms <= 10_000) => f.add("sf.refresh.concurrent_refresh", 0.9, vec![format!(
+            "another refresh with this token came back {} ms earlier",
+            c.finished_ms_ago.unwrap_or_default()
+        )]),
+        _ => f.add("sf.refresh.concurrent_refresh", 0.6, vec!["not observed: no other refresh with this token was seen in flight (another client, or another proxy?)".into()]),
+    }
+}
+
+fn code_expired(view: &LedgerView, f: &mut Findings) {
+    match view.code_redeemed_at {
+        Some(at) => f.add(
+            "sf.code.reused",
+            0.97,
+            vec![format!(
+                "this authorization code was already exchanged successfully at {}",
+                fmt_ms(at)
+            )],
+        ),
+        None => {
+            f.add("sf.code.expired", 0.6, vec!["the code was not seen redeemed before: it expired (or was garbled) before this exchange".into()]);
+            f.add(
+                "sf.code.reused",
+                0.3,
+                vec![
+                    "not observed: an earlier exchange of this code (by another client or proxy?)"
+                        .into(),
+                ],
+            );
+        }
+    }
+}
+
+fn assertion_expired(req: &RequestFacts, now: i64, f: &mut Findings) {
+    let Some(exp) = req.jwt.as_ref().and_then(|j| j.exp) else {
+        f.add(
+            "sf.jwt.assertion_expired",
+            0.6,
+            vec!["the assertion has no numeric exp".into()],
+        );
+        return;
+    };
+    let behind_s = (now as f64 / 1000.0 - exp).round() as i64;
+    if behind_s >= 0 {
+        let mut evidence = vec![format!(
+            "exp = {} ({exp:.0}), {behind_s} s before Salesforce's clock",
+            fmt_ms((exp * 1000.0) as i64)
+        )];
+        if (3600..=14 * 3600).contains(&behind_s) {
+            evidence.push(format!(
+                "{:.1} h behind: an exp computed from local time instead of UTC?",
+                behind_s as f64 / 3600.0
+            ));
+        }
+        f.add("sf.jwt.assertion_expired", 0.97, evidence);
+    } else {
+        f.add("sf.jwt.assertion_expired", 0.6, vec![format!(
+            "exp is {} s ahead of the time Salesforce sent: a clock difference, or an assertion cached and replayed?",
+            -behind_s
+        )]);
+    }
+}
+
+fn invalid_assertion(req: &RequestFacts, f: &mut Findings) {
+    if req.jwt_malformed {
+        f.add("sf.jwt.invalid_signature", 0.95, vec!["the assertion is not a decodable JWT (three base64url parts, JSON header and claims)".into()]);
+        return;
+    }
+    let Some(jwt) = &req.jwt else {
+        f.add(
+            "sf.jwt.invalid_signature",
+            0.9,
+            vec!["the request carried no assertion".into()],
+        );
+        return;
+    };
+    if jwt.alg.as_deref() != Some("RS256") {
+        f.add(
+            "sf.jwt.invalid_signature",
+            0.97,
+            vec![format!(
+                "alg is {}, Salesforce accepts RS256 only",
+                jwt.alg.as_deref().unwrap_or("(absent)")
+            )],
+        );
+        return;
+    }
+    let missing: Vec<&str> = [
+        ("iss", jwt.iss.is_none()),
+        ("sub", jwt.sub.is_none()),
+        ("aud", jwt.aud.is_empty()),
+        ("exp", jwt.exp.is_none()),
+    ]
+    .iter()
+    .filter(|(_, m)| *m)
+    .map(|(n, _)| *n)
+    .collect();
+    if !missing.is_empty() {
+        f.add(
+            "sf.jwt.invalid_signature",
+            0.95,
+            vec![format!(
+                "missing or ill-typed claims: {}",
+                missing.join(", ")
+            )],
+        );
+        return;
+    }
+    f.add("sf.jwt.invalid_signature", 0.8, vec!["header and claims look right: the signature does not verify against the certificate uploaded on the app".into()]);
+}
+
+fn audience(req: &RequestFacts, f: &mut Findings) {
+    let aud = req
+        .jwt
+        .as_ref()
+        .map(|j| j.aud.join(", "))
+        .unwrap_or_default();
+    let expected = match HostKind::of(&req.host) {
+        HostKind::Login => "https://login.salesforce.com".to_owned(),
+        HostKind::Test => "https://test.salesforce.com".to_owned(),
+        HostKind::MyDomain { sandbox: true, .. } => {
+            format!("https://test.salesforce.com or https://{}", req.host)
+        }
+        HostKind::MyDomain { sandbox: false, .. } => {
+            format!("https://login.salesforce.com or https://{}", req.host)
+        }
+        HostKind::Site => "the site URL (https://host/path)".to_owned(),
+        HostKind::Other => "the URL of the host called".to_owned(),
+    };
+    f.add(
+        "sf.jwt.audience_invalid",
+        0.95,
+        vec![format!(
+            "aud = {aud}; at {} Salesforce expects {expected}",
+            req.host
+        )],
+    );
+}
+
+fn password_failure(req: &RequestFacts, view: &LedgerView, f: &mut Findings) {
+    let consecutive = view.password_failures + 1;
+    let who = req.username.as_deref().unwrap_or("(no username)");
+    f.add(
+        "sf.password.bad_credentials",
+        0.8,
+        vec![format!(
+            "username {who}: {consecutive} consecutive failure(s)"
+        )],
+    );
+    if !view.password_success_at_host && view.password_failures_at_host >= 2 {
+        f.add(
+            "sf.password.flow_blocked",
+            0.7,
+            vec![format!(
+                "all {} password logins seen at {} failed and none ever succeeded",
+                view.password_failures_at_host + 1,
+                req.host
+            )],
+        );
+    }
+    if consecutive >= crate::ledger::PASSWORD_WARN_AFTER {
+        f.add(
+            "sf.password.lockout_risk",
+            0.6,
+            vec![format!("{consecutive} consecutive failures for {who}")],
+        );
+    }
+}
+
+fn malformed(req: &RequestFacts, f: &mut Findings) {
+    let mut evidence = Vec::new();
+    if !req.method_post {
+        evidence.push("the request was not a POST".to_owned());
+    }
+    if req.json_body {
+        evidence.push(
+            "the body is JSON; the token endpoint takes application/x-www-form-urlencoded"
+                .to_owned(),
+        );
+    } else if !req.form_encoded {
+        evidence.push(format!(
+            "Content-Type is {}",
+            req.content_type.as_deref().unwrap_or("absent")
+        ));
+    }
+    match req.grant_type.as_deref() {
+        None => evidence.push("no grant_type parameter".into()),
+        Some(g)
+            if ![
+                "authorization_code",
+                "refresh_token",
+                "password",
+                "client_credentials",
+                JWT_BEARER,
+                "urn:ietf:params:oauth:grant-type:saml2-bearer",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+                "device",
+            ]
+            .contains(&g) =>
+        {
+            evidence.push(format!("grant_type `{g}` is not a Salesforce grant type"))
+        }
+        _ => {}
+    }
+    let confidence = if evidence.is_empty() { 0.6 } else { 0.95 };
+    if evidence.is_empty() {
+        evidence
+            .push("the request looks well-formed: is the grant type enabled on this app?".into());
+    }
+    f.add("sf.request.malformed", confidence, evidence);
+}

@@ -1,0 +1,339 @@
+//! What grantdoctor remembers of the token exchanges it saw: refresh tokens issued (by
+//! fingerprint), to whom, by which host, with which scopes; their uses and rotations;
+//! approvals per (org, user, client id) in order; redeemed codes; password failures; request
+//! rates. Diagnosis reads a [`LedgerView`] of it; it never reads the ledger itself.
+//!
+//! Times are upstream milliseconds (the `issued_at` Salesforce returns, the `Date` it sends),
+//! so clock skew between this host and Salesforce cannot distort ages.
+//!
+//! One mutex rather than a map per record kind: observing an exchange updates several related
+//! records at once, and token-endpoint traffic is small next to a lock's cost.
+//!
+//! Must never: hold a secret. Keys are fingerprints; usernames are fingerprinted too.
+
+mod view;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::oauth::{RequestFacts, ResponseFacts};
+
+pub use view::{ConcurrentRefresh, LedgerView, TokenHistory};
+
+/// Live approvals per (user, app) before Salesforce evicts the oldest.
+pub const APPROVAL_LIMIT: usize = 5;
+/// Consecutive password failures that raise `warn.password_failures`.
+pub const PASSWORD_WARN_AFTER: u32 = 3;
+/// Salesforce's login limit per user per hour; `warn.login_rate` fires at 80 %.
+pub const LOGIN_RATE_LIMIT: usize = 3600;
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RefreshEntry {
+    pub host: String,
+    pub client_id: String,
+    pub org_id: Option<String>,
+    pub user_id: Option<String>,
+    pub scope: Option<String>,
+    pub issued_at: i64,
+    pub issued_by: String,
+    pub uses: u32,
+    pub last_success: Option<i64>,
+    /// When a refresh with this token returned a new one (rotation): the token is dead.
+    pub rotated_at: Option<i64>,
+    pub failures: u32,
+    pub first_failure_age: Option<i64>,
+}
+
+/// One authorization of (org, user, client id).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Authorization {
+    pub at: i64,
+    pub host: String,
+    pub refresh_fp: Option<String>,
+    pub scope: Option<String>,
+}
+
+type UserKey = (String, String, String);
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub refresh: HashMap<String, RefreshEntry>,
+    pub authorizations: HashMap<UserKey, Vec<Authorization>>,
+    /// The newest authorization seen per client id, whoever it was for.
+    pub latest_by_client: HashMap<String, Authorization>,
+    pub codes: HashMap<String, i64>,
+    pub in_flight: HashMap<String, (u32, Option<std::time::Instant>)>,
+    pub password_failures: HashMap<String, u32>,
+    pub password_success_hosts: HashMap<String, bool>,
+    pub password_failures_by_host: HashMap<String, u32>,
+    pub requests_per_user: HashMap<(String, String), VecDeque<i64>>,
+    pub org_by_host: HashMap<String, String>,
+    /// Host → (old org, new org, when): a new org id appeared for a host.
+    pub org_changes: HashMap<String, (String, String, i64)>,
+    /// Refresh failures per org id: (when, token fingerprint).
+    pub refresh_failures_by_org: HashMap<String, VecDeque<(i64, String)>>,
+}
+
+/// A warning from `causes.md`'s `warn.*` table, raised the moment the wire shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Warning {
+    pub id: &'static str,
+    pub message: String,
+}
+
+/// The ledger itself.
+#[derive(Debug, Default)]
+pub struct GrantLedger {
+    state: Mutex<State>,
+}
+
+/// Marks a refresh as in flight until dropped (or [`InFlight::finish`]ed).
+pub struct InFlight<'a> {
+    ledger: &'a GrantLedger,
+    fp: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut state = self.ledger.lock();
+        if let Some(entry) = state.in_flight.get_mut(&self.fp) {
+            entry.0 = entry.0.saturating_sub(1);
+            entry.1 = Some(std::time::Instant::now());
+        }
+    }
+}
+
+impl GrantLedger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes a refresh request going upstream; the view of a concurrent one will see it.
+    pub fn begin(&self, req: &RequestFacts) -> Option<InFlight<'_>> {
+        let fp = req.refresh_fp()?.to_owned();
+        self.lock().in_flight.entry(fp.clone()).or_default().0 += 1;
+        Some(InFlight { ledger: self, fp })
+    }
+
+    /// Everything the ledger knows that bears on this exchange, taken before it is recorded.
+    pub fn view(&self, req: &RequestFacts, now: i64) -> LedgerView {
+        view::build(&self.lock(), req, now)
+    }
+
+    /// Records the exchange; returns the warnings it raises.
+    pub fn record(&self, req: &RequestFacts, resp: &ResponseFacts, now: i64) -> Vec<Warning> {
+        let mut state = self.lock();
+        let mut warnings = Vec::new();
+        match &resp.success {
+            Some(success) => {
+                let issued_at = success.issued_at.unwrap_or(now);
+                let org = success.org_id.clone().unwrap_or_default();
+                let user = success.user_id.clone().unwrap_or_default();
+                let client = req.client_id.clone().unwrap_or_default();
+                if !org.is_empty() {
+                    if let Some(old) = state.org_by_host.insert(req.host.clone(), org.clone())
+                        && old != org
+                    {
+                        state
+                            .org_changes
+                            .insert(req.host.clone(), (old, org.clone(), now));
+                    }
+                    let rate = state
+                        .requests_per_user
+                        .entry((org.clone(), user.clone()))
+                        .or_default();
+                    rate.push_back(now);
+                    while rate.front().is_some_and(|t| now - t >= 3_600_000) {
+                        rate.pop_front();
+                    }
+                    if rate.len() * 5 > LOGIN_RATE_LIMIT * 4 && rate.len() % 100 == 1 {
+                        warnings.push(Warning {
+                            id: "warn.login_rate",
+                            message: format!("{} token requests for this user in the last hour; Salesforce refuses logins past {LOGIN_RATE_LIMIT}", rate.len()),
+                        });
+                    }
+                }
+                match req.grant() {
+                    "refresh_token" => {
+                        if let Some(fp) = req.refresh_fp()
+                            && let Some(entry) = state.refresh.get_mut(fp)
+                        {
+                            entry.uses += 1;
+                            entry.last_success = Some(now);
+                            if success.refresh_token_fp.is_some() {
+                                entry.rotated_at = Some(now);
+                            }
+                        }
+                        if let Some(new_fp) = &success.refresh_token_fp {
+                            let parent = req
+                                .refresh_fp()
+                                .and_then(|fp| state.refresh.get(fp))
+                                .cloned();
+                            warnings.push(Warning {
+                                id: "warn.rotation_on",
+                                message: "the refresh returned a new refresh_token: rotation is on and the token just used is dead; persist the new one before the next refresh".into(),
+                            });
+                            state.refresh.insert(
+                                new_fp.clone(),
+                                RefreshEntry {
+                                    host: req.host.clone(),
+                                    client_id: client.clone(),
+                                    org_id: success
+                                        .org_id
+                                        .clone()
+                                        .or(parent.as_ref().and_then(|p| p.org_id.clone())),
+                                    user_id: success
+                                        .user_id
+                                        .clone()
+                                        .or(parent.as_ref().and_then(|p| p.user_id.clone())),
+                                    scope: success.scope.clone(),
+                                    issued_at,
+                                    issued_by: "refresh_token".into(),
+                                    uses: 0,
+                                    last_success: None,
+                                    rotated_at: None,
+                                    failures: 0,
+                                    first_failure_age: None,
+                                },
+                            );
+                        }
+                    }
+                    grant => {
+                        if grant == "authorization_code"
+                            && let Some(code) = &req.code_fp
+                        {
+                            state.codes.insert(code.clone(), now);
+                        }
+                        if grant == "password"
+                            && let Some(u) = &req.username_fp
+                        {
+                            state.password_failures.remove(u);
+                            state.password_success_hosts.insert(req.host.clone(), true);
+                        }
+                        if grant == "authorization_code" && success.refresh_token_fp.is_none() {
+                            warnings.push(Warning {
+                                id: "warn.no_refresh_token",
+                                message: format!(
+                                    "the authorization succeeded without a refresh_token (scope: {}); add refresh_token or offline_access to the requested and the app's scopes",
+                                    success.scope.as_deref().unwrap_or("none")
+                                ),
+                            });
+                        }
+                        let authorization = Authorization {
+                            at: issued_at,
+                            host: req.host.clone(),
+                            refresh_fp: success.refresh_token_fp.clone(),
+                            scope: success.scope.clone(),
+                        };
+                        state
+                            .latest_by_client
+                            .insert(client.clone(), authorization.clone());
+                        if let Some(fp) = &success.refresh_token_fp {
+                            state.refresh.insert(
+                                fp.clone(),
+                                RefreshEntry {
+                                    host: req.host.clone(),
+                                    client_id: client.clone(),
+                                    org_id: success.org_id.clone(),
+                                    user_id: success.user_id.clone(),
+                                    scope: success.scope.clone(),
+                                    issued_at,
+                                    issued_by: grant.to_owned(),
+                                    uses: 0,
+                                    last_success: None,
+                                    rotated_at: None,
+                                    failures: 0,
+                                    first_failure_age: None,
+                                },
+                            );
+                        }
+                        let list = state.authorizations.entry((org, user, client)).or_default();
+                        list.push(authorization);
+                        let live: Vec<&Authorization> =
+                            list.iter().filter(|a| a.refresh_fp.is_some()).collect();
+                        if success.refresh_token_fp.is_some() {
+                            if live.len() == APPROVAL_LIMIT {
+                                warnings.push(Warning {
+                                    id: "warn.approval_limit_reached",
+                                    message: format!(
+                                        "this is the {APPROVAL_LIMIT}th live refresh token for this user and app; the next authorization revokes the oldest, issued at {}",
+                                        fmt_ms(live[0].at)
+                                    ),
+                                });
+                            } else if live.len() > APPROVAL_LIMIT {
+                                let evicted = live[live.len() - APPROVAL_LIMIT - 1];
+                                warnings.push(Warning {
+                                    id: "warn.approval_evicted",
+                                    message: format!(
+                                        "authorization number {} for this user and app: Salesforce keeps {APPROVAL_LIMIT}, so the refresh token issued at {} is now revoked",
+                                        live.len(),
+                                        fmt_ms(evicted.at)
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                }
+                if req.grant() == crate::oauth::JWT_BEARER
+                    && let Some(exp) = req.jwt.as_ref().and_then(|j| j.exp)
+                    && exp * 1000.0 - now as f64 > 180_000.0
+                {
+                    warnings.push(Warning {
+                        id: "warn.jwt_exp_far",
+                        message: format!(
+                            "the assertion's exp is {:.0} s ahead; Salesforce documents at most 3 minutes",
+                            exp - now as f64 / 1000.0
+                        ),
+                    });
+                }
+            }
+            None => {
+                if req.grant() == "password" && resp.error.is_some() {
+                    *state
+                        .password_failures_by_host
+                        .entry(req.host.clone())
+                        .or_default() += 1;
+                    if let Some(u) = &req.username_fp {
+                        let count = state.password_failures.entry(u.clone()).or_default();
+                        *count += 1;
+                        if *count >= PASSWORD_WARN_AFTER {
+                            warnings.push(Warning {
+                                id: "warn.password_failures",
+                                message: format!(
+                                    "{count} consecutive password-grant failures for this username; Salesforce locks the user out after a few more (10 by default)"
+                                ),
+                            });
+                        }
+                    }
+                }
+                if req.grant() == "refresh_token"
+                    && let Some(fp) = req.refresh_fp()
+                    && let Some(entry) = state.refresh.get_mut(fp)
+                {
+                    entry.failures += 1;
+                    entry.first_failure_age.get_or_insert(now - entry.issued_at);
+                    if let Some(org) = entry.org_id.clone() {
+                        let list = state.refresh_failures_by_org.entry(org).or_default();
+                        list.push_back((now, fp.to_owned()));
+                        while list.len() > 64 {
+                            list.pop_front();
+                        }
+                    }
+                }
+            }
+        }
+        warnings
+    }
+}
+
+/// A time for evidence lines: RFC 3339 to the second, UTC.
+pub fn fmt_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}

@@ -1,0 +1,277 @@
+//! Facts of a token request: what §0.2 of the Salesforce reference says to record, with
+//! secrets fingerprinted.
+
+use std::collections::HashMap;
+
+use http::{HeaderMap, header};
+use serde::Serialize;
+
+use super::Fingerprinter;
+use super::jwt;
+
+/// Where the client id came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientIdSource {
+    Form,
+    Basic,
+    JwtIss,
+    None,
+}
+
+/// How a `refresh_token` parameter looked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "fp")]
+pub enum TokenPresence {
+    Absent,
+    Empty,
+    /// `null`, `undefined`, `None`: a client that stored nothing and sent its placeholder.
+    Placeholder,
+    Present(String),
+}
+
+/// An assertion's header and claims, decoded and not verified.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JwtFacts {
+    pub alg: Option<String>,
+    pub iss: Option<String>,
+    pub sub: Option<String>,
+    pub aud: Vec<String>,
+    /// Seconds since the epoch (a numeric string counts).
+    pub exp: Option<f64>,
+    pub exp_is_string: bool,
+    pub iat: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestFacts {
+    pub host: String,
+    pub method_post: bool,
+    pub content_type: Option<String>,
+    pub form_encoded: bool,
+    /// The body parses as JSON: the classic cause of `unsupported_grant_type`.
+    pub json_body: bool,
+    pub grant_type: Option<String>,
+    pub client_id: Option<String>,
+    pub client_id_source: ClientIdSource,
+    pub has_client_secret: bool,
+    pub has_code_verifier: bool,
+    pub redirect_uri: Option<String>,
+    pub refresh_token: TokenPresence,
+    pub code_fp: Option<String>,
+    pub username: Option<String>,
+    pub username_fp: Option<String>,
+    pub jwt: Option<JwtFacts>,
+    /// An `assertion` was sent but is not a decodable JWT.
+    pub jwt_malformed: bool,
+}
+
+impl RequestFacts {
+    /// Reads the facts from a buffered request; parameters come from the query string and,
+    /// for form bodies, the body (which wins).
+    pub fn parse(
+        host: &str,
+        method_post: bool,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        body: &[u8],
+        fp: &Fingerprinter,
+    ) -> Self {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let form_encoded = content_type.as_deref().is_some_and(|v| {
+            v.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+        let mut params: HashMap<String, String> = query
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        if form_encoded {
+            params.extend(form_urlencoded::parse(body).into_owned());
+        }
+        let json_body = !form_encoded
+            && serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object());
+        let get = |name: &str| params.get(name).map(String::as_str);
+        let basic = basic_client(headers);
+        let assertion = get("assertion").filter(|a| !a.is_empty());
+        let decoded = assertion.and_then(jwt::decode_parts);
+        let jwt = decoded.as_ref().map(|parts| {
+            let text = |name: &str| parts.claims[name].as_str().map(str::to_owned);
+            JwtFacts {
+                alg: parts.header["alg"].as_str().map(str::to_owned),
+                iss: text("iss"),
+                sub: text("sub"),
+                aud: jwt::audiences(&parts.claims),
+                exp: jwt::number_claim(&parts.claims, "exp"),
+                exp_is_string: parts.claims["exp"].is_string(),
+                iat: jwt::number_claim(&parts.claims, "iat"),
+            }
+        });
+        let (client_id, client_id_source) =
+            match (get("client_id").filter(|c| !c.is_empty()), &basic, &jwt) {
+                (Some(id), _, _) => (Some(id.to_owned()), ClientIdSource::Form),
+                (None, Some((id, _)), _) => (Some(id.clone()), ClientIdSource::Basic),
+                (None, None, Some(JwtFacts { iss: Some(iss), .. })) => {
+                    (Some(iss.clone()), ClientIdSource::JwtIss)
+                }
+                _ => (None, ClientIdSource::None),
+            };
+        let refresh_token = match get("refresh_token") {
+            None => TokenPresence::Absent,
+            Some(t) if t.trim().is_empty() => TokenPresence::Empty,
+            Some(t)
+                if ["null", "undefined", "none", "nil"]
+                    .contains(&t.trim().to_ascii_lowercase().as_str()) =>
+            {
+                TokenPresence::Placeholder
+            }
+            Some(t) => TokenPresence::Present(fp.fingerprint(t)),
+        };
+        let username = get("username").filter(|u| !u.is_empty()).map(str::to_owned);
+        Self {
+            host: host.to_ascii_lowercase(),
+            method_post,
+            content_type,
+            form_encoded,
+            json_body,
+            grant_type: get("grant_type")
+                .filter(|g| !g.is_empty())
+                .map(str::to_owned),
+            client_id,
+            client_id_source,
+            has_client_secret: get("client_secret").is_some_and(|s| !s.is_empty())
+                || basic.is_some(),
+            has_code_verifier: get("code_verifier").is_some_and(|s| !s.is_empty()),
+            redirect_uri: get("redirect_uri").map(str::to_owned),
+            refresh_token,
+            code_fp: get("code")
+                .filter(|c| !c.is_empty())
+                .map(|c| fp.fingerprint(c)),
+            username_fp: username
+                .as_deref()
+                .map(|u| fp.fingerprint(&u.to_ascii_lowercase())),
+            username,
+            jwt_malformed: assertion.is_some() && decoded.is_none(),
+            jwt,
+        }
+    }
+
+    pub fn grant(&self) -> &str {
+        self.grant_type.as_deref().unwrap_or("")
+    }
+
+    pub fn refresh_fp(&self) -> Option<&str> {
+        match &self.refresh_token {
+            TokenPresence::Present(fp) => Some(fp),
+            _ => None,
+        }
+    }
+}
+
+/// The client id of HTTP Basic credentials (the secret is only noted as present).
+fn basic_client(headers: &HeaderMap) -> Option<(String, ())> {
+    use base64::Engine;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, _) = text.split_once(':')?;
+    let id = form_urlencoded::parse(format!("x={id}").as_bytes())
+        .next()?
+        .1
+        .into_owned();
+    Some((id, ()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(body: &str, content_type: &str) -> RequestFacts {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+        RequestFacts::parse(
+            "Login.Salesforce.com",
+            true,
+            &headers,
+            None,
+            body.as_bytes(),
+            &Fingerprinter::from_key(&[7; 32]),
+        )
+    }
+
+    #[test]
+    fn a_refresh_request_keeps_a_fingerprint_not_the_token() {
+        let f = facts(
+            "grant_type=refresh_token&client_id=3MVG9x&refresh_token=5Aep861SECRET",
+            "application/x-www-form-urlencoded",
+        );
+        assert_eq!(f.grant(), "refresh_token");
+        assert_eq!(f.client_id.as_deref(), Some("3MVG9x"));
+        assert_eq!(f.host, "login.salesforce.com");
+        let text = serde_json::to_string(&f).unwrap();
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(f.refresh_fp().unwrap().starts_with("fp_"));
+    }
+
+    #[test]
+    fn placeholders_and_empty_tokens_are_told_apart() {
+        let ct = "application/x-www-form-urlencoded";
+        assert_eq!(
+            facts("grant_type=refresh_token&refresh_token=undefined", ct).refresh_token,
+            TokenPresence::Placeholder
+        );
+        assert_eq!(
+            facts("grant_type=refresh_token&refresh_token=", ct).refresh_token,
+            TokenPresence::Empty
+        );
+        assert_eq!(
+            facts("grant_type=refresh_token", ct).refresh_token,
+            TokenPresence::Absent
+        );
+    }
+
+    #[test]
+    fn a_json_body_is_noticed_and_not_read_as_a_form() {
+        let f = facts(r#"{"grant_type":"password"}"#, "application/json");
+        assert!(f.json_body && !f.form_encoded);
+        assert_eq!(f.grant_type, None);
+    }
+
+    #[test]
+    fn jwt_claims_are_decoded_and_exp_may_be_a_string() {
+        use base64::Engine;
+        let enc = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let assertion = format!(
+            "{}.{}.c2ln",
+            enc(serde_json::json!({"alg":"RS256"})),
+            enc(
+                serde_json::json!({"iss":"3MVG9j","sub":"a@b.c","aud":"https://login.salesforce.com","exp":"1700000000"})
+            )
+        );
+        let f = facts(
+            &format!(
+                "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={assertion}"
+            ),
+            "application/x-www-form-urlencoded",
+        );
+        let jwt = f.jwt.unwrap();
+        assert_eq!(jwt.exp, Some(1_700_000_000.0));
+        assert!(jwt.exp_is_string);
+        assert_eq!(f.client_id.as_deref(), Some("3MVG9j"));
+        assert_eq!(f.client_id_source, ClientIdSource::JwtIss);
+        let malformed = facts(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=abc",
+            "application/x-www-form-urlencoded",
+        );
+        assert!(malformed.jwt_malformed);
+    }
+}
