@@ -179,6 +179,16 @@ pub(super) fn apply(
                 );
             }
             f.add("sf.client.unknown_client_id", 0.88, vec![format!("client_id {id} is unknown at {} (a production app at a sandbox host, or the reverse?)", req.host)]);
+            // A known refresh token sent to a host of another org: the host is the mistake.
+            if let Some(token) = &view.token
+                && let Some(line) = wrong_host(token, &req.host)
+            {
+                f.add(
+                    "sf.refresh.wrong_host",
+                    0.93,
+                    vec![line, history_line(token)],
+                );
+            }
         }
         "unsupported_grant_type" | "invalid_request" => malformed(req, f),
         "redirect_uri_mismatch" => f.add(
@@ -273,18 +283,8 @@ fn refresh_expired(
             ],
         );
     }
-    if !same_org_family(&token.host, &req.host) {
-        f.add(
-            "sf.refresh.wrong_host",
-            0.95,
-            vec![
-                format!(
-                    "the token was issued by {} and sent to {}",
-                    token.host, req.host
-                ),
-                history.clone(),
-            ],
-        );
+    if let Some(line) = wrong_host(token, &req.host) {
+        f.add("sf.refresh.wrong_host", 0.95, vec![line, history.clone()]);
     }
     if token.newer_approvals.len() >= crate::ledger::APPROVAL_LIMIT {
         let times: Vec<String> = token.newer_approvals.iter().map(|t| fmt_ms(*t)).collect();
@@ -426,6 +426,18 @@ fn refresh_expired(
             );
         }
     }
+}
+
+/// Why `host` is not where this token can be refreshed, if it is not.
+fn wrong_host(token: &TokenHistory, host: &str) -> Option<String> {
+    let instance = token.instance_host.as_deref().unwrap_or(&token.host);
+    let fits = same_org_family(&token.host, host) && same_org_family(instance, host);
+    (!fits).then(|| {
+        format!(
+            "the token was issued by {} for the org at {instance}, and sent to {host}",
+            token.host
+        )
+    })
 }
 
 fn history_line(token: &TokenHistory) -> String {

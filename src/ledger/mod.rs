@@ -32,6 +32,8 @@ pub const LOGIN_RATE_LIMIT: usize = 3600;
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct RefreshEntry {
     pub host: String,
+    /// The host of the `instance_url` the token came with: its org's My Domain.
+    pub instance_host: Option<String>,
     pub client_id: String,
     pub org_id: Option<String>,
     pub user_id: Option<String>,
@@ -183,6 +185,8 @@ impl GrantLedger {
                                 new_fp.clone(),
                                 RefreshEntry {
                                     host: req.host.clone(),
+                                    instance_host: instance_host(success)
+                                        .or(parent.as_ref().and_then(|p| p.instance_host.clone())),
                                     client_id: client.clone(),
                                     org_id: success
                                         .org_id
@@ -239,6 +243,7 @@ impl GrantLedger {
                                 fp.clone(),
                                 RefreshEntry {
                                     host: req.host.clone(),
+                                    instance_host: instance_host(success),
                                     client_id: client.clone(),
                                     org_id: success.org_id.clone(),
                                     user_id: success.user_id.clone(),
@@ -330,6 +335,12 @@ impl GrantLedger {
         }
         warnings
     }
+}
+
+fn instance_host(success: &crate::oauth::SuccessFacts) -> Option<String> {
+    let url = success.instance_url.as_deref()?;
+    let host = url.strip_prefix("https://")?.split('/').next()?;
+    Some(host.to_ascii_lowercase())
 }
 
 /// A time for evidence lines: RFC 3339 to the second, UTC.

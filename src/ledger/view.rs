@@ -34,6 +34,7 @@ pub struct LedgerView {
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenHistory {
     pub host: String,
+    pub instance_host: Option<String>,
     pub client_id: String,
     pub org_id: Option<String>,
     pub user_id: Option<String>,
@@ -79,6 +80,7 @@ pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
             };
             view.token = Some(TokenHistory {
                 host: entry.host.clone(),
+                instance_host: entry.instance_host.clone(),
                 client_id: entry.client_id.clone(),
                 org_id: entry.org_id.clone(),
                 user_id: entry.user_id.clone(),

@@ -5,6 +5,7 @@
 pub mod emulator;
 pub mod jwt;
 pub mod origin;
+pub mod stack;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
