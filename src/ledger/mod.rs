@@ -28,6 +28,9 @@ pub const APPROVAL_LIMIT: usize = 5;
 pub const PASSWORD_WARN_AFTER: u32 = 3;
 /// Salesforce's login limit per user per hour; `warn.login_rate` fires at 80 %.
 pub const LOGIN_RATE_LIMIT: usize = 3600;
+/// `warn.login_rate` fires when a user passes this many token requests in an hour (80 %),
+/// and again every hundred after.
+const LOGIN_RATE_WARN_AT: usize = LOGIN_RATE_LIMIT * 4 / 5;
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct RefreshEntry {
@@ -154,7 +157,9 @@ impl GrantLedger {
                     while rate.front().is_some_and(|t| now - t >= 3_600_000) {
                         rate.pop_front();
                     }
-                    if rate.len() * 5 > LOGIN_RATE_LIMIT * 4 && rate.len() % 100 == 1 {
+                    if rate.len() > LOGIN_RATE_WARN_AT
+                        && (rate.len() - LOGIN_RATE_WARN_AT - 1) % 100 == 0
+                    {
                         warnings.push(Warning {
                             id: "warn.login_rate",
                             message: format!("{} token requests for this user in the last hour; Salesforce refuses logins past {LOGIN_RATE_LIMIT}", rate.len()),
