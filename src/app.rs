@@ -36,6 +36,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let fingerprints = crate::oauth::Fingerprinter::load_or_create(&args.data_dir)
         .with_context(|| format!("the fingerprint key in {}", args.data_dir.display()))?;
     let mut observer = crate::token_endpoint::Observer::new(fingerprints);
+    let retention = crate::ledger::Retention {
+        max_age_days: args.retention_days,
+        max_rows: args.ledger_max_rows,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    observer.ledger = crate::ledger::GrantLedger::open(&args.data_dir, retention, now)
+        .map_err(|e| anyhow::anyhow!("opening the ledger: {e}"))?;
+    tracing::info!(
+        event = "ledger_loaded",
+        refresh_tokens = observer.ledger.known_refresh_tokens()
+    );
     observer.annotate = args.annotate;
     observer.append_description = args.annotate_description == crate::cli::DescriptionMode::Append;
     observer.policies = args.refresh_policies.iter().cloned().collect();

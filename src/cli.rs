@@ -130,9 +130,17 @@ pub struct RunArgs {
     )]
     pub connect_ports: Vec<u16>,
 
-    /// Directory of the fingerprint key (and, later, the ledger database).
+    /// Directory of the fingerprint key and the ledger database.
     #[arg(long, env = "GRANTDOCTOR_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
+
+    /// Days of ledger history kept.
+    #[arg(long, env = "GRANTDOCTOR_RETENTION_DAYS", default_value_t = 400)]
+    pub retention_days: u64,
+
+    /// Most ledger records kept (the oldest go first).
+    #[arg(long, env = "GRANTDOCTOR_LEDGER_MAX_ROWS", default_value_t = 1_000_000)]
+    pub ledger_max_rows: u64,
 
     /// Where diagnoses are added to failed token responses.
     #[arg(long, env = "GRANTDOCTOR_ANNOTATE", value_enum, default_value = "all")]

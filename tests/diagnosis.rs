@@ -29,13 +29,9 @@ async fn the_sixth_authorization_warns_and_the_evicted_token_is_named() {
     for _ in 0..5 {
         tokens.push(refresh_token_of(&stack, "api refresh_token").await);
     }
-    assert!(
-        stack
-            .warnings()
-            .contains(&"warn.approval_limit_reached".to_owned()),
-        "{:?}",
-        stack.warnings()
-    );
+    stack
+        .proxy
+        .wait_for_event(|e| e["id"] == "warn.approval_limit_reached");
     assert!(
         !stack
             .warnings()
@@ -694,4 +690,25 @@ async fn a_whole_scenario_leaves_no_secret_in_logs_or_data() {
             "a secret reached the data dir"
         );
     }
+}
+
+#[tokio::test]
+async fn history_survives_a_restart() {
+    let mut stack = Stack::start(&[]);
+    let mut tokens = Vec::new();
+    for _ in 0..6 {
+        tokens.push(refresh_token_of(&stack, "api refresh_token").await);
+    }
+    stack.restart_proxy();
+    let loaded = stack
+        .proxy
+        .wait_for_event(|e| e["event"] == "ledger_loaded");
+    assert!(loaded["refresh_tokens"].as_u64().unwrap() >= 6, "{loaded}");
+    let answer = stack.refresh(LOGIN, WEB, &tokens[0]).await;
+    assert_eq!(
+        answer.cause(),
+        "sf.refresh.approval_limit_evicted",
+        "{}",
+        answer.body
+    );
 }

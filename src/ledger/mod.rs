@@ -11,15 +11,18 @@
 //!
 //! Must never: hold a secret. Keys are fingerprints; usernames are fingerprinted too.
 
+mod persist;
+mod store;
 mod view;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::oauth::{RequestFacts, ResponseFacts};
 
+pub use store::Retention;
 pub use view::{ConcurrentRefresh, LedgerView, TokenHistory};
 
 /// Live approvals per (user, app) before Salesforce evicts the oldest.
@@ -32,7 +35,7 @@ pub const LOGIN_RATE_LIMIT: usize = 3600;
 /// and again every hundred after.
 const LOGIN_RATE_WARN_AT: usize = LOGIN_RATE_LIMIT * 4 / 5;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RefreshEntry {
     pub host: String,
     /// The host of the `instance_url` the token came with: its org's My Domain.
@@ -52,7 +55,7 @@ pub(crate) struct RefreshEntry {
 }
 
 /// One authorization of (org, user, client id).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Authorization {
     pub at: i64,
     pub host: String,
@@ -92,6 +95,7 @@ pub struct Warning {
 #[derive(Debug, Default)]
 pub struct GrantLedger {
     state: Mutex<State>,
+    store: Option<store::Store>,
 }
 
 /// Marks a refresh as in flight until dropped (or [`InFlight::finish`]ed).
@@ -111,8 +115,30 @@ impl Drop for InFlight<'_> {
 }
 
 impl GrantLedger {
+    /// A ledger that lives in memory only.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A ledger persisted in `<data_dir>/ledger.sqlite3`, loaded with the history kept there.
+    pub fn open(
+        data_dir: &std::path::Path,
+        retention: Retention,
+        now: i64,
+    ) -> Result<Self, String> {
+        std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+        let path = data_dir.join("ledger.sqlite3");
+        let (store, rows) =
+            store::open(&path, retention, now).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self {
+            state: Mutex::new(persist::restore(rows)),
+            store: Some(store),
+        })
+    }
+
+    /// How many refresh tokens the ledger knows (for logs and tests).
+    pub fn known_refresh_tokens(&self) -> usize {
+        self.lock().refresh.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -131,9 +157,22 @@ impl GrantLedger {
         view::build(&self.lock(), req, now)
     }
 
-    /// Records the exchange; returns the warnings it raises.
+    /// Records the exchange (in memory, and on disk when persisted); returns its warnings.
     pub fn record(&self, req: &RequestFacts, resp: &ResponseFacts, now: i64) -> Vec<Warning> {
         let mut state = self.lock();
+        let warnings = Self::apply(&mut state, req, resp, now);
+        if let Some(store) = &self.store {
+            store.write(persist::rows_for(&state, req, resp, now));
+        }
+        warnings
+    }
+
+    fn apply(
+        state: &mut State,
+        req: &RequestFacts,
+        resp: &ResponseFacts,
+        now: i64,
+    ) -> Vec<Warning> {
         let mut warnings = Vec::new();
         match &resp.success {
             Some(success) => {

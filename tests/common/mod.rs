@@ -29,6 +29,22 @@ pub struct Spawned {
 }
 
 impl Spawned {
+    /// SIGTERM, then waits for the process to exit (graceful shutdown).
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the process did not exit after SIGTERM");
+    }
+
     /// Runs the binary with `args` and waits for its `listening` event.
     pub fn start(args: &[String]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
@@ -125,7 +141,11 @@ impl std::ops::Deref for ProxyProcess {
 impl ProxyProcess {
     /// Starts `grantdoctor run` with `args` added to a port-0 listener and a fresh CA dir.
     pub fn start(args: &[String]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), args)
+    }
+
+    /// The same, keeping CA and data in `dir` (a restart reuses it).
+    pub fn start_in(dir: tempfile::TempDir, args: &[String]) -> Self {
         let mut all: Vec<String> = vec![
             "run".into(),
             "--listen".into(),

@@ -10,6 +10,7 @@ pub struct Stack {
     pub emu: EmulatorProcess,
     pub proxy: ProxyProcess,
     pub client: reqwest::Client,
+    proxy_args: Vec<String>,
 }
 
 /// What a token request through the proxy returned.
@@ -54,7 +55,20 @@ impl Stack {
         args.extend(extra_proxy_args.iter().map(|s| s.to_string()));
         let proxy = ProxyProcess::start(&args);
         let client = client_via(&proxy, &[&proxy.ca_pem()], false);
-        Self { emu, proxy, client }
+        Self {
+            emu,
+            proxy,
+            client,
+            proxy_args: args,
+        }
+    }
+
+    /// Stops the proxy with SIGTERM and starts a new one on the same CA and data directory.
+    pub fn restart_proxy(&mut self) {
+        self.proxy.process.terminate();
+        let dir = std::mem::replace(&mut self.proxy.dir, tempfile::tempdir().unwrap());
+        self.proxy = ProxyProcess::start_in(dir, &self.proxy_args);
+        self.client = client_via(&self.proxy, &[&self.proxy.ca_pem()], false);
     }
 
     /// A token request through the proxy.

@@ -1,0 +1,177 @@
+//! Between the in-memory ledger and its records on disk: which records an exchange touched,
+//! and how to rebuild the state from records.
+
+use serde::{Deserialize, Serialize};
+
+use crate::oauth::{RequestFacts, ResponseFacts};
+
+use super::State;
+use super::store::Row;
+
+const REFRESH: &str = "refresh";
+const AUTHORIZATIONS: &str = "authorizations";
+const LATEST_BY_CLIENT: &str = "latest_by_client";
+const CODE: &str = "code";
+const PASSWORD_FAILURES: &str = "password_failures";
+const HOST: &str = "host";
+
+/// The record kinds, as stored.
+pub(crate) fn kind(name: &str) -> Option<&'static str> {
+    [
+        REFRESH,
+        AUTHORIZATIONS,
+        LATEST_BY_CLIENT,
+        CODE,
+        PASSWORD_FAILURES,
+        HOST,
+    ]
+    .into_iter()
+    .find(|k| *k == name)
+}
+
+/// What the ledger keeps per host.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct HostRecord {
+    org: Option<String>,
+    org_change: Option<(String, String, i64)>,
+    password_success: bool,
+    password_failures: u32,
+}
+
+fn json<T: Serialize>(value: &T) -> Option<String> {
+    serde_json::to_string(value).ok()
+}
+
+/// The records an exchange may have changed, read back from the state after recording it.
+pub(crate) fn rows_for(
+    state: &State,
+    req: &RequestFacts,
+    resp: &ResponseFacts,
+    now: i64,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut put = |kind: &'static str, key: String, value: Option<String>| {
+        rows.push(Row {
+            kind,
+            key,
+            value,
+            at: now,
+        })
+    };
+    let fps = [
+        req.refresh_fp().map(str::to_owned),
+        resp.success
+            .as_ref()
+            .and_then(|s| s.refresh_token_fp.clone()),
+    ];
+    for fp in fps.into_iter().flatten() {
+        if let Some(entry) = state.refresh.get(&fp) {
+            put(REFRESH, fp, json(entry));
+        }
+    }
+    if let Some(success) = &resp.success {
+        let key = (
+            success.org_id.clone().unwrap_or_default(),
+            success.user_id.clone().unwrap_or_default(),
+            req.client_id.clone().unwrap_or_default(),
+        );
+        if let Some(list) = state.authorizations.get(&key) {
+            put(
+                AUTHORIZATIONS,
+                format!("{}|{}|{}", key.0, key.1, key.2),
+                json(list),
+            );
+        }
+    }
+    if let Some(client) = &req.client_id
+        && let Some(latest) = state.latest_by_client.get(client)
+    {
+        put(LATEST_BY_CLIENT, client.clone(), json(latest));
+    }
+    if let Some(code) = &req.code_fp
+        && let Some(at) = state.codes.get(code)
+    {
+        put(CODE, code.clone(), Some(at.to_string()));
+    }
+    if let Some(user) = &req.username_fp {
+        let count = state.password_failures.get(user).copied();
+        put(
+            PASSWORD_FAILURES,
+            user.clone(),
+            count.map(|c| c.to_string()),
+        );
+    }
+    let host = HostRecord {
+        org: state.org_by_host.get(&req.host).cloned(),
+        org_change: state.org_changes.get(&req.host).cloned(),
+        password_success: state.password_success_hosts.contains_key(&req.host),
+        password_failures: state
+            .password_failures_by_host
+            .get(&req.host)
+            .copied()
+            .unwrap_or(0),
+    };
+    put(HOST, req.host.clone(), json(&host));
+    rows
+}
+
+/// Rebuilds the state from stored records (oldest first); unreadable records are skipped.
+pub(crate) fn restore(rows: Vec<Row>) -> State {
+    let mut state = State::default();
+    for row in rows {
+        let Some(value) = row.value else { continue };
+        match row.kind {
+            REFRESH => {
+                if let Ok(entry) = serde_json::from_str(&value) {
+                    state.refresh.insert(row.key, entry);
+                }
+            }
+            AUTHORIZATIONS => {
+                let mut parts = row.key.splitn(3, '|').map(str::to_owned);
+                if let (Some(org), Some(user), Some(client), Ok(list)) = (
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    serde_json::from_str(&value),
+                ) {
+                    state.authorizations.insert((org, user, client), list);
+                }
+            }
+            LATEST_BY_CLIENT => {
+                if let Ok(latest) = serde_json::from_str(&value) {
+                    state.latest_by_client.insert(row.key, latest);
+                }
+            }
+            CODE => {
+                if let Ok(at) = value.parse() {
+                    state.codes.insert(row.key, at);
+                }
+            }
+            PASSWORD_FAILURES => {
+                if let Ok(count) = value.parse() {
+                    state.password_failures.insert(row.key, count);
+                }
+            }
+            HOST => {
+                if let Ok(host) = serde_json::from_str::<HostRecord>(&value) {
+                    if let Some(org) = host.org {
+                        state.org_by_host.insert(row.key.clone(), org);
+                    }
+                    if let Some(change) = host.org_change {
+                        state.org_changes.insert(row.key.clone(), change);
+                    }
+                    if host.password_success {
+                        state.password_success_hosts.insert(row.key.clone(), true);
+                    }
+                    if host.password_failures > 0 {
+                        state
+                            .password_failures_by_host
+                            .insert(row.key, host.password_failures);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    state
+}
