@@ -24,6 +24,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if created {
         tracing::info!(event = "ca_created", path = %ca.files().cert().display(), bundle = %ca.files().bundle().display());
     }
+    let ca_pem = ca.cert_pem().to_owned();
     let cache = Arc::new(LeafCertCache::new(Arc::new(ca), LEAF_CACHE_CAPACITY)?);
     let tls = InterceptTls::new(cache)?;
     let overrides = ResolveOverrides::new(&args.resolve);
@@ -53,6 +54,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     observer.annotate = args.annotate;
     observer.append_description = args.annotate_description == crate::cli::DescriptionMode::Append;
     observer.policies = args.refresh_policies.iter().cloned().collect();
+    let metrics = observer.metrics.clone();
     let state = Arc::new(ProxyState::new(
         policy,
         tls,
@@ -64,9 +66,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let proxy = Proxy::bind(args.listen, state)
         .await
         .with_context(|| format!("binding the proxy listener on {}", args.listen))?;
+    let admin_listener = crate::admin::Admin::bind(args.admin)
+        .await
+        .with_context(|| format!("binding the admin listener on {}", args.admin))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin = Arc::new(crate::admin::Admin {
+        metrics,
+        ca_pem,
+        ready: std::sync::atomic::AtomicBool::new(true),
+    });
+    let admin_task = tokio::spawn(admin.clone().serve(admin_listener));
     let addr = proxy.local_addr()?;
-    tracing::info!(event = "listening", addr = %addr, ca = %args.ca_dir.join("ca.pem").display());
+    tracing::info!(event = "listening", addr = %addr, admin = %admin_addr, ca = %args.ca_dir.join("ca.pem").display());
     proxy.run(shutdown_signal()).await;
+    admin
+        .ready
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    admin_task.abort();
     tracing::info!(event = "stopped");
     Ok(())
 }
@@ -166,5 +182,44 @@ pub fn ca_show(args: &CaArgs) -> anyhow::Result<()> {
     println!("sha256:      {fingerprint}");
     println!("not before:  {}", cert.validity().not_before);
     println!("not after:   {}", cert.validity().not_after);
+    Ok(())
+}
+
+pub fn explain(args: crate::cli::ExplainArgs) -> anyhow::Result<()> {
+    use std::io::Read;
+    let error = match args.error {
+        Some(error) => error,
+        None => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            text
+        }
+    };
+    if error.trim().is_empty() {
+        anyhow::bail!(
+            "nothing to explain: pass the error body as an argument or on standard input"
+        );
+    }
+    let question = crate::explain::Question {
+        error,
+        grant_type: args.grant_type,
+        host: args.host,
+        assertion: args.assertion,
+        status: args.status,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let (response, diagnosis) = crate::explain::diagnose(&question, now);
+    if args.json {
+        let member = crate::annotate::member("explain", &diagnosis);
+        println!("{}", serde_json::to_string_pretty(&member["causes"])?);
+    } else {
+        print!(
+            "{}",
+            crate::explain::render(&question, &response, &diagnosis)
+        );
+    }
     Ok(())
 }

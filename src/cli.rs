@@ -33,6 +33,30 @@ pub enum Command {
     Ca(CaCommand),
     /// Run the Salesforce token-endpoint emulator (tests, demos, rehearsing failures).
     Emulate(EmulateArgs),
+    /// Explain a pasted token-endpoint error: ranked causes, evidence and fixes.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// The error: the JSON body, or `invalid_grant: expired access/refresh token`. Read from
+    /// standard input when absent.
+    pub error: Option<String>,
+    /// The grant type of the failed request (the same error means different things per grant).
+    #[arg(long)]
+    pub grant_type: Option<String>,
+    /// The host the request went to.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// The JWT assertion sent (decoded locally for its claims; never stored or sent anywhere).
+    #[arg(long)]
+    pub assertion: Option<String>,
+    /// The HTTP status of the answer.
+    #[arg(long, default_value_t = 400)]
+    pub status: u16,
+    /// Print the diagnosis as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -87,6 +111,10 @@ pub struct RunArgs {
     /// Address of the proxy listener.
     #[arg(long, env = "GRANTDOCTOR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Address of the admin listener (/healthz, /readyz, /metrics, /ca.pem, /events).
+    #[arg(long, env = "GRANTDOCTOR_ADMIN", default_value = "127.0.0.1:9090")]
+    pub admin: SocketAddr,
 
     /// Directory of the CA (created on first run).
     #[arg(long, env = "GRANTDOCTOR_CA_DIR", default_value = "certs")]

@@ -18,13 +18,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod annotate;
 pub mod app;
 pub mod body;
 pub mod cli;
 pub mod diagnose;
 pub mod emulator;
+pub mod explain;
 pub mod ledger;
+pub mod metrics;
 pub mod oauth;
 pub mod proxy;
 pub mod telemetry;

@@ -10,6 +10,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Ca(CaCommand::Show(args))) => grantdoctor::app::ca_show(&args),
         Some(Command::Run(args)) => run(args),
         Some(Command::Emulate(args)) => emulate(args),
+        Some(Command::Explain(args)) => grantdoctor::app::explain(args),
         None => run(cli.run),
     };
     match result {

@@ -32,6 +32,7 @@ pub const TOKEN_PATH: &str = "/services/oauth2/token";
 /// What the token path knows and how it behaves; shared by every connection.
 #[derive(Debug)]
 pub struct Observer {
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub fingerprints: Fingerprinter,
     pub ledger: GrantLedger,
     pub policies: Policies,
@@ -44,6 +45,7 @@ pub struct Observer {
 impl Observer {
     pub fn new(fingerprints: Fingerprinter) -> Self {
         Self {
+            metrics: Arc::default(),
             fingerprints,
             ledger: GrantLedger::new(),
             policies: Policies::new(),
@@ -52,6 +54,25 @@ impl Observer {
             max_request_body: 64 * 1024,
             max_response_body: 256 * 1024,
         }
+    }
+}
+
+impl Observer {
+    fn count_exchange(&self, grant_type: &str, outcome: &str) {
+        // Grant types are a small known set; anything else is one label value.
+        let grant = match grant_type {
+            "authorization_code"
+            | "refresh_token"
+            | "password"
+            | "client_credentials"
+            | oauth::JWT_BEARER => grant_type,
+            "" => "none",
+            _ => "other",
+        };
+        crate::metrics::Metrics::count(
+            &self.metrics.token_exchanges,
+            &[("grant_type", grant), ("outcome", outcome)],
+        );
     }
 }
 
@@ -134,6 +155,7 @@ where
         Ok(Buffered::Complete(bytes)) => bytes,
         Ok(Buffered::TooLarge(rest)) => {
             let response = inner.call(Request::from_parts(parts, rest)).await?;
+            observer.count_exchange("", "not_inspected");
             not_inspected(
                 &host,
                 "request body over the cap",
@@ -168,6 +190,7 @@ where
         Ok(Buffered::Complete(raw)) => raw,
         Ok(Buffered::TooLarge(rest)) => {
             drop(in_flight);
+            observer.count_exchange(facts.grant(), "not_inspected");
             not_inspected(&host, "response body over the cap", status, started);
             return Ok(Response::from_parts(parts, rest));
         }
@@ -189,6 +212,7 @@ where
         Ok(decoded) => decoded,
         Err(reason) => {
             drop(in_flight);
+            observer.count_exchange(facts.grant(), "not_inspected");
             not_inspected(&host, reason, status, started);
             return Ok(Response::from_parts(parts, body::full(raw)));
         }
@@ -242,7 +266,17 @@ where
         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     line.log(diagnosis.as_ref());
+    let outcome_label = if outcome.success.is_some() {
+        "success"
+    } else {
+        "error"
+    };
+    observer.count_exchange(facts.grant(), outcome_label);
+    if let Some(top) = diagnosis.as_ref().and_then(|d| d.top()) {
+        crate::metrics::Metrics::count(&observer.metrics.diagnoses, &[("cause", top.id)]);
+    }
     for warning in &warnings {
+        crate::metrics::Metrics::count(&observer.metrics.warnings, &[("id", warning.id)]);
         line.warn(warning);
     }
     Ok(Response::from_parts(parts, body::full(body)))

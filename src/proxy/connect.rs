@@ -60,6 +60,10 @@ async fn open(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<ProxyB
         match upstream::dial(&state.overrides, &host, port, state.options.connect_timeout).await {
             Ok(stream) => Some(stream),
             Err(e) => {
+                crate::metrics::Metrics::count(
+                    &state.metrics.upstream_errors,
+                    &[("kind", "connect")],
+                );
                 tracing::warn!(event = "upstream_error", host = %authority, reason = %e, connect = true);
                 return reply::error(
                     ErrorKind::UpstreamUnreachable,
@@ -136,6 +140,10 @@ async fn after_connect(
         Opening::Tls { sni } => {
             let name = sni.clone().unwrap_or_else(|| target.host.clone());
             if state.policy.matches(&name) {
+                crate::metrics::Metrics::count(
+                    &state.metrics.connections,
+                    &[("mode", "intercept")],
+                );
                 mitm::serve(client, prefix, sni.is_some(), &name, &target, state).await;
             } else {
                 tunnel_to(client, prefix, origin, &target, &state).await;
@@ -178,7 +186,15 @@ async fn tunnel_to(
             }
         },
     };
-    tunnel::run(client, prefix, origin, &target.authority_for(&target.host)).await;
+    crate::metrics::Metrics::count(&state.metrics.connections, &[("mode", "tunnel")]);
+    tunnel::run(
+        client,
+        prefix,
+        origin,
+        &target.authority_for(&target.host),
+        &state.metrics,
+    )
+    .await;
 }
 
 fn join(ports: &[u16]) -> String {

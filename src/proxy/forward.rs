@@ -18,11 +18,12 @@ use super::reply;
 #[derive(Clone)]
 pub struct Forward {
     client: UpstreamClient,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Forward {
-    pub fn new(client: UpstreamClient) -> Self {
-        Self { client }
+    pub fn new(client: UpstreamClient, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        Self { client, metrics }
     }
 }
 
@@ -37,6 +38,7 @@ impl tower::Service<Request<ProxyBody>> for Forward {
 
     fn call(&mut self, mut req: Request<ProxyBody>) -> Self::Future {
         let client = self.client.clone();
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let authority = req
                 .uri()
@@ -56,6 +58,12 @@ impl tower::Service<Request<ProxyBody>> for Forward {
                     Ok(Response::from_parts(parts, body::boxed(incoming)))
                 }
                 Err(err) => {
+                    let kind = if err.is_connect() {
+                        "connect"
+                    } else {
+                        "request"
+                    };
+                    crate::metrics::Metrics::count(&metrics.upstream_errors, &[("kind", kind)]);
                     tracing::warn!(event = "upstream_error", host = %authority, reason = %reply::root_cause(&err), connect = err.is_connect());
                     Ok(reply::upstream_error(&authority, &err))
                 }

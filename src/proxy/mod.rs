@@ -76,6 +76,7 @@ pub type ExchangeStack = TokenEndpoint<Forward>;
 
 /// Everything a connection needs, shared by all of them.
 pub struct ProxyState {
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub policy: InterceptPolicy,
     pub tls: InterceptTls,
     pub overrides: ResolveOverrides,
@@ -92,10 +93,12 @@ impl ProxyState {
         observer: Arc<crate::token_endpoint::Observer>,
         options: ProxyOptions,
     ) -> Self {
+        let metrics = observer.metrics.clone();
         let exchange = tower::ServiceBuilder::new()
             .layer(crate::token_endpoint::TokenEndpointLayer::new(observer))
-            .service(Forward::new(client));
+            .service(Forward::new(client, metrics.clone()));
         Self {
+            metrics,
             policy,
             tls,
             overrides,
@@ -144,6 +147,8 @@ impl Proxy {
 }
 
 async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
+    let metrics = state.metrics.clone();
+    let _active = crate::metrics::ActiveConnection::open(&metrics);
     let _ = stream.set_nodelay(true);
     match check_request_line(&stream, state.options.header_timeout).await {
         LineCheck::Ok => {}
@@ -190,6 +195,7 @@ async fn front(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<Proxy
         );
     }
     let host = authority.host().to_ascii_lowercase();
+    crate::metrics::Metrics::count(&state.metrics.connections, &[("mode", "forward")]);
     let route = Route {
         observed: scheme == "https" && state.policy.matches(&host),
         authority: authority.to_string(),

@@ -9,8 +9,13 @@ use tokio::net::TcpStream;
 const COPY_BUFFER: usize = 64 * 1024;
 
 /// Copies until either side closes; `prefix` (bytes already read while peeking) goes first.
-pub async fn run<IO>(mut client: IO, prefix: Bytes, mut origin: TcpStream, target: &str)
-where
+pub async fn run<IO>(
+    mut client: IO,
+    prefix: Bytes,
+    mut origin: TcpStream,
+    target: &str,
+    metrics: &crate::metrics::Metrics,
+) where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     if !prefix.is_empty()
@@ -27,12 +32,17 @@ where
     )
     .await
     {
-        Ok((up, down)) => tracing::debug!(
-            event = "tunnel",
-            host = target,
-            bytes_up = up + prefix.len() as u64,
-            bytes_down = down
-        ),
+        Ok((up, down)) => {
+            let up = up + prefix.len() as u64;
+            crate::metrics::Metrics::add(&metrics.tunnel_bytes, &[("direction", "up")], up);
+            crate::metrics::Metrics::add(&metrics.tunnel_bytes, &[("direction", "down")], down);
+            tracing::debug!(
+                event = "tunnel",
+                host = target,
+                bytes_up = up,
+                bytes_down = down
+            )
+        }
         Err(e) => tracing::debug!(event = "tunnel", host = target, outcome = "reset", reason = %e),
     }
 }

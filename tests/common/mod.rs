@@ -25,6 +25,8 @@ pub fn install_crypto() {
 pub struct Spawned {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin listener, when the process has one.
+    pub admin: Option<SocketAddr>,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -68,18 +70,24 @@ impl Spawned {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                         && v["event"] == "listening"
                     {
-                        let _ = tx.send(v["addr"].as_str().unwrap().to_owned());
+                        let _ = tx.send((
+                            v["addr"].as_str().unwrap().to_owned(),
+                            v["admin"].as_str().map(str::to_owned),
+                        ));
                     }
                     lines.lock().unwrap().push(line);
                 }
             });
         }
-        let addr = rx
+        let (addr, admin) = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("grantdoctor logs its listening address")
-            .parse()
-            .unwrap();
-        Self { child, addr, lines }
+            .expect("grantdoctor logs its listening address");
+        Self {
+            child,
+            addr: addr.parse().unwrap(),
+            admin: admin.map(|a| a.parse().unwrap()),
+            lines,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -154,6 +162,8 @@ impl ProxyProcess {
             dir.path().join("certs").display().to_string(),
             "--data-dir".into(),
             dir.path().join("data").display().to_string(),
+            "--admin".into(),
+            "127.0.0.1:0".into(),
             "--log-format".into(),
             "json".into(),
         ];

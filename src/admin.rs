@@ -1,0 +1,108 @@
+//! The admin port: `/healthz`, `/readyz`, `/metrics`, `/ca.pem`, `/events?limit=N`.
+//!
+//! Must never: serve the CA key, or anything but the CA certificate from the CA directory.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::body::{self, ProxyBody};
+use crate::metrics::Metrics;
+
+/// What the admin port reports on.
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub ca_pem: String,
+    /// Set once the proxy listener is bound and the CA loaded; cleared when draining.
+    pub ready: AtomicBool,
+}
+
+impl Admin {
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+        TcpListener::bind(addr).await
+    }
+
+    /// Serves until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let admin = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.route(&req)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    fn route(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+        if req.method() != Method::GET {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "GET only\n".into(),
+            );
+        }
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+            "/readyz" if self.ready.load(Ordering::Relaxed) => {
+                text(StatusCode::OK, "text/plain", "ready\n".into())
+            }
+            "/readyz" => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "not ready\n".into(),
+            ),
+            "/metrics" => text(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                self.metrics.render(),
+            ),
+            "/ca.pem" => text(
+                StatusCode::OK,
+                "application/x-pem-file",
+                self.ca_pem.clone(),
+            ),
+            "/events" => {
+                let limit = req
+                    .uri()
+                    .query()
+                    .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "limit"))
+                    .and_then(|(_, v)| v.parse::<usize>().ok())
+                    .unwrap_or(100);
+                let events = crate::telemetry::recent_events(limit);
+                text(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::Value::Array(events).to_string(),
+                )
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found: /healthz /readyz /metrics /ca.pem /events\n".into(),
+            ),
+        }
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ProxyBody> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body::full(body))
+        .expect("valid response")
+}
