@@ -14,6 +14,15 @@ const LEAF_CACHE_CAPACITY: usize = 1024;
 
 /// Builds everything, binds the listener and serves until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    serve(args, shutdown_signal(), |_, _| {}).await
+}
+
+/// Serves until `shutdown`; `ready` gets the proxy and admin addresses once both are bound.
+pub async fn serve(
+    args: RunArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+    ready: impl FnOnce(std::net::SocketAddr, std::net::SocketAddr),
+) -> anyhow::Result<()> {
     let policy = if args.intercept.is_empty() {
         InterceptPolicy::salesforce()
     } else {
@@ -78,7 +87,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(admin.clone().serve(admin_listener));
     let addr = proxy.local_addr()?;
     tracing::info!(event = "listening", addr = %addr, admin = %admin_addr, ca = %args.ca_dir.join("ca.pem").display());
-    proxy.run(shutdown_signal()).await;
+    ready(addr, admin_addr);
+    proxy.run(shutdown).await;
     admin
         .ready
         .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -89,6 +99,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Runs the emulator until SIGINT or SIGTERM.
 pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
+    serve_emulator(args, shutdown_signal(), |_| {}).await
+}
+
+/// Serves the emulator until `shutdown`; `ready` gets its address once bound.
+pub async fn serve_emulator(
+    args: EmulateArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
     let scenario = match &args.scenario {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -136,7 +155,8 @@ pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
         scheme = if args.plain { "http" } else { "https" },
         ca = %args.ca_dir.join("ca.pem").display()
     );
-    crate::emulator::server::serve(listener, emulator, tls, shutdown_signal()).await;
+    ready(addr);
+    crate::emulator::server::serve(listener, emulator, tls, shutdown).await;
     Ok(())
 }
 
@@ -222,4 +242,31 @@ pub fn explain(args: crate::cli::ExplainArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+pub fn logs(args: crate::cli::LogsArgs) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let colour = std::io::stdout().is_terminal();
+    let mut out = std::io::stdout().lock();
+    let mut input: Box<dyn BufRead> = match &args.file {
+        Some(path) => Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdin().lock()),
+    };
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if input.read_line(&mut line)? == 0 {
+            if args.follow && args.file.is_some() {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                continue;
+            }
+            return Ok(());
+        }
+        if writeln!(out, "{}", crate::logs::render_line(line.trim_end(), colour)).is_err() {
+            // The reader went away (`| head`): stop quietly.
+            return Ok(());
+        }
+    }
 }

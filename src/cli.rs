@@ -35,6 +35,19 @@ pub enum Command {
     Emulate(EmulateArgs),
     /// Explain a pasted token-endpoint error: ranked causes, evidence and fixes.
     Explain(ExplainArgs),
+    /// Render the JSON log for a human (a file, or standard input).
+    Logs(LogsArgs),
+    /// Start the emulator and the proxy in one process and show a few diagnosed failures.
+    Demo,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// The log file; standard input when absent.
+    pub file: Option<PathBuf>,
+    /// Keep reading as the file grows.
+    #[arg(short, long)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Clone, Args)]

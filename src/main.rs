@@ -11,6 +11,12 @@ fn main() -> std::process::ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Emulate(args)) => emulate(args),
         Some(Command::Explain(args)) => grantdoctor::app::explain(args),
+        Some(Command::Logs(args)) => grantdoctor::app::logs(args),
+        Some(Command::Demo) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(grantdoctor::demo::run())),
         None => run(cli.run),
     };
     match result {

@@ -103,3 +103,36 @@ fn ca_init_and_show_report_the_certificate() {
     let (_, again, _) = grantdoctor(&["ca", "init", "--ca-dir", ca], None);
     assert!(again.starts_with("exists:"), "{again}");
 }
+
+#[test]
+fn the_demo_shows_four_diagnosed_failures_and_exits() {
+    let (ok, out, err) = grantdoctor(&["demo"], None);
+    assert!(ok, "{err}");
+    for cause in [
+        "sf.refresh.approval_limit_evicted",
+        "sf.cc.wrong_domain",
+        "sf.password.bad_credentials",
+        "sf.request.malformed",
+    ] {
+        assert!(
+            out.contains(&format!("grantdoctor-cause: {cause}")),
+            "{cause} missing from:\n{out}"
+        );
+    }
+    assert!(!out.contains("demo-secret") && !out.contains("DEMOTOKEN"));
+}
+
+#[test]
+fn logs_renders_a_json_log_for_a_human() {
+    let line = r#"{"ts":"2026-11-25T20:14:03.120Z","level":"warn","event":"invalid_grant","host":"login.salesforce.com","grant_type":"refresh_token","status":400,"error":"invalid_grant","error_description":"expired access/refresh token","cause":"sf.refresh.revoked"}"#;
+    let (ok, out, _) = grantdoctor(&["logs"], Some(&format!("{line}\nnot json\n")));
+    assert!(ok);
+    assert!(
+        out.contains("20:14:03 WARN  invalid_grant login.salesforce.com refresh_token 400"),
+        "{out}"
+    );
+    assert!(
+        out.contains("→ sf.refresh.revoked") && out.ends_with("not json\n"),
+        "{out}"
+    );
+}
