@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::ServerName;
@@ -65,6 +65,35 @@ fn main() {
             direct.pct(50.0), direct.pct(99.0), proxied.pct(50.0), proxied.pct(99.0),
         ));
     }
+    let through = |path| {
+        rt.block_on(load_of(
+            Route::Proxy(proxy.addr, INTERCEPTED),
+            proxy_tls.clone(),
+            connections,
+            duration,
+            true,
+            Exchange::Refresh(path),
+        ))
+    };
+    let plain = through("/not-the-token-endpoint");
+    let observed = through("/services/oauth2/token");
+    let direct_token = rt.block_on(load_of(
+        Route::Direct(origin.addr),
+        direct_tls.clone(),
+        connections,
+        duration,
+        true,
+        Exchange::Refresh("/services/oauth2/token"),
+    ));
+    rows.push(format!(
+        "| failed refresh at the token endpoint (observe + diagnose + annotate), keep-alive, {connections} conns | {:.0} req/s | {:.0} req/s | **{:.2}×** | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
+        direct_token.rate(), observed.rate(), observed.rate() / direct_token.rate(),
+        direct_token.pct(50.0), direct_token.pct(99.0), observed.pct(50.0), observed.pct(99.0),
+    ));
+    rows.push(format!(
+        "| the same POST to a path the proxy only forwards (plain interception) | | {:.0} req/s | token path = **{:.2}×** this | | {:.2} / {:.2} ms |",
+        plain.rate(), observed.rate() / plain.rate(), plain.pct(50.0), plain.pct(99.0),
+    ));
     let direct = rt.block_on(bulk(
         Route::Direct(origin.addr),
         direct_tls.clone(),
@@ -181,7 +210,15 @@ async fn open(route: Route, tls: &Tls) -> tokio_rustls::client::TlsStream<TcpStr
         .unwrap()
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// What each request of a load is.
+#[derive(Clone, Copy)]
+enum Exchange {
+    Get(&'static str),
+    /// A refresh-token form POST to this path; the origin answers 400 invalid_grant.
+    Refresh(&'static str),
+}
 
 async fn handshake(route: Route, tls: &Tls) -> Sender {
     let stream = open(route, tls).await;
@@ -192,13 +229,28 @@ async fn handshake(route: Route, tls: &Tls) -> Sender {
     sender
 }
 
-async fn get(sender: &mut Sender, path: &str) -> usize {
-    let req = http::Request::get(path)
-        .header("host", INTERCEPTED)
-        .body(Empty::new())
-        .unwrap();
+async fn send(sender: &mut Sender, exchange: Exchange) -> usize {
+    let (req, status) = match exchange {
+        Exchange::Get(path) => (
+            http::Request::get(path)
+                .header("host", INTERCEPTED)
+                .body(Full::default())
+                .unwrap(),
+            200,
+        ),
+        Exchange::Refresh(path) => (
+            http::Request::post(path)
+                .header("host", INTERCEPTED)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Full::new(Bytes::from_static(
+                    b"grant_type=refresh_token&client_id=3MVG9bench&refresh_token=5Aep861benchmarktoken",
+                )))
+                .unwrap(),
+            400,
+        ),
+    };
     let response = sender.send_request(req).await.unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(response.status(), status);
     response
         .into_body()
         .collect()
@@ -215,6 +267,25 @@ async fn load(
     duration: Duration,
     reuse: bool,
 ) -> Stats {
+    load_of(
+        route,
+        tls,
+        connections,
+        duration,
+        reuse,
+        Exchange::Get("/hello"),
+    )
+    .await
+}
+
+async fn load_of(
+    route: Route,
+    tls: Tls,
+    connections: usize,
+    duration: Duration,
+    reuse: bool,
+    exchange: Exchange,
+) -> Stats {
     let started = Instant::now();
     let deadline = started + duration;
     let workers: Vec<_> = (0..connections)
@@ -230,8 +301,8 @@ async fn load(
                 while Instant::now() < deadline {
                     let t = Instant::now();
                     match sender.as_mut() {
-                        Some(sender) => get(sender, "/hello").await,
-                        None => get(&mut handshake(route, &tls).await, "/hello").await,
+                        Some(sender) => send(sender, exchange).await,
+                        None => send(&mut handshake(route, &tls).await, exchange).await,
                     };
                     latencies.push(t.elapsed().as_micros() as u32);
                 }
@@ -263,7 +334,7 @@ async fn bulk(route: Route, tls: Tls, streams: usize, duration: Duration) -> f64
                 let mut sender = handshake(route, &tls).await;
                 let mut bytes = 0usize;
                 while Instant::now() < deadline {
-                    bytes += get(&mut sender, "/files/bulk").await;
+                    bytes += send(&mut sender, Exchange::Get("/files/bulk")).await;
                 }
                 bytes
             })
@@ -318,6 +389,8 @@ http {{
     listen 127.0.0.1:{port} ssl http2;
     ssl_certificate {d}/origin.pem; ssl_certificate_key {d}/origin.key;
     location = /hello {{ return 200 \"hello from origin\\n\"; }}
+    location = /services/oauth2/token {{ default_type application/json; return 400 '{{\"error\":\"invalid_grant\",\"error_description\":\"expired access/refresh token\"}}'; }}
+    location = /not-the-token-endpoint {{ default_type application/json; return 400 '{{\"error\":\"invalid_grant\",\"error_description\":\"expired access/refresh token\"}}'; }}
     location /files/ {{ alias {d}/files/; }}
   }}
 }}

@@ -27,6 +27,8 @@ pub use view::{ConcurrentRefresh, LedgerView, TokenHistory};
 
 /// Live approvals per (user, app) before Salesforce evicts the oldest.
 pub const APPROVAL_LIMIT: usize = 5;
+/// Authorizations kept per (org, user, client id).
+pub(crate) const AUTHORIZATIONS_KEPT: usize = 64;
 /// Consecutive password failures that raise `warn.password_failures`.
 pub const PASSWORD_WARN_AFTER: u32 = 3;
 /// Salesforce's login limit per user per hour; `warn.login_rate` fires at 80 %.
@@ -82,6 +84,8 @@ pub(crate) struct State {
     pub org_changes: HashMap<String, (String, String, i64)>,
     /// Refresh failures per org id: (when, token fingerprint).
     pub refresh_failures_by_org: HashMap<String, VecDeque<(i64, String)>>,
+    /// Per client id: refresh tokens that failed on their first use.
+    pub first_use_failures: HashMap<String, u32>,
 }
 
 /// A warning from `causes.md`'s `warn.*` table, raised the moment the wire shows it.
@@ -304,6 +308,10 @@ impl GrantLedger {
                         }
                         let list = state.authorizations.entry((org, user, client)).or_default();
                         list.push(authorization);
+                        // Enough to tell any eviction: a token 64 authorizations old is long gone.
+                        if list.len() > AUTHORIZATIONS_KEPT {
+                            list.drain(..list.len() - AUTHORIZATIONS_KEPT);
+                        }
                         let live: Vec<&Authorization> =
                             list.iter().filter(|a| a.refresh_fp.is_some()).collect();
                         if success.refresh_token_fp.is_some() {
@@ -365,6 +373,12 @@ impl GrantLedger {
                     && let Some(fp) = req.refresh_fp()
                     && let Some(entry) = state.refresh.get_mut(fp)
                 {
+                    if entry.uses == 0 && entry.failures == 0 {
+                        *state
+                            .first_use_failures
+                            .entry(entry.client_id.clone())
+                            .or_default() += 1;
+                    }
                     entry.failures += 1;
                     entry.first_failure_age.get_or_insert(now - entry.issued_at);
                     if let Some(org) = entry.org_id.clone() {

@@ -69,18 +69,26 @@ pub(crate) fn rows_for(
             put(REFRESH, fp, json(entry));
         }
     }
-    if let Some(success) = &resp.success {
+    // Each authorization is a record of its own: rewriting a user's whole list on every
+    // exchange would make each write grow with history.
+    if let Some(success) = &resp.success
+        && req.grant() != "refresh_token"
+    {
         let key = (
             success.org_id.clone().unwrap_or_default(),
             success.user_id.clone().unwrap_or_default(),
             req.client_id.clone().unwrap_or_default(),
         );
-        if let Some(list) = state.authorizations.get(&key) {
-            put(
-                AUTHORIZATIONS,
-                format!("{}|{}|{}", key.0, key.1, key.2),
-                json(list),
+        if let Some(latest) = state.authorizations.get(&key).and_then(|list| list.last()) {
+            let id = format!(
+                "{}|{}|{}|{}|{}",
+                key.0,
+                key.1,
+                key.2,
+                latest.at,
+                req.code_fp.as_deref().unwrap_or("")
             );
+            put(AUTHORIZATIONS, id, json(latest));
         }
     }
     if let Some(client) = &req.client_id
@@ -127,14 +135,18 @@ pub(crate) fn restore(rows: Vec<Row>) -> State {
                 }
             }
             AUTHORIZATIONS => {
-                let mut parts = row.key.splitn(3, '|').map(str::to_owned);
-                if let (Some(org), Some(user), Some(client), Ok(list)) = (
+                let mut parts = row.key.splitn(4, '|').map(str::to_owned);
+                if let (Some(org), Some(user), Some(client), Ok(authorization)) = (
                     parts.next(),
                     parts.next(),
                     parts.next(),
-                    serde_json::from_str(&value),
+                    serde_json::from_str::<super::Authorization>(&value),
                 ) {
-                    state.authorizations.insert((org, user, client), list);
+                    let list = state.authorizations.entry((org, user, client)).or_default();
+                    list.push(authorization);
+                    if list.len() > super::AUTHORIZATIONS_KEPT {
+                        list.remove(0);
+                    }
                 }
             }
             LATEST_BY_CLIENT => {

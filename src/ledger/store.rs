@@ -37,7 +37,7 @@ impl Default for Retention {
 
 /// The writer side of the database.
 pub(crate) struct Store {
-    tx: Option<mpsc::Sender<Vec<Row>>>,
+    tx: Option<mpsc::SyncSender<Vec<Row>>>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -46,6 +46,9 @@ impl std::fmt::Debug for Store {
         f.write_str("Store(..)")
     }
 }
+
+/// Batches queued for the writer before `write` waits for it.
+const PENDING_BATCHES: usize = 4096;
 
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
@@ -96,7 +99,8 @@ pub(crate) fn open(
         })
         .collect()
     };
-    let (tx, rx) = mpsc::channel::<Vec<Row>>();
+    // Bounded: a writer that falls behind slows exchanges down rather than growing memory.
+    let (tx, rx) = mpsc::sync_channel::<Vec<Row>>(PENDING_BATCHES);
     let writer = std::thread::Builder::new()
         .name("ledger-writer".into())
         .spawn(move || write_loop(conn, rx))

@@ -109,13 +109,13 @@ pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
                     .unwrap_or(0);
             }
             view.org_changed = state.org_changes.get(&entry.host).cloned();
+            // Counted as failures happen: a scan of every token here would make each exchange
+            // cost O(tokens known).
+            let own = u32::from(entry.uses == 0 && entry.failures > 0);
             view.client_first_use_failures = state
-                .refresh
-                .iter()
-                .filter(|(other, e)| {
-                    *other != fp && e.client_id == entry.client_id && e.uses == 0 && e.failures > 0
-                })
-                .count();
+                .first_use_failures
+                .get(&entry.client_id)
+                .map_or(0, |n| n.saturating_sub(own) as usize);
         }
         if let Some((count, finished)) = state.in_flight.get(fp) {
             // This request counted itself in when it went upstream.
