@@ -94,7 +94,7 @@ impl Emulator {
                 v.to_ascii_lowercase()
                     .starts_with("application/x-www-form-urlencoded")
             });
-        let basic = basic_auth(req.headers());
+        let basic = crate::oauth::basic_credentials(req.headers());
         let query = req.uri().query().unwrap_or_default().to_owned();
         let body = match read_body(req.into_body()).await {
             Ok(body) => body,
@@ -272,25 +272,6 @@ pub fn request_host<B>(req: &Request<B>) -> String {
         raw.split(':').next().unwrap_or_default().to_owned()
     };
     host.to_ascii_lowercase()
-}
-
-fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
-    use base64::Engine;
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (id, secret) = text.split_once(':')?;
-    let unescape = |s: &str| {
-        form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-    };
-    Some((unescape(id)?, unescape(secret)?))
 }
 
 pub(super) async fn read_body(body: Incoming) -> Result<Bytes, StatusCode> {

@@ -12,7 +12,7 @@ mod response;
 
 pub use codec::{decode_body, encode_body};
 pub use fingerprint::{Fingerprinter, short_client_id};
-pub use request::{ClientIdSource, JwtFacts, RequestFacts, TokenPresence};
+pub use request::{ClientIdSource, JwtFacts, RequestFacts, TokenPresence, basic_credentials};
 pub use response::{ResponseFacts, SuccessFacts};
 
 /// The grant types grantdoctor knows by name.

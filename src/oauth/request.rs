@@ -94,7 +94,7 @@ impl RequestFacts {
         let json_body = !form_encoded
             && serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object());
         let get = |name: &str| params.get(name).map(String::as_str);
-        let basic = basic_client(headers);
+        let basic = basic_credentials(headers).map(|(id, _)| (id, ()));
         let assertion = get("assertion").filter(|a| !a.is_empty());
         let decoded = assertion.and_then(jwt::decode_parts);
         let jwt = decoded.as_ref().map(|parts| {
@@ -170,8 +170,9 @@ impl RequestFacts {
     }
 }
 
-/// The client id of HTTP Basic credentials (the secret is only noted as present).
-fn basic_client(headers: &HeaderMap) -> Option<(String, ())> {
+/// HTTP Basic client credentials (id, secret), form-decoded as RFC 6749 §2.3.1 asks.
+/// The secret is returned for the emulator, which checks it; request facts keep only the id.
+pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     use base64::Engine;
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = value
@@ -181,12 +182,13 @@ fn basic_client(headers: &HeaderMap) -> Option<(String, ())> {
         .decode(encoded.trim())
         .ok()?;
     let text = String::from_utf8(decoded).ok()?;
-    let (id, _) = text.split_once(':')?;
-    let id = form_urlencoded::parse(format!("x={id}").as_bytes())
-        .next()?
-        .1
-        .into_owned();
-    Some((id, ()))
+    let (id, secret) = text.split_once(':')?;
+    let unescape = |s: &str| {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Some((unescape(id)?, unescape(secret)?))
 }
 
 #[cfg(test)]
