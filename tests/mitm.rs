@@ -164,3 +164,48 @@ async fn garbage_after_connect_to_an_intercepted_host_closes_with_a_logged_reaso
     let event = proxy.wait_for_event(|e| e["event"] == "tunnel_refused");
     assert_eq!(event["reason"], "the client did not start a TLS handshake");
 }
+
+#[tokio::test]
+async fn a_corrupt_gzip_token_response_passes_unchanged_and_is_logged_as_not_inspected() {
+    let (_origin, proxy) = start();
+    let client = client_via(&proxy, &[&proxy.ca_pem()], false);
+    let response = client
+        .post("https://login.salesforce.com/services/oauth2/token?corrupt")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=refresh_token&refresh_token=5Aep861x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.headers().get("grantdoctor-cause").is_none());
+    assert_eq!(
+        response.bytes().await.unwrap().as_ref(),
+        common::origin::CORRUPT_GZIP
+    );
+    let event = proxy.wait_for_event(|e| e["event"] == "not_inspected");
+    assert_eq!(event["reason"], "corrupt compressed body");
+}
+
+#[tokio::test]
+async fn an_oversized_token_request_is_forwarded_whole_and_not_inspected() {
+    let (_origin, proxy) = start();
+    let client = client_via(&proxy, &[&proxy.ca_pem()], false);
+    let body = format!(
+        "grant_type=refresh_token&padding={}",
+        "x".repeat(100 * 1024)
+    );
+    let response = client
+        .post("https://login.salesforce.com/services/oauth2/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["x-received-bytes"],
+        body.len().to_string().as_str()
+    );
+    assert!(response.headers().get("grantdoctor-cause").is_none());
+    let event = proxy.wait_for_event(|e| e["event"] == "not_inspected");
+    assert_eq!(event["reason"], "request body over the cap");
+}

@@ -37,6 +37,9 @@ pub const ORIGIN_NAMES: &[&str] = &[
     "other.test",
 ];
 
+/// A body that claims to be gzip and is not.
+pub const CORRUPT_GZIP: &[u8] = b"\x1f\x8b\x08\x00this is not deflate data at all";
+
 /// The gzip body `/gzip` serves, fixed so tests can compare bytes.
 pub fn gzip_payload() -> Vec<u8> {
     use std::io::Write;
@@ -181,9 +184,24 @@ async fn route(req: Request<Incoming>) -> Response<Body> {
                 .body(full(serde_json::to_vec(&headers).unwrap()))
                 .unwrap()
         }
-        ("POST", "/services/oauth2/token") => {
+        ("POST", "/services/oauth2/token") if req.uri().query() == Some("corrupt") => {
             let _ = req.into_body().collect().await;
             Response::builder()
+                .status(400)
+                .header("content-type", "application/json;charset=UTF-8")
+                .header("content-encoding", "gzip")
+                .body(full(CORRUPT_GZIP))
+                .unwrap()
+        }
+        ("POST", "/services/oauth2/token") => {
+            let received = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes().len())
+                .unwrap_or(0);
+            Response::builder()
+                .header("x-received-bytes", received)
                 .status(400)
                 .header("content-type", "application/json;charset=UTF-8")
                 .body(full(
