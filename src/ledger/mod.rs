@@ -16,7 +16,7 @@ mod store;
 mod view;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -37,17 +37,28 @@ pub const LOGIN_RATE_LIMIT: usize = 3600;
 /// and again every hundred after.
 const LOGIN_RATE_WARN_AT: usize = LOGIN_RATE_LIMIT * 4 / 5;
 
+/// A shared string: hosts, client ids, org and user ids and scopes repeat across millions of
+/// records, so each distinct value is stored once.
+pub(crate) type Sym = Arc<str>;
+
+/// A fingerprint as the ledger keys on it: the 64 bits behind `fp_<16 hex digits>`.
+pub(crate) type Fp = u64;
+
+pub(crate) fn fp_key(fp: &str) -> Fp {
+    u64::from_str_radix(fp.trim_start_matches("fp_"), 16).unwrap_or_default()
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RefreshEntry {
-    pub host: String,
+    pub host: Sym,
     /// The host of the `instance_url` the token came with: its org's My Domain.
-    pub instance_host: Option<String>,
-    pub client_id: String,
-    pub org_id: Option<String>,
-    pub user_id: Option<String>,
-    pub scope: Option<String>,
+    pub instance_host: Option<Sym>,
+    pub client_id: Sym,
+    pub org_id: Option<Sym>,
+    pub user_id: Option<Sym>,
+    pub scope: Option<Sym>,
     pub issued_at: i64,
-    pub issued_by: String,
+    pub issued_by: Sym,
     pub uses: u32,
     pub last_success: Option<i64>,
     /// When a refresh with this token returned a new one (rotation): the token is dead.
@@ -60,32 +71,63 @@ pub(crate) struct RefreshEntry {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Authorization {
     pub at: i64,
-    pub host: String,
-    pub refresh_fp: Option<String>,
-    pub scope: Option<String>,
+    pub host: Sym,
+    pub refresh_fp: Option<Fp>,
+    pub scope: Option<Sym>,
 }
 
-type UserKey = (String, String, String);
+type UserKey = (Sym, Sym, Sym);
 
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    pub refresh: HashMap<String, RefreshEntry>,
+    pub interned: std::collections::HashSet<Sym>,
+    pub refresh: HashMap<Fp, RefreshEntry>,
     pub authorizations: HashMap<UserKey, Vec<Authorization>>,
     /// The newest authorization seen per client id, whoever it was for.
     pub latest_by_client: HashMap<String, Authorization>,
-    pub codes: HashMap<String, i64>,
-    pub in_flight: HashMap<String, (u32, Option<std::time::Instant>)>,
-    pub password_failures: HashMap<String, u32>,
+    pub codes: HashMap<Fp, i64>,
+    pub in_flight: HashMap<Fp, (u32, Option<std::time::Instant>)>,
+    pub password_failures: HashMap<Fp, u32>,
     pub password_success_hosts: HashMap<String, bool>,
     pub password_failures_by_host: HashMap<String, u32>,
-    pub requests_per_user: HashMap<(String, String), VecDeque<i64>>,
+    pub requests_per_user: HashMap<(Sym, Sym), VecDeque<i64>>,
     pub org_by_host: HashMap<String, String>,
     /// Host → (old org, new org, when): a new org id appeared for a host.
     pub org_changes: HashMap<String, (String, String, i64)>,
     /// Refresh failures per org id: (when, token fingerprint).
-    pub refresh_failures_by_org: HashMap<String, VecDeque<(i64, String)>>,
+    pub refresh_failures_by_org: HashMap<String, VecDeque<(i64, Fp)>>,
     /// Per client id: refresh tokens that failed on their first use.
     pub first_use_failures: HashMap<String, u32>,
+}
+
+impl State {
+    /// The shared copy of `value`.
+    pub fn intern(&mut self, value: &str) -> Sym {
+        if let Some(existing) = self.interned.get(value) {
+            return existing.clone();
+        }
+        let sym: Sym = Arc::from(value);
+        self.interned.insert(sym.clone());
+        sym
+    }
+
+    pub fn intern_opt(&mut self, value: Option<&str>) -> Option<Sym> {
+        value.map(|v| self.intern(v))
+    }
+
+    /// A restored entry with its strings shared like freshly recorded ones.
+    pub fn intern_entry(&mut self, entry: RefreshEntry) -> RefreshEntry {
+        RefreshEntry {
+            host: self.intern(&entry.host),
+            instance_host: self.intern_opt(entry.instance_host.as_deref()),
+            client_id: self.intern(&entry.client_id),
+            org_id: self.intern_opt(entry.org_id.as_deref()),
+            user_id: self.intern_opt(entry.user_id.as_deref()),
+            scope: self.intern_opt(entry.scope.as_deref()),
+            issued_by: self.intern(&entry.issued_by),
+            ..entry
+        }
+    }
 }
 
 /// A warning from `causes.md`'s `warn.*` table, raised the moment the wire shows it.
@@ -105,7 +147,7 @@ pub struct GrantLedger {
 /// Marks a refresh as in flight until dropped (or [`InFlight::finish`]ed).
 pub struct InFlight<'a> {
     ledger: &'a GrantLedger,
-    fp: String,
+    fp: Fp,
 }
 
 impl Drop for InFlight<'_> {
@@ -151,8 +193,8 @@ impl GrantLedger {
 
     /// Notes a refresh request going upstream; the view of a concurrent one will see it.
     pub fn begin(&self, req: &RequestFacts) -> Option<InFlight<'_>> {
-        let fp = req.refresh_fp()?.to_owned();
-        self.lock().in_flight.entry(fp.clone()).or_default().0 += 1;
+        let fp = fp_key(req.refresh_fp()?);
+        self.lock().in_flight.entry(fp).or_default().0 += 1;
         Some(InFlight { ledger: self, fp })
     }
 
@@ -179,219 +221,232 @@ impl GrantLedger {
     ) -> Vec<Warning> {
         let mut warnings = Vec::new();
         match &resp.success {
-            Some(success) => {
-                let issued_at = success.issued_at.unwrap_or(now);
-                let org = success.org_id.clone().unwrap_or_default();
-                let user = success.user_id.clone().unwrap_or_default();
-                let client = req.client_id.clone().unwrap_or_default();
-                if !org.is_empty() {
-                    if let Some(old) = state.org_by_host.insert(req.host.clone(), org.clone())
-                        && old != org
-                    {
-                        state
-                            .org_changes
-                            .insert(req.host.clone(), (old, org.clone(), now));
-                    }
-                    let rate = state
-                        .requests_per_user
-                        .entry((org.clone(), user.clone()))
-                        .or_default();
-                    rate.push_back(now);
-                    while rate.front().is_some_and(|t| now - t >= 3_600_000) {
-                        rate.pop_front();
-                    }
-                    if rate.len() > LOGIN_RATE_WARN_AT
-                        && (rate.len() - LOGIN_RATE_WARN_AT - 1) % 100 == 0
-                    {
-                        warnings.push(Warning {
-                            id: "warn.login_rate",
-                            message: format!("{} token requests for this user in the last hour; Salesforce refuses logins past {LOGIN_RATE_LIMIT}", rate.len()),
-                        });
-                    }
-                }
-                match req.grant() {
-                    "refresh_token" => {
-                        if let Some(fp) = req.refresh_fp()
-                            && let Some(entry) = state.refresh.get_mut(fp)
-                        {
-                            entry.uses += 1;
-                            entry.last_success = Some(now);
-                            if success.refresh_token_fp.is_some() {
-                                entry.rotated_at = Some(now);
-                            }
-                        }
-                        if let Some(new_fp) = &success.refresh_token_fp {
-                            let parent = req
-                                .refresh_fp()
-                                .and_then(|fp| state.refresh.get(fp))
-                                .cloned();
-                            warnings.push(Warning {
-                                id: "warn.rotation_on",
-                                message: "the refresh returned a new refresh_token: rotation is on and the token just used is dead; persist the new one before the next refresh".into(),
-                            });
-                            state.refresh.insert(
-                                new_fp.clone(),
-                                RefreshEntry {
-                                    host: req.host.clone(),
-                                    instance_host: instance_host(success)
-                                        .or(parent.as_ref().and_then(|p| p.instance_host.clone())),
-                                    client_id: client.clone(),
-                                    org_id: success
-                                        .org_id
-                                        .clone()
-                                        .or(parent.as_ref().and_then(|p| p.org_id.clone())),
-                                    user_id: success
-                                        .user_id
-                                        .clone()
-                                        .or(parent.as_ref().and_then(|p| p.user_id.clone())),
-                                    scope: success.scope.clone(),
-                                    issued_at,
-                                    issued_by: "refresh_token".into(),
-                                    uses: 0,
-                                    last_success: None,
-                                    rotated_at: None,
-                                    failures: 0,
-                                    first_failure_age: None,
-                                },
-                            );
-                        }
-                    }
-                    grant => {
-                        if grant == "authorization_code"
-                            && let Some(code) = &req.code_fp
-                        {
-                            state.codes.insert(code.clone(), now);
-                        }
-                        if grant == "password"
-                            && let Some(u) = &req.username_fp
-                        {
-                            state.password_failures.remove(u);
-                            state.password_success_hosts.insert(req.host.clone(), true);
-                        }
-                        if grant == "authorization_code" && success.refresh_token_fp.is_none() {
-                            warnings.push(Warning {
-                                id: "warn.no_refresh_token",
-                                message: format!(
-                                    "the authorization succeeded without a refresh_token (scope: {}); add refresh_token or offline_access to the requested and the app's scopes",
-                                    success.scope.as_deref().unwrap_or("none")
-                                ),
-                            });
-                        }
-                        let authorization = Authorization {
-                            at: issued_at,
-                            host: req.host.clone(),
-                            refresh_fp: success.refresh_token_fp.clone(),
-                            scope: success.scope.clone(),
-                        };
-                        state
-                            .latest_by_client
-                            .insert(client.clone(), authorization.clone());
-                        if let Some(fp) = &success.refresh_token_fp {
-                            state.refresh.insert(
-                                fp.clone(),
-                                RefreshEntry {
-                                    host: req.host.clone(),
-                                    instance_host: instance_host(success),
-                                    client_id: client.clone(),
-                                    org_id: success.org_id.clone(),
-                                    user_id: success.user_id.clone(),
-                                    scope: success.scope.clone(),
-                                    issued_at,
-                                    issued_by: grant.to_owned(),
-                                    uses: 0,
-                                    last_success: None,
-                                    rotated_at: None,
-                                    failures: 0,
-                                    first_failure_age: None,
-                                },
-                            );
-                        }
-                        let list = state.authorizations.entry((org, user, client)).or_default();
-                        list.push(authorization);
-                        // Enough to tell any eviction: a token 64 authorizations old is long gone.
-                        if list.len() > AUTHORIZATIONS_KEPT {
-                            list.drain(..list.len() - AUTHORIZATIONS_KEPT);
-                        }
-                        let live: Vec<&Authorization> =
-                            list.iter().filter(|a| a.refresh_fp.is_some()).collect();
-                        if success.refresh_token_fp.is_some() {
-                            if live.len() == APPROVAL_LIMIT {
-                                warnings.push(Warning {
-                                    id: "warn.approval_limit_reached",
-                                    message: format!(
-                                        "this is the {APPROVAL_LIMIT}th live refresh token for this user and app; the next authorization revokes the oldest, issued at {}",
-                                        fmt_ms(live[0].at)
-                                    ),
-                                });
-                            } else if live.len() > APPROVAL_LIMIT {
-                                let evicted = live[live.len() - APPROVAL_LIMIT - 1];
-                                warnings.push(Warning {
-                                    id: "warn.approval_evicted",
-                                    message: format!(
-                                        "authorization number {} for this user and app: Salesforce keeps {APPROVAL_LIMIT}, so the refresh token issued at {} is now revoked",
-                                        live.len(),
-                                        fmt_ms(evicted.at)
-                                    ),
-                                });
-                            }
-                        }
-                    }
-                }
-                if req.grant() == crate::oauth::JWT_BEARER
-                    && let Some(exp) = req.jwt.as_ref().and_then(|j| j.exp)
-                    && exp * 1000.0 - now as f64 > 180_000.0
-                {
-                    warnings.push(Warning {
-                        id: "warn.jwt_exp_far",
-                        message: format!(
-                            "the assertion's exp is {:.0} s ahead; Salesforce documents at most 3 minutes",
-                            exp - now as f64 / 1000.0
-                        ),
-                    });
-                }
-            }
-            None => {
-                if req.grant() == "password" && resp.error.is_some() {
-                    *state
-                        .password_failures_by_host
-                        .entry(req.host.clone())
-                        .or_default() += 1;
-                    if let Some(u) = &req.username_fp {
-                        let count = state.password_failures.entry(u.clone()).or_default();
-                        *count += 1;
-                        if *count >= PASSWORD_WARN_AFTER {
-                            warnings.push(Warning {
-                                id: "warn.password_failures",
-                                message: format!(
-                                    "{count} consecutive password-grant failures for this username; Salesforce locks the user out after a few more (10 by default)"
-                                ),
-                            });
-                        }
-                    }
-                }
-                if req.grant() == "refresh_token"
-                    && let Some(fp) = req.refresh_fp()
-                    && let Some(entry) = state.refresh.get_mut(fp)
-                {
-                    if entry.uses == 0 && entry.failures == 0 {
-                        *state
-                            .first_use_failures
-                            .entry(entry.client_id.clone())
-                            .or_default() += 1;
-                    }
-                    entry.failures += 1;
-                    entry.first_failure_age.get_or_insert(now - entry.issued_at);
-                    if let Some(org) = entry.org_id.clone() {
-                        let list = state.refresh_failures_by_org.entry(org).or_default();
-                        list.push_back((now, fp.to_owned()));
-                        while list.len() > 64 {
-                            list.pop_front();
-                        }
-                    }
-                }
-            }
+            Some(success) => apply_success(state, req, success, now, &mut warnings),
+            None => apply_failure(state, req, resp, now, &mut warnings),
         }
         warnings
+    }
+}
+
+fn non_empty(value: &Sym) -> Option<Sym> {
+    (!value.is_empty()).then(|| value.clone())
+}
+
+fn apply_success(
+    state: &mut State,
+    req: &RequestFacts,
+    success: &crate::oauth::SuccessFacts,
+    now: i64,
+    warnings: &mut Vec<Warning>,
+) {
+    let issued_at = success.issued_at.unwrap_or(now);
+    let org = state.intern(success.org_id.as_deref().unwrap_or(""));
+    let user = state.intern(success.user_id.as_deref().unwrap_or(""));
+    let client = state.intern(req.client_id.as_deref().unwrap_or(""));
+    let host = state.intern(&req.host);
+    let scope = state.intern_opt(success.scope.as_deref());
+    let instance = state.intern_opt(instance_host(success).as_deref());
+    if !org.is_empty() {
+        if let Some(old) = state.org_by_host.insert(req.host.clone(), org.to_string())
+            && *old != *org
+        {
+            state
+                .org_changes
+                .insert(req.host.clone(), (old, org.to_string(), now));
+        }
+        let rate = state
+            .requests_per_user
+            .entry((org.clone(), user.clone()))
+            .or_default();
+        rate.push_back(now);
+        while rate.front().is_some_and(|t| now - t >= 3_600_000) {
+            rate.pop_front();
+        }
+        if rate.len() > LOGIN_RATE_WARN_AT && (rate.len() - LOGIN_RATE_WARN_AT - 1) % 100 == 0 {
+            warnings.push(Warning {
+                id: "warn.login_rate",
+                message: format!("{} token requests for this user in the last hour; Salesforce refuses logins past {LOGIN_RATE_LIMIT}", rate.len()),
+            });
+        }
+    }
+    let new_fp = success.refresh_token_fp.as_deref().map(fp_key);
+    let grant = req.grant();
+    if grant == "refresh_token" {
+        let presented = req.refresh_fp().map(fp_key);
+        if let Some(fp) = presented
+            && let Some(entry) = state.refresh.get_mut(&fp)
+        {
+            entry.uses += 1;
+            entry.last_success = Some(now);
+            if new_fp.is_some() {
+                entry.rotated_at = Some(now);
+            }
+        }
+        if let Some(new_fp) = new_fp {
+            warnings.push(Warning {
+                id: "warn.rotation_on",
+                message: "the refresh returned a new refresh_token: rotation is on and the token just used is dead; persist the new one before the next refresh".into(),
+            });
+            let parent = presented.and_then(|fp| state.refresh.get(&fp)).cloned();
+            let issued_by = state.intern("refresh_token");
+            let entry = RefreshEntry {
+                host,
+                instance_host: instance.or(parent.as_ref().and_then(|p| p.instance_host.clone())),
+                client_id: client,
+                org_id: non_empty(&org).or(parent.as_ref().and_then(|p| p.org_id.clone())),
+                user_id: non_empty(&user).or(parent.as_ref().and_then(|p| p.user_id.clone())),
+                scope,
+                issued_at,
+                issued_by,
+                uses: 0,
+                last_success: None,
+                rotated_at: None,
+                failures: 0,
+                first_failure_age: None,
+            };
+            state.refresh.insert(new_fp, entry);
+        }
+        return;
+    }
+    if grant == "authorization_code"
+        && let Some(code) = &req.code_fp
+    {
+        state.codes.insert(fp_key(code), now);
+    }
+    if grant == "password"
+        && let Some(u) = &req.username_fp
+    {
+        state.password_failures.remove(&fp_key(u));
+        state.password_success_hosts.insert(req.host.clone(), true);
+    }
+    if grant == "authorization_code" && new_fp.is_none() {
+        warnings.push(Warning {
+            id: "warn.no_refresh_token",
+            message: format!(
+                "the authorization succeeded without a refresh_token (scope: {}); add refresh_token or offline_access to the requested and the app's scopes",
+                success.scope.as_deref().unwrap_or("none")
+            ),
+        });
+    }
+    let authorization = Authorization {
+        at: issued_at,
+        host: host.clone(),
+        refresh_fp: new_fp,
+        scope: scope.clone(),
+    };
+    state
+        .latest_by_client
+        .insert(client.to_string(), authorization.clone());
+    if let Some(fp) = new_fp {
+        let issued_by = state.intern(grant);
+        state.refresh.insert(
+            fp,
+            RefreshEntry {
+                host,
+                instance_host: instance,
+                client_id: client.clone(),
+                org_id: non_empty(&org),
+                user_id: non_empty(&user),
+                scope,
+                issued_at,
+                issued_by,
+                uses: 0,
+                last_success: None,
+                rotated_at: None,
+                failures: 0,
+                first_failure_age: None,
+            },
+        );
+    }
+    let list = state.authorizations.entry((org, user, client)).or_default();
+    list.push(authorization);
+    // Enough to tell any eviction: a token 64 authorizations old is long gone.
+    if list.len() > AUTHORIZATIONS_KEPT {
+        list.drain(..list.len() - AUTHORIZATIONS_KEPT);
+    }
+    let live: Vec<&Authorization> = list.iter().filter(|a| a.refresh_fp.is_some()).collect();
+    if new_fp.is_some() {
+        if live.len() == APPROVAL_LIMIT {
+            warnings.push(Warning {
+                id: "warn.approval_limit_reached",
+                message: format!(
+                    "this is the {APPROVAL_LIMIT}th live refresh token for this user and app; the next authorization revokes the oldest, issued at {}",
+                    fmt_ms(live[0].at)
+                ),
+            });
+        } else if live.len() > APPROVAL_LIMIT {
+            let evicted = live[live.len() - APPROVAL_LIMIT - 1];
+            warnings.push(Warning {
+                id: "warn.approval_evicted",
+                message: format!(
+                    "authorization number {} for this user and app: Salesforce keeps {APPROVAL_LIMIT}, so the refresh token issued at {} is now revoked",
+                    live.len(),
+                    fmt_ms(evicted.at)
+                ),
+            });
+        }
+    }
+    if grant == crate::oauth::JWT_BEARER
+        && let Some(exp) = req.jwt.as_ref().and_then(|j| j.exp)
+        && exp * 1000.0 - now as f64 > 180_000.0
+    {
+        warnings.push(Warning {
+            id: "warn.jwt_exp_far",
+            message: format!(
+                "the assertion's exp is {:.0} s ahead; Salesforce documents at most 3 minutes",
+                exp - now as f64 / 1000.0
+            ),
+        });
+    }
+}
+
+fn apply_failure(
+    state: &mut State,
+    req: &RequestFacts,
+    resp: &ResponseFacts,
+    now: i64,
+    warnings: &mut Vec<Warning>,
+) {
+    if req.grant() == "password" && resp.error.is_some() {
+        *state
+            .password_failures_by_host
+            .entry(req.host.clone())
+            .or_default() += 1;
+        if let Some(u) = &req.username_fp {
+            let count = state.password_failures.entry(fp_key(u)).or_default();
+            *count += 1;
+            if *count >= PASSWORD_WARN_AFTER {
+                warnings.push(Warning {
+                    id: "warn.password_failures",
+                    message: format!(
+                        "{count} consecutive password-grant failures for this username; Salesforce locks the user out after a few more (10 by default)"
+                    ),
+                });
+            }
+        }
+    }
+    if req.grant() == "refresh_token"
+        && let Some(fp) = req.refresh_fp().map(fp_key)
+        && let Some(entry) = state.refresh.get_mut(&fp)
+    {
+        if entry.uses == 0 && entry.failures == 0 {
+            *state
+                .first_use_failures
+                .entry(entry.client_id.to_string())
+                .or_default() += 1;
+        }
+        entry.failures += 1;
+        entry.first_failure_age.get_or_insert(now - entry.issued_at);
+        if let Some(org) = entry.org_id.clone() {
+            let list = state
+                .refresh_failures_by_org
+                .entry(org.to_string())
+                .or_default();
+            list.push_back((now, fp));
+            while list.len() > 64 {
+                list.pop_front();
+            }
+        }
     }
 }
 

@@ -65,7 +65,7 @@ pub(crate) fn rows_for(
             .and_then(|s| s.refresh_token_fp.clone()),
     ];
     for fp in fps.into_iter().flatten() {
-        if let Some(entry) = state.refresh.get(&fp) {
+        if let Some(entry) = state.refresh.get(&super::fp_key(&fp)) {
             put(REFRESH, fp, json(entry));
         }
     }
@@ -74,10 +74,10 @@ pub(crate) fn rows_for(
     if let Some(success) = &resp.success
         && req.grant() != "refresh_token"
     {
-        let key = (
-            success.org_id.clone().unwrap_or_default(),
-            success.user_id.clone().unwrap_or_default(),
-            req.client_id.clone().unwrap_or_default(),
+        let key: (super::Sym, super::Sym, super::Sym) = (
+            success.org_id.as_deref().unwrap_or_default().into(),
+            success.user_id.as_deref().unwrap_or_default().into(),
+            req.client_id.as_deref().unwrap_or_default().into(),
         );
         if let Some(latest) = state.authorizations.get(&key).and_then(|list| list.last()) {
             let id = format!(
@@ -97,12 +97,12 @@ pub(crate) fn rows_for(
         put(LATEST_BY_CLIENT, client.clone(), json(latest));
     }
     if let Some(code) = &req.code_fp
-        && let Some(at) = state.codes.get(code)
+        && let Some(at) = state.codes.get(&super::fp_key(code))
     {
         put(CODE, code.clone(), Some(at.to_string()));
     }
     if let Some(user) = &req.username_fp {
-        let count = state.password_failures.get(user).copied();
+        let count = state.password_failures.get(&super::fp_key(user)).copied();
         put(
             PASSWORD_FAILURES,
             user.clone(),
@@ -130,8 +130,9 @@ pub(crate) fn restore(rows: Vec<Row>) -> State {
         let Some(value) = row.value else { continue };
         match row.kind {
             REFRESH => {
-                if let Ok(entry) = serde_json::from_str(&value) {
-                    state.refresh.insert(row.key, entry);
+                if let Ok(entry) = serde_json::from_str::<super::RefreshEntry>(&value) {
+                    let entry = state.intern_entry(entry);
+                    state.refresh.insert(super::fp_key(&row.key), entry);
                 }
             }
             AUTHORIZATIONS => {
@@ -142,7 +143,12 @@ pub(crate) fn restore(rows: Vec<Row>) -> State {
                     parts.next(),
                     serde_json::from_str::<super::Authorization>(&value),
                 ) {
-                    let list = state.authorizations.entry((org, user, client)).or_default();
+                    let key = (
+                        state.intern(&org),
+                        state.intern(&user),
+                        state.intern(&client),
+                    );
+                    let list = state.authorizations.entry(key).or_default();
                     list.push(authorization);
                     if list.len() > super::AUTHORIZATIONS_KEPT {
                         list.remove(0);
@@ -156,12 +162,14 @@ pub(crate) fn restore(rows: Vec<Row>) -> State {
             }
             CODE => {
                 if let Ok(at) = value.parse() {
-                    state.codes.insert(row.key, at);
+                    state.codes.insert(super::fp_key(&row.key), at);
                 }
             }
             PASSWORD_FAILURES => {
                 if let Ok(count) = value.parse() {
-                    state.password_failures.insert(row.key, count);
+                    state
+                        .password_failures
+                        .insert(super::fp_key(&row.key), count);
                 }
             }
             HOST => {

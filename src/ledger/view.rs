@@ -59,8 +59,9 @@ pub struct ConcurrentRefresh {
 
 pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
     let mut view = LedgerView::default();
-    if let Some(fp) = req.refresh_fp() {
-        if let Some(entry) = state.refresh.get(fp) {
+    let text = |v: &Option<super::Sym>| v.as_deref().map(str::to_owned);
+    if let Some(fp) = req.refresh_fp().map(super::fp_key) {
+        if let Some(entry) = state.refresh.get(&fp) {
             let newer_approvals = match (&entry.org_id, &entry.user_id) {
                 (Some(org), Some(user)) => state
                     .authorizations
@@ -68,9 +69,8 @@ pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
                     .map(|list| {
                         list.iter()
                             .filter(|a| {
-                                a.refresh_fp.is_some()
+                                a.refresh_fp.is_some_and(|other| other != fp)
                                     && a.at > entry.issued_at
-                                    && a.refresh_fp.as_deref() != Some(fp)
                             })
                             .map(|a| a.at)
                             .collect()
@@ -79,14 +79,14 @@ pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
                 _ => Vec::new(),
             };
             view.token = Some(TokenHistory {
-                host: entry.host.clone(),
-                instance_host: entry.instance_host.clone(),
-                client_id: entry.client_id.clone(),
-                org_id: entry.org_id.clone(),
-                user_id: entry.user_id.clone(),
-                scope: entry.scope.clone(),
+                host: entry.host.to_string(),
+                instance_host: text(&entry.instance_host),
+                client_id: entry.client_id.to_string(),
+                org_id: text(&entry.org_id),
+                user_id: text(&entry.user_id),
+                scope: text(&entry.scope),
                 issued_at: entry.issued_at,
-                issued_by: entry.issued_by.clone(),
+                issued_by: entry.issued_by.to_string(),
                 uses: entry.uses,
                 last_success: entry.last_success,
                 rotated_at: entry.rotated_at,
@@ -95,29 +95,29 @@ pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
             if let Some(org) = &entry.org_id {
                 view.org_failures_recent = state
                     .refresh_failures_by_org
-                    .get(org)
+                    .get(&**org)
                     .map(|list| {
-                        let mut others: Vec<&String> = list
+                        let mut others: Vec<super::Fp> = list
                             .iter()
-                            .filter(|(at, other)| now - at <= 600_000 && other != fp)
-                            .map(|(_, other)| other)
+                            .filter(|(at, other)| now - at <= 600_000 && *other != fp)
+                            .map(|(_, other)| *other)
                             .collect();
-                        others.sort();
+                        others.sort_unstable();
                         others.dedup();
                         others.len()
                     })
                     .unwrap_or(0);
             }
-            view.org_changed = state.org_changes.get(&entry.host).cloned();
+            view.org_changed = state.org_changes.get(&*entry.host).cloned();
             // Counted as failures happen: a scan of every token here would make each exchange
             // cost O(tokens known).
             let own = u32::from(entry.uses == 0 && entry.failures > 0);
             view.client_first_use_failures = state
                 .first_use_failures
-                .get(&entry.client_id)
+                .get(&*entry.client_id)
                 .map_or(0, |n| n.saturating_sub(own) as usize);
         }
-        if let Some((count, finished)) = state.in_flight.get(fp) {
+        if let Some((count, finished)) = state.in_flight.get(&fp) {
             // This request counted itself in when it went upstream.
             view.concurrent = Some(ConcurrentRefresh {
                 in_flight: count.saturating_sub(1),
@@ -129,13 +129,17 @@ pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
         && let Some(latest) = state.latest_by_client.get(client)
         && latest.refresh_fp.is_none()
     {
-        view.client_authorized_without_refresh = Some((latest.at, latest.scope.clone()));
+        view.client_authorized_without_refresh = Some((latest.at, text(&latest.scope)));
     }
     if let Some(code) = &req.code_fp {
-        view.code_redeemed_at = state.codes.get(code).copied();
+        view.code_redeemed_at = state.codes.get(&super::fp_key(code)).copied();
     }
     if let Some(u) = &req.username_fp {
-        view.password_failures = state.password_failures.get(u).copied().unwrap_or(0);
+        view.password_failures = state
+            .password_failures
+            .get(&super::fp_key(u))
+            .copied()
+            .unwrap_or(0);
     }
     view.password_success_at_host = state.password_success_hosts.contains_key(&req.host);
     view.password_failures_at_host = state
