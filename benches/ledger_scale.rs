@@ -1,4 +1,4 @@
-//! The ledger at a million grants: memory, view latency, and the time to load it back from
+//! The ledger at a million grants (10,000 users of 10 apps over 30 days): memory, view latency, and the time to load it back from
 //! SQLite after a restart. Run: `cargo bench --bench ledger_scale` (LEDGER_GRANTS to change).
 
 use std::time::Instant;
@@ -46,6 +46,8 @@ fn main() {
         for i in 0..grants {
             // 10,000 users of 10 apps in 100 orgs, each authorizing several times.
             let (org, user, app) = (i % 100, i % 10_000, i % 10);
+            // A million grants over 30 days: one every 2.6 s.
+            let at = t0 + i as i64 * 2_592;
             let body = format!("grant_type=authorization_code&client_id=3MVG9app{app}&code=c{i}");
             let req = RequestFacts::parse(
                 "login.salesforce.com",
@@ -57,10 +59,10 @@ fn main() {
             );
             let resp = format!(
                 r#"{{"access_token":"x","refresh_token":"5Aep{i}","scope":"api refresh_token","instance_url":"https://o{org}.my.salesforce.com","id":"https://login.salesforce.com/id/00D{org:015}/005{user:015}","issued_at":"{}"}}"#,
-                t0 + i as i64
+                at
             );
             let resp = ResponseFacts::parse(200, resp.as_bytes(), &fp);
-            ledger.record(&req, &resp, t0 + i as i64);
+            ledger.record(&req, &resp, at);
         }
         let recorded = started.elapsed();
         let rss = rss_kib().saturating_sub(before);
@@ -75,7 +77,7 @@ fn main() {
         let n = 10_000;
         let t = Instant::now();
         for _ in 0..n {
-            std::hint::black_box(ledger.view(&probe, t0 + grants as i64));
+            std::hint::black_box(ledger.view(&probe, t0 + grants as i64 * 2_592));
         }
         let view_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
         println!(
@@ -99,7 +101,7 @@ fn main() {
             max_rows: 100_000_000,
             ..Retention::default()
         },
-        t0 + grants as i64,
+        t0 + grants as i64 * 2_592,
     )
     .unwrap();
     println!(
