@@ -41,6 +41,9 @@ const LOGIN_RATE_WARN_AT: usize = LOGIN_RATE_LIMIT * 4 / 5;
 /// records, so each distinct value is stored once.
 pub(crate) type Sym = Arc<str>;
 
+/// A time in upstream milliseconds that is never zero, so `Option<Millis>` takes 8 bytes.
+pub(crate) type Millis = std::num::NonZeroI64;
+
 /// A fingerprint as the ledger keys on it: the 64 bits behind `fp_<16 hex digits>`.
 pub(crate) type Fp = u64;
 
@@ -60,11 +63,10 @@ pub(crate) struct RefreshEntry {
     pub issued_at: i64,
     pub issued_by: Sym,
     pub uses: u32,
-    pub last_success: Option<i64>,
+    pub last_success: Option<Millis>,
     /// When a refresh with this token returned a new one (rotation): the token is dead.
-    pub rotated_at: Option<i64>,
+    pub rotated_at: Option<Millis>,
     pub failures: u32,
-    pub first_failure_age: Option<i64>,
 }
 
 /// One authorization of (org, user, client id).
@@ -313,9 +315,9 @@ fn apply_success(
             && let Some(entry) = state.refresh.get_mut(&fp)
         {
             entry.uses += 1;
-            entry.last_success = Some(now);
+            entry.last_success = Millis::new(now);
             if new_fp.is_some() {
-                entry.rotated_at = Some(now);
+                entry.rotated_at = Millis::new(now);
             }
         }
         if let Some(new_fp) = new_fp {
@@ -338,7 +340,6 @@ fn apply_success(
                 last_success: None,
                 rotated_at: None,
                 failures: 0,
-                first_failure_age: None,
             };
             state.refresh.insert(new_fp, entry);
         }
@@ -393,7 +394,6 @@ fn apply_success(
                 last_success: None,
                 rotated_at: None,
                 failures: 0,
-                first_failure_age: None,
             },
         );
     }
@@ -475,7 +475,6 @@ fn apply_failure(
                 .or_default() += 1;
         }
         entry.failures += 1;
-        entry.first_failure_age.get_or_insert(now - entry.issued_at);
         if let Some(org) = entry.org_id.clone() {
             let list = state
                 .refresh_failures_by_org

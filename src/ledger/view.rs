@@ -88,8 +88,8 @@ pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
                 issued_at: entry.issued_at,
                 issued_by: entry.issued_by.to_string(),
                 uses: entry.uses,
-                last_success: entry.last_success,
-                rotated_at: entry.rotated_at,
+                last_success: entry.last_success.map(|t| t.get()),
+                rotated_at: entry.rotated_at.map(|t| t.get()),
                 newer_approvals,
             });
             if let Some(org) = &entry.org_id {
