@@ -69,7 +69,15 @@ pub(crate) struct RefreshEntry {
     pub failures: u32,
 }
 
-/// One authorization of (org, user, client id).
+/// One authorization of (org, user, client id), as the approval count needs it: when, and
+/// which refresh token it issued (16 bytes; a user's list holds up to 64 of them).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Approval {
+    pub at: i64,
+    pub refresh_fp: Option<std::num::NonZeroU64>,
+}
+
+/// The newest authorization of a client id, with what the missing-scope evidence needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Authorization {
     pub at: i64,
@@ -84,7 +92,7 @@ type UserKey = (Sym, Sym, Sym);
 pub(crate) struct State {
     pub interned: std::collections::HashSet<Sym>,
     pub refresh: RefreshTable,
-    pub authorizations: HashMap<UserKey, Vec<Authorization>>,
+    pub authorizations: HashMap<UserKey, Vec<Approval>>,
     /// The newest authorization seen per client id, whoever it was for.
     pub latest_by_client: HashMap<String, Authorization>,
     pub codes: HashMap<Fp, i64>,
@@ -376,7 +384,11 @@ fn apply_success(
     };
     state
         .latest_by_client
-        .insert(client.to_string(), authorization.clone());
+        .insert(client.to_string(), authorization);
+    let approval = Approval {
+        at: issued_at,
+        refresh_fp: new_fp.and_then(std::num::NonZeroU64::new),
+    };
     if let Some(fp) = new_fp {
         let issued_by = state.intern(grant);
         state.refresh.insert(
@@ -398,12 +410,12 @@ fn apply_success(
         );
     }
     let list = state.authorizations.entry((org, user, client)).or_default();
-    list.push(authorization);
+    list.push(approval);
     // Enough to tell any eviction: a token 64 authorizations old is long gone.
     if list.len() > AUTHORIZATIONS_KEPT {
         list.drain(..list.len() - AUTHORIZATIONS_KEPT);
     }
-    let live: Vec<&Authorization> = list.iter().filter(|a| a.refresh_fp.is_some()).collect();
+    let live: Vec<&Approval> = list.iter().filter(|a| a.refresh_fp.is_some()).collect();
     if new_fp.is_some() {
         if live.len() == APPROVAL_LIMIT {
             warnings.push(Warning {

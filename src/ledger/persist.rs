@@ -141,7 +141,7 @@ pub(crate) fn restore(rows: Vec<Row>) -> State {
                     parts.next(),
                     parts.next(),
                     parts.next(),
-                    serde_json::from_str::<super::Authorization>(&value),
+                    serde_json::from_str::<super::Approval>(&value),
                 ) {
                     let key = (
                         state.intern(&org),

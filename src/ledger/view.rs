@@ -69,7 +69,7 @@ pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
                     .map(|list| {
                         list.iter()
                             .filter(|a| {
-                                a.refresh_fp.is_some_and(|other| other != fp)
+                                a.refresh_fp.is_some_and(|other| other.get() != fp)
                                     && a.at > entry.issued_at
                             })
                             .map(|a| a.at)
