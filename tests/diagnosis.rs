@@ -600,7 +600,7 @@ async fn a_chunked_request_body_is_observed() {
 }
 
 #[tokio::test]
-async fn a_whole_scenario_leaves_no_secret_in_logs_or_data() {
+async fn a_whole_scenario_leaves_no_secret_in_logs_data_metrics_or_events() {
     let stack = Stack::start(&[]);
     let mut secrets: Vec<String> = vec![
         WEB_SECRET.into(),
@@ -668,6 +668,23 @@ async fn a_whole_scenario_leaves_no_secret_in_logs_or_data() {
         )
         .await;
 
+    let admin = stack.proxy.admin.unwrap();
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut exposed = String::new();
+    for path in ["/metrics", "/events?limit=1000"] {
+        let text = plain
+            .get(format!("http://{admin}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        exposed.push_str(&text);
+    }
+    assert!(
+        exposed.contains("grantdoctor_token_exchanges_total") && exposed.contains("invalid_grant")
+    );
     let log = stack.proxy.raw_log();
     assert!(
         log.contains("invalid_grant") && log.contains("token_issued"),
@@ -688,6 +705,10 @@ async fn a_whole_scenario_leaves_no_secret_in_logs_or_data() {
         assert!(
             !data.contains(secret.as_str()),
             "a secret reached the data dir"
+        );
+        assert!(
+            !exposed.contains(secret.as_str()),
+            "a secret reached /metrics or /events"
         );
     }
 }
