@@ -40,8 +40,15 @@ pub async fn serve(
     let client_tls = crate::tls::upstream_client_config(&args.upstream_ca)?;
     let options = ProxyOptions {
         connect_ports: args.connect_ports.clone(),
+        max_connections: args.max_connections.max(1),
+        drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
         ..ProxyOptions::default()
     };
+    let access =
+        crate::proxy::AccessPolicy::new(args.proxy_auth.as_deref(), args.allow_clients.clone());
+    access
+        .check_listener(args.listen)
+        .map_err(|reason| anyhow::Error::new(crate::cli::UsageError(reason)))?;
     let client = upstream::client(client_tls, overrides.clone(), &UpstreamOptions::default());
     let fingerprints = crate::oauth::Fingerprinter::load_or_create(&args.data_dir)
         .with_context(|| format!("the fingerprint key in {}", args.data_dir.display()))?;
@@ -64,14 +71,9 @@ pub async fn serve(
     observer.append_description = args.annotate_description == crate::cli::DescriptionMode::Append;
     observer.policies = args.refresh_policies.iter().cloned().collect();
     let metrics = observer.metrics.clone();
-    let state = Arc::new(ProxyState::new(
-        policy,
-        tls,
-        overrides,
-        client,
-        Arc::new(observer),
-        options,
-    ));
+    let mut state = ProxyState::new(policy, tls, overrides, client, Arc::new(observer), options);
+    state.access = access;
+    let state = Arc::new(state);
     let proxy = Proxy::bind(args.listen, state)
         .await
         .with_context(|| format!("binding the proxy listener on {}", args.listen))?;

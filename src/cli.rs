@@ -27,7 +27,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy (the default when no command is given).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Manage the local certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -161,6 +161,27 @@ pub struct RunArgs {
     )]
     pub upstream_ca: Vec<PathBuf>,
 
+    /// Require HTTP Basic proxy authentication (`Proxy-Authorization`) with these credentials.
+    #[arg(long, value_name = "USER:PASS", env = "GRANTDOCTOR_PROXY_AUTH")]
+    pub proxy_auth: Option<String>,
+
+    /// Accept clients only from these address ranges (comma-separated CIDRs).
+    #[arg(
+        long,
+        value_name = "CIDR,...",
+        env = "GRANTDOCTOR_ALLOW_CLIENTS",
+        value_delimiter = ','
+    )]
+    pub allow_clients: Vec<crate::net::Cidr>,
+
+    /// Client connections served at once; the excess is refused with a 503.
+    #[arg(long, env = "GRANTDOCTOR_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Seconds in-flight requests may take after SIGTERM before the process exits.
+    #[arg(long, env = "GRANTDOCTOR_DRAIN_TIMEOUT", default_value_t = 20)]
+    pub drain_timeout: u64,
+
     /// Ports that CONNECT may reach (repeatable).
     #[arg(
         long = "connect-port",
@@ -223,3 +244,15 @@ fn parse_policy(s: &str) -> Result<(String, DeclaredPolicy), String> {
         .ok_or_else(|| format!("`{s}`: expected CLIENT_ID=POLICY"))?;
     Ok((client.to_owned(), policy.parse()?))
 }
+
+/// A command line or configuration the program refuses to run with (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}

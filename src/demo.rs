@@ -93,6 +93,10 @@ pub async fn run() -> anyhow::Result<()> {
         annotate: crate::annotate::AnnotateMode::All,
         annotate_description: DescriptionMode::Off,
         refresh_policies: Vec::new(),
+        proxy_auth: None,
+        allow_clients: Vec::new(),
+        max_connections: 64,
+        drain_timeout: 1,
         log_format: None,
         log_file: None,
     };

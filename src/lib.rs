@@ -30,6 +30,7 @@ pub mod explain;
 pub mod ledger;
 pub mod logs;
 pub mod metrics;
+pub mod net;
 pub mod oauth;
 pub mod proxy;
 pub mod telemetry;

@@ -8,7 +8,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Command::Ca(CaCommand::Init(args))) => grantdoctor::app::ca_init(&args),
         Some(Command::Ca(CaCommand::Show(args))) => grantdoctor::app::ca_show(&args),
-        Some(Command::Run(args)) => run(args),
+        Some(Command::Run(args)) => run(*args),
         Some(Command::Emulate(args)) => emulate(args),
         Some(Command::Explain(args)) => grantdoctor::app::explain(args),
         Some(Command::Logs(args)) => grantdoctor::app::logs(args),
@@ -23,7 +23,8 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("grantdoctor: {e:#}");
-            std::process::ExitCode::from(1)
+            let usage = e.downcast_ref::<grantdoctor::cli::UsageError>().is_some();
+            std::process::ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub warnings: Family<Labels, Counter>,
     pub upstream_errors: Family<Labels, Counter>,
     pub tunnel_bytes: Family<Labels, Counter>,
+    pub limits: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -41,6 +42,7 @@ impl Default for Metrics {
             warnings: Family::default(),
             upstream_errors: Family::default(),
             tunnel_bytes: Family::default(),
+            limits: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -77,6 +79,11 @@ impl Default for Metrics {
             "tunnel_bytes",
             "Bytes through blind tunnels by direction",
             metrics.tunnel_bytes.clone(),
+        );
+        registry.register(
+            "limits",
+            "Times a limit refused or cut a client, by limit",
+            metrics.limits.clone(),
         );
         Self {
             registry,

@@ -11,6 +11,7 @@ use super::errors::{self, OAuthError};
 use super::ids;
 use super::jwt;
 use super::model::*;
+use crate::net::{constant_time_eq, parse_cidr};
 
 /// Approvals kept per (user, app): the sixth evicts the oldest.
 pub const APPROVAL_LIMIT: usize = 5;
@@ -1144,65 +1145,9 @@ pub fn hmac_signature(secret: &str, id: &str, issued_at: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-struct Cidr {
-    net: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    fn contains(&self, ip: IpAddr) -> bool {
-        match (self.net, ip) {
-            (IpAddr::V4(n), IpAddr::V4(i)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.prefix as u32)
-                };
-                u32::from(n) & mask == u32::from(i) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(i)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - self.prefix as u32)
-                };
-                u128::from(n) & mask == u128::from(i) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-fn parse_cidr(s: &str) -> Option<Cidr> {
-    let (net, prefix) = s
-        .split_once('/')
-        .unwrap_or((s, if s.contains(':') { "128" } else { "32" }));
-    let net: IpAddr = net.parse().ok()?;
-    let prefix: u8 = prefix.parse().ok()?;
-    let max = if net.is_ipv4() { 32 } else { 128 };
-    (prefix <= max).then_some(Cidr { net, prefix })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cidr_ranges_contain_what_they_should() {
-        let c = parse_cidr("10.1.0.0/16").unwrap();
-        assert!(c.contains("10.1.200.3".parse().unwrap()));
-        assert!(!c.contains("10.2.0.1".parse().unwrap()));
-        assert!(
-            parse_cidr("127.0.0.1")
-                .unwrap()
-                .contains("127.0.0.1".parse().unwrap())
-        );
-        assert!(parse_cidr("10.0.0.0/33").is_none());
-    }
 
     #[test]
     fn pkce_s256_is_base64url_of_the_sha256_of_the_verifier() {

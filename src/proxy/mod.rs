@@ -4,6 +4,7 @@
 //!
 //! Must never: decrypt a host the intercept policy does not name, or alter a response body.
 
+mod access;
 mod connect;
 mod forward;
 mod hello;
@@ -30,6 +31,7 @@ use crate::tls::InterceptTls;
 use crate::token_endpoint::TokenEndpoint;
 use crate::upstream::{ResolveOverrides, UpstreamClient};
 
+pub use access::AccessPolicy;
 pub use forward::{Forward, strip_hop_by_hop};
 pub use hello::{Opening, peek_opening};
 pub use intercept::{DEFAULT_INTERCEPT, InterceptPolicy};
@@ -58,6 +60,10 @@ pub struct ProxyOptions {
     /// How long a non-intercepted tunnel waits for the client's first bytes before it is
     /// tunnelled anyway (protocols where the server speaks first).
     pub tunnel_peek_timeout: Duration,
+    /// Client connections served at once; the excess is refused with a `503`.
+    pub max_connections: usize,
+    /// After SIGTERM, how long in-flight requests may take before the process exits.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -67,6 +73,8 @@ impl Default for ProxyOptions {
             connect_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             tunnel_peek_timeout: Duration::from_secs(3),
+            max_connections: 4096,
+            drain_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -77,6 +85,9 @@ pub type ExchangeStack = TokenEndpoint<Forward>;
 /// Everything a connection needs, shared by all of them.
 pub struct ProxyState {
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub access: AccessPolicy,
+    connections: Arc<tokio::sync::Semaphore>,
+    draining: tokio::sync::watch::Sender<bool>,
     pub policy: InterceptPolicy,
     pub tls: InterceptTls,
     pub overrides: ResolveOverrides,
@@ -98,6 +109,9 @@ impl ProxyState {
             .layer(crate::token_endpoint::TokenEndpointLayer::new(observer))
             .service(Forward::new(client, metrics.clone()));
         Self {
+            access: AccessPolicy::default(),
+            connections: Arc::new(tokio::sync::Semaphore::new(options.max_connections)),
+            draining: tokio::sync::watch::channel(false).0,
             metrics,
             policy,
             tls,
@@ -124,15 +138,29 @@ impl Proxy {
         self.listener.local_addr()
     }
 
-    /// Accepts connections until `shutdown` completes.
+    /// Accepts connections until `shutdown` completes, then drains: open connections finish
+    /// the request they are serving (idle keep-alive connections close at once), bounded by
+    /// the drain timeout; tunnels end with the process.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        if !self.state.access.admits(peer.ip()) {
+                            tracing::warn!(event = "client_refused", peer = %peer, reason = "not in --allow-clients");
+                            continue;
+                        }
+                        let Ok(permit) = self.state.connections.clone().try_acquire_owned() else {
+                            crate::metrics::Metrics::count(&self.state.metrics.limits, &[("limit", "max_connections")]);
+                            tokio::spawn(refuse(stream, "503 Service Unavailable", "too many connections: the proxy is at --max-connections"));
+                            continue;
+                        };
                         let state = self.state.clone();
-                        tokio::spawn(serve_client(stream, peer, state));
+                        tokio::spawn(async move {
+                            serve_client(stream, peer, state).await;
+                            drop(permit);
+                        });
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -142,6 +170,19 @@ impl Proxy {
                 },
                 () = &mut shutdown => break,
             }
+        }
+        drop(self.listener);
+        let _ = self.state.draining.send(true);
+        let max = self.state.options.max_connections as u32;
+        let drained = tokio::time::timeout(
+            self.state.options.drain_timeout,
+            self.state.connections.acquire_many(max),
+        )
+        .await;
+        let open = max as usize - self.state.connections.available_permits();
+        match drained {
+            Ok(_) => tracing::info!(event = "drained"),
+            Err(_) => tracing::warn!(event = "drain_timeout", open_connections = open),
         }
     }
 }
@@ -160,17 +201,26 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyState
         }
     }
     let header_timeout = state.options.header_timeout;
+    let mut draining = state.draining.subscribe();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
         async move { Ok::<_, Infallible>(front(req, state).await) }
     });
-    let result = hyper::server::conn::http1::Builder::new()
+    let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .preserve_header_case(true)
         .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
-        .await;
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = draining.changed() => {
+            // Finish the request in flight, then close; an idle connection closes now.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
     if let Err(e) = result {
         tracing::debug!(event = "client_closed", peer = %peer, reason = %e);
     }
@@ -178,6 +228,17 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyState
 
 /// Requests arriving on the listener: CONNECT, or an absolute-form request to forward.
 async fn front(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<ProxyBody> {
+    if !state.access.authorizes(req.headers()) {
+        let mut response = reply::error(
+            ErrorKind::ProxyAuthRequired,
+            "proxy authentication required",
+        );
+        response.headers_mut().insert(
+            http::header::PROXY_AUTHENTICATE,
+            http::HeaderValue::from_static("Basic realm=\"grantdoctor\""),
+        );
+        return response;
+    }
     if req.method() == Method::CONNECT {
         return connect::handle(req, state).await;
     }
@@ -276,11 +337,21 @@ fn validate_request_line(line: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
-async fn reject(mut stream: TcpStream, reason: &str) {
+async fn reject(stream: TcpStream, reason: &str) {
+    refuse(stream, "400 Bad Request", reason).await;
+}
+
+/// Answers a connection hyper never sees, and closes it.
+async fn refuse(mut stream: TcpStream, status: &str, reason: &str) {
+    let kind = if status.starts_with("400") {
+        ErrorKind::BadRequest
+    } else {
+        ErrorKind::Overloaded
+    };
     let body = format!("grantdoctor: {reason}\n");
     let head = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ngrantdoctor-error: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        ErrorKind::BadRequest.as_str(),
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ngrantdoctor-error: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        kind.as_str(),
         body.len()
     );
     let _ = stream.write_all(head.as_bytes()).await;

@@ -12,6 +12,8 @@ pub enum ErrorKind {
     PortNotAllowed,
     UpstreamUnreachable,
     UpstreamFailed,
+    ProxyAuthRequired,
+    Overloaded,
 }
 
 impl ErrorKind {
@@ -21,6 +23,8 @@ impl ErrorKind {
             Self::PortNotAllowed => "port-not-allowed",
             Self::UpstreamUnreachable => "upstream-unreachable",
             Self::UpstreamFailed => "upstream-failed",
+            Self::ProxyAuthRequired => "proxy-auth-required",
+            Self::Overloaded => "overloaded",
         }
     }
 
@@ -29,6 +33,8 @@ impl ErrorKind {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::PortNotAllowed => StatusCode::FORBIDDEN,
             Self::UpstreamUnreachable | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            Self::ProxyAuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -32,15 +32,15 @@ pub struct Spawned {
 
 impl Spawned {
     /// SIGTERM, then waits for the process to exit (graceful shutdown).
-    pub fn terminate(&mut self) {
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -168,6 +168,10 @@ async fn route(req: Request<Incoming>) -> Response<Body> {
                 .body(Generated { remaining: bytes }.boxed())
                 .unwrap()
         }
+        ("GET", "/slow") => {
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+            Response::builder().body(full("slow but sure")).unwrap()
+        }
         ("GET", "/gzip") => Response::builder()
             .header("content-type", "application/json;charset=UTF-8")
             .header("content-encoding", "gzip")

@@ -1,0 +1,97 @@
+//! Not an open proxy, bounded, and stopping without dropping work.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::{Origin, ProxyProcess, raw_exchange};
+
+#[test]
+fn a_public_listener_without_auth_or_allow_list_refuses_to_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
+        .args(["run", "--listen", "0.0.0.0:0", "--admin", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a loopback address") && err.contains("--proxy-auth"),
+        "{err}"
+    );
+}
+
+#[test]
+fn proxy_authentication_is_required_when_configured() {
+    let origin = Origin::start();
+    let proxy = ProxyProcess::start(&[
+        "--proxy-auth".into(),
+        "alice:s3cret".into(),
+        "--resolve".into(),
+        format!("origin.test:80={}", origin.plain_addr),
+    ]);
+    let denied = raw_exchange(
+        proxy.addr,
+        b"GET http://origin.test/hello HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(denied.starts_with("HTTP/1.1 407"), "{denied}");
+    assert!(
+        denied
+            .to_lowercase()
+            .contains("proxy-authenticate: basic realm=\"grantdoctor\""),
+        "{denied}"
+    );
+    let wrong = raw_exchange(proxy.addr, b"GET http://origin.test/hello HTTP/1.1\r\nHost: origin.test\r\nProxy-Authorization: Basic YWxpY2U6d3Jvbmc=\r\nConnection: close\r\n\r\n");
+    assert!(wrong.starts_with("HTTP/1.1 407"), "{wrong}");
+    let allowed = raw_exchange(proxy.addr, b"GET http://origin.test/hello HTTP/1.1\r\nHost: origin.test\r\nProxy-Authorization: Basic YWxpY2U6czNjcmV0\r\nConnection: close\r\n\r\n");
+    assert!(
+        allowed.starts_with("HTTP/1.1 200") && allowed.ends_with("hello from origin"),
+        "{allowed}"
+    );
+    assert!(!proxy.raw_log().contains("s3cret"));
+}
+
+#[test]
+fn the_connection_limit_refuses_the_excess_cleanly() {
+    let proxy = ProxyProcess::start(&["--max-connections".into(), "1".into()]);
+    // Holds the only slot without sending anything.
+    let _held = std::net::TcpStream::connect(proxy.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let reply = raw_exchange(
+        proxy.addr,
+        b"GET http://example.test/ HTTP/1.1\r\nHost: example.test\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(reply.contains("--max-connections"), "{reply}");
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish() {
+    let origin = Origin::start();
+    let mut proxy = ProxyProcess::start(&[
+        "--resolve".into(),
+        format!("origin.test:80={}", origin.plain_addr),
+    ]);
+    let addr = proxy.addr;
+    let client = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        stream
+            .write_all(b"GET http://origin.test/slow HTTP/1.1\r\nHost: origin.test\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let status = proxy.process.terminate();
+    let reply = client.join().unwrap();
+    assert!(
+        reply.starts_with("HTTP/1.1 200") && reply.ends_with("slow but sure"),
+        "{reply}"
+    );
+    assert!(status.success(), "{status:?}");
+    proxy.wait_for_event(|e| e["event"] == "drained");
+}
