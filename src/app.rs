@@ -81,6 +81,10 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding the admin listener on {}", args.admin))?;
     let admin_addr = admin_listener.local_addr()?;
+    let _ = proxy
+        .state()
+        .own_addrs
+        .set(vec![proxy.local_addr()?, admin_addr]);
     let admin = Arc::new(crate::admin::Admin {
         metrics,
         ca_pem,
@@ -271,4 +275,51 @@ pub fn logs(args: crate::cli::LogsArgs) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// The per-runtime instructions of `ca trust`: which variable or store, and why (some replace
+/// the trust store, some add to it; some ignore `HTTPS_PROXY`).
+pub fn ca_trust(args: &crate::cli::TrustArgs) -> anyhow::Result<()> {
+    let (ca, _) = CertificateAuthority::load_or_create(CaFiles::new(&args.ca.ca_dir))?;
+    let absolute =
+        |p: std::path::PathBuf| std::fs::canonicalize(&p).unwrap_or(p).display().to_string();
+    let ca_pem = absolute(ca.files().cert());
+    let bundle = absolute(ca.files().bundle());
+    let proxy = format!("http://{}", args.listen);
+    let (host, port) = (args.listen.ip(), args.listen.port());
+    print!(
+        "\
+# grantdoctor CA: {ca_pem}
+# bundle (system roots + the CA): {bundle}
+# Variables that *replace* the trust store get the bundle; ones that *add* get the CA.
+
+# Every client that honours the proxy variables
+export HTTPS_PROXY={proxy}
+
+# curl
+curl --cacert {bundle} https://login.salesforce.com/...      # or: export CURL_CA_BUNDLE={bundle}
+
+# Python requests, simple-salesforce (certifi replaces the system store)
+export REQUESTS_CA_BUNDLE={bundle}
+
+# Go, OpenSSL-based tools
+export SSL_CERT_FILE={bundle}
+
+# Node (adds to the built-in roots). Node's built-in fetch ignores HTTPS_PROXY unless
+# NODE_USE_ENV_PROXY=1 (Node >= 24); jsforce takes the proxy through its httpProxy option.
+export NODE_EXTRA_CA_CERTS={ca_pem}
+export NODE_USE_ENV_PROXY=1
+
+# Java ignores HTTPS_PROXY: import the CA and pass the proxy as system properties
+keytool -importcert -noprompt -alias grantdoctor -file {ca_pem} -keystore \"$JAVA_HOME/lib/security/cacerts\" -storepass changeit
+java -Dhttps.proxyHost={host} -Dhttps.proxyPort={port} ...
+
+# Debian / Ubuntu system store
+sudo cp {ca_pem} /usr/local/share/ca-certificates/grantdoctor.crt && sudo update-ca-certificates
+
+# macOS keychain
+sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain {ca_pem}
+"
+    );
+    Ok(())
 }

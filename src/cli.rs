@@ -110,6 +110,17 @@ pub enum CaCommand {
     Init(CaArgs),
     /// Print the CA's path, SHA-256 fingerprint and validity.
     Show(CaArgs),
+    /// Print what to set, per client runtime, to trust the CA and use the proxy.
+    Trust(TrustArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    #[command(flatten)]
+    pub ca: CaArgs,
+    /// The proxy address clients will use.
+    #[arg(long, env = "GRANTDOCTOR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Args)]

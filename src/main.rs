@@ -8,6 +8,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(Command::Ca(CaCommand::Init(args))) => grantdoctor::app::ca_init(&args),
         Some(Command::Ca(CaCommand::Show(args))) => grantdoctor::app::ca_show(&args),
+        Some(Command::Ca(CaCommand::Trust(args))) => grantdoctor::app::ca_trust(&args),
         Some(Command::Run(args)) => run(*args),
         Some(Command::Emulate(args)) => emulate(args),
         Some(Command::Explain(args)) => grantdoctor::app::explain(args),

@@ -136,3 +136,38 @@ fn logs_renders_a_json_log_for_a_human() {
         "{out}"
     );
 }
+
+#[test]
+fn ca_trust_prints_what_each_runtime_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("certs");
+    let (ok, out, err) = grantdoctor(
+        &[
+            "ca",
+            "trust",
+            "--ca-dir",
+            ca.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:8181",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let bundle = std::fs::canonicalize(ca.join("bundle.pem")).unwrap();
+    assert!(
+        out.contains(&format!("export REQUESTS_CA_BUNDLE={}", bundle.display())),
+        "{out}"
+    );
+    assert!(out.contains("export HTTPS_PROXY=http://127.0.0.1:8181"));
+    for needle in [
+        "NODE_EXTRA_CA_CERTS=",
+        "NODE_USE_ENV_PROXY=1",
+        "keytool -importcert",
+        "-Dhttps.proxyPort=8181",
+        "update-ca-certificates",
+        "add-trusted-cert",
+        "SSL_CERT_FILE=",
+    ] {
+        assert!(out.contains(needle), "{needle} missing");
+    }
+}

@@ -95,3 +95,22 @@ fn sigterm_lets_an_in_flight_request_finish() {
     assert!(status.success(), "{status:?}");
     proxy.wait_for_event(|e| e["event"] == "drained");
 }
+
+#[test]
+fn requests_to_the_proxys_own_listeners_are_refused() {
+    let proxy = ProxyProcess::start(&[]);
+    let own = format!(
+        "GET http://127.0.0.1:{}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        proxy.addr.port()
+    );
+    let reply = raw_exchange(proxy.addr, own.as_bytes());
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    assert!(reply.contains("grantdoctor-error: loop"), "{reply}");
+    let admin = proxy.admin.unwrap();
+    let to_admin = format!(
+        "GET http://localhost:{}/metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        admin.port()
+    );
+    let reply = raw_exchange(proxy.addr, to_admin.as_bytes());
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+}

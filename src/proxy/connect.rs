@@ -53,6 +53,12 @@ async fn open(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<ProxyB
             ),
         );
     }
+    if state.loops_back(&host, port) {
+        return reply::error(
+            ErrorKind::Loop,
+            format_args!("CONNECT {authority}: that is grantdoctor itself, the tunnel would loop"),
+        );
+    }
     let intercept_hint = state.policy.matches(&host);
     let origin = if intercept_hint {
         None

@@ -88,6 +88,8 @@ pub struct ProxyState {
     pub access: AccessPolicy,
     connections: Arc<tokio::sync::Semaphore>,
     draining: tokio::sync::watch::Sender<bool>,
+    /// The proxy's own listeners: a request to one of them would loop back into the proxy.
+    pub own_addrs: std::sync::OnceLock<Vec<SocketAddr>>,
     pub policy: InterceptPolicy,
     pub tls: InterceptTls,
     pub overrides: ResolveOverrides,
@@ -112,6 +114,7 @@ impl ProxyState {
             access: AccessPolicy::default(),
             connections: Arc::new(tokio::sync::Semaphore::new(options.max_connections)),
             draining: tokio::sync::watch::channel(false).0,
+            own_addrs: std::sync::OnceLock::new(),
             metrics,
             policy,
             tls,
@@ -119,6 +122,33 @@ impl ProxyState {
             exchange,
             options,
         }
+    }
+}
+
+impl ProxyState {
+    /// Whether `host:port` is one of the proxy's own listeners (by address, `localhost`, or a
+    /// `--resolve` override pointing at one).
+    pub fn loops_back(&self, host: &str, port: u16) -> bool {
+        let Some(own) = self.own_addrs.get() else {
+            return false;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let target = self.overrides.lookup(host, port).or_else(|| {
+            let ip = if host.eq_ignore_ascii_case("localhost") {
+                Some(std::net::IpAddr::from([127, 0, 0, 1]))
+            } else {
+                host.parse().ok()
+            };
+            ip.map(|ip| SocketAddr::new(ip, port))
+        });
+        target.is_some_and(|t| {
+            own.iter().any(|o| {
+                o.port() == t.port()
+                    && (o.ip() == t.ip()
+                        || o.ip().is_unspecified()
+                        || (o.ip().is_loopback() && t.ip().is_loopback()))
+            })
+        })
     }
 }
 
@@ -132,6 +162,10 @@ impl Proxy {
     pub async fn bind(addr: SocketAddr, state: Arc<ProxyState>) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Self { listener, state })
+    }
+
+    pub fn state(&self) -> &Arc<ProxyState> {
+        &self.state
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -256,6 +290,15 @@ async fn front(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<Proxy
         );
     }
     let host = authority.host().to_ascii_lowercase();
+    let port = authority
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    if state.loops_back(&host, port) {
+        return reply::error(
+            ErrorKind::Loop,
+            format_args!("{authority} is grantdoctor itself: the request would loop"),
+        );
+    }
     crate::metrics::Metrics::count(&state.metrics.connections, &[("mode", "forward")]);
     let route = Route {
         observed: scheme == "https" && state.policy.matches(&host),

@@ -14,6 +14,7 @@ pub enum ErrorKind {
     UpstreamFailed,
     ProxyAuthRequired,
     Overloaded,
+    Loop,
 }
 
 impl ErrorKind {
@@ -25,13 +26,14 @@ impl ErrorKind {
             Self::UpstreamFailed => "upstream-failed",
             Self::ProxyAuthRequired => "proxy-auth-required",
             Self::Overloaded => "overloaded",
+            Self::Loop => "loop",
         }
     }
 
     fn status(self) -> StatusCode {
         match self {
             Self::BadRequest => StatusCode::BAD_REQUEST,
-            Self::PortNotAllowed => StatusCode::FORBIDDEN,
+            Self::PortNotAllowed | Self::Loop => StatusCode::FORBIDDEN,
             Self::UpstreamUnreachable | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::ProxyAuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
