@@ -323,3 +323,18 @@ sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keyc
     );
     Ok(())
 }
+
+/// `check-config`: everything `run` validates before binding, then the effective values.
+pub fn check_config(args: RunArgs) -> anyhow::Result<()> {
+    let usage = |e: String| anyhow::Error::new(crate::cli::UsageError(e));
+    if !args.intercept.is_empty() {
+        InterceptPolicy::new(&args.intercept).map_err(usage)?;
+    }
+    crate::proxy::AccessPolicy::new(args.proxy_auth.as_deref(), args.allow_clients.clone())
+        .check_listener(args.listen)
+        .map_err(usage)?;
+    crate::tls::upstream_client_config(&args.upstream_ca)
+        .map_err(|e| usage(format!("--upstream-ca: {e}")))?;
+    print!("{}", crate::config::render(&args));
+    Ok(())
+}

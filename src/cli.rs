@@ -31,6 +31,8 @@ pub enum Command {
     /// Manage the local certificate authority.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Validate the configuration and print the effective values (secrets masked).
+    CheckConfig(Box<RunArgs>),
     /// Run the Salesforce token-endpoint emulator (tests, demos, rehearsing failures).
     Emulate(EmulateArgs),
     /// Explain a pasted token-endpoint error: ranked causes, evidence and fixes.
@@ -130,8 +132,13 @@ pub struct CaArgs {
     pub ca_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, PartialEq, Args)]
 pub struct RunArgs {
+    /// A TOML configuration file (default: config/grantdoctor.toml when it exists). Flags and
+    /// GRANTDOCTOR_* variables override its values.
+    #[arg(long, env = "GRANTDOCTOR_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Address of the proxy listener.
     #[arg(long, env = "GRANTDOCTOR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

@@ -73,6 +73,7 @@ pub async fn run() -> anyhow::Result<()> {
 
     let (proxy_tx, proxy_rx) = tokio::sync::oneshot::channel();
     let proxy_args = RunArgs {
+        config: None,
         listen: "127.0.0.1:0".parse()?,
         admin: "127.0.0.1:0".parse()?,
         ca_dir: dir.path().join("certs"),

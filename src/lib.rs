@@ -23,6 +23,7 @@ pub mod annotate;
 pub mod app;
 pub mod body;
 pub mod cli;
+pub mod config;
 pub mod demo;
 pub mod diagnose;
 pub mod emulator;

@@ -1,15 +1,21 @@
-use clap::Parser;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 use grantdoctor::cli::{CaCommand, Cli, Command};
 use grantdoctor::telemetry::{self, LogFormat};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Some(Command::Ca(CaCommand::Init(args))) => grantdoctor::app::ca_init(&args),
         Some(Command::Ca(CaCommand::Show(args))) => grantdoctor::app::ca_show(&args),
         Some(Command::Ca(CaCommand::Trust(args))) => grantdoctor::app::ca_trust(&args),
-        Some(Command::Run(args)) => run(*args),
+        Some(Command::Run(args)) => configured(*args, sub(&matches, "run")).and_then(run),
+        Some(Command::CheckConfig(args)) => configured(*args, sub(&matches, "check-config"))
+            .and_then(grantdoctor::app::check_config),
         Some(Command::Emulate(args)) => emulate(args),
         Some(Command::Explain(args)) => grantdoctor::app::explain(args),
         Some(Command::Logs(args)) => grantdoctor::app::logs(args),
@@ -18,7 +24,7 @@ fn main() -> std::process::ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(grantdoctor::demo::run())),
-        None => run(cli.run),
+        None => configured(cli.run, &matches).and_then(run),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -47,4 +53,19 @@ fn emulate(args: grantdoctor::cli::EmulateArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(grantdoctor::app::emulate(args))
+}
+
+fn sub<'a>(matches: &'a ArgMatches, name: &str) -> &'a ArgMatches {
+    matches.subcommand_matches(name).unwrap_or(matches)
+}
+
+/// The run arguments with the configuration file's values filled in below flags and env.
+fn configured(
+    mut args: grantdoctor::cli::RunArgs,
+    matches: &ArgMatches,
+) -> anyhow::Result<grantdoctor::cli::RunArgs> {
+    if let Some((path, file)) = grantdoctor::config::load(args.config.as_deref())? {
+        grantdoctor::config::merge(&mut args, matches, file, &path)?;
+    }
+    Ok(args)
 }

@@ -55,6 +55,16 @@ pub enum DeclaredPolicy {
     AbsoluteSeconds(u64),
 }
 
+impl std::fmt::Display for DeclaredPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Immediate => f.write_str("immediate"),
+            Self::IdleSeconds(s) => write!(f, "idle:{s}"),
+            Self::AbsoluteSeconds(s) => write!(f, "absolute:{s}"),
+        }
+    }
+}
+
 impl std::str::FromStr for DeclaredPolicy {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

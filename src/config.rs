@@ -1,0 +1,291 @@
+//! The configuration file: every `run` flag as a TOML key, so a sidecar can be configured
+//! from a file. Sources, highest first: flags, environment (`GRANTDOCTOR_*`), the file
+//! (`--config`, default `config/grantdoctor.toml` when present), built-in defaults. A value from
+//! the file is used only where neither a flag nor the environment set one.
+//!
+//! `config/grantdoctor.example.toml` lists every key with its default; a test holds it to that.
+
+use std::path::{Path, PathBuf};
+
+use clap::ArgMatches;
+use clap::parser::ValueSource;
+use serde::Deserialize;
+
+use crate::annotate::AnnotateMode;
+use crate::cli::{DescriptionMode, RunArgs, UsageError};
+use crate::telemetry::LogFormat;
+
+/// The file used when `--config` is not given, if it exists.
+pub const DEFAULT_FILE: &str = "config/grantdoctor.toml";
+
+/// Every key of the file; absent keys leave the flag's value alone.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub admin: Option<String>,
+    pub ca_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub intercept: Option<Vec<String>>,
+    pub resolve: Option<Vec<String>>,
+    pub upstream_ca: Option<Vec<PathBuf>>,
+    pub connect_ports: Option<Vec<u16>>,
+    pub proxy_auth: Option<String>,
+    pub allow_clients: Option<Vec<String>>,
+    pub max_connections: Option<usize>,
+    pub drain_timeout: Option<u64>,
+    pub retention_days: Option<u64>,
+    pub ledger_max_rows: Option<u64>,
+    pub annotate: Option<AnnotateMode>,
+    pub annotate_description: Option<String>,
+    /// Client id → `immediate`, `idle:SECONDS` or `absolute:SECONDS`.
+    pub refresh_policies: Option<std::collections::BTreeMap<String, String>>,
+    pub log_format: Option<LogFormat>,
+    pub log_file: Option<PathBuf>,
+}
+
+/// Reads the file named by `--config`, or the default file when it exists.
+pub fn load(explicit: Option<&Path>) -> Result<Option<(PathBuf, FileConfig)>, UsageError> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None if Path::new(DEFAULT_FILE).exists() => PathBuf::from(DEFAULT_FILE),
+        None => return Ok(None),
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| UsageError(format!("--config {}: {e}", path.display())))?;
+    let file: FileConfig = toml::from_str(&text)
+        .map_err(|e| UsageError(format!("{}: {}", path.display(), one_line(&e.to_string()))))?;
+    Ok(Some((path, file)))
+}
+
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Fills every argument that came from neither the command line nor the environment with the
+/// file's value. `matches` are the `run` arguments' matches.
+pub fn merge(
+    args: &mut RunArgs,
+    matches: &ArgMatches,
+    file: FileConfig,
+    path: &Path,
+) -> Result<(), UsageError> {
+    let unset = |id: &str| {
+        !matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine) | Some(ValueSource::EnvVariable)
+        )
+    };
+    let bad = |key: &str, reason: String| {
+        UsageError(format!("{}: key `{key}`: {reason}", path.display()))
+    };
+    macro_rules! take {
+        ($key:ident) => {
+            if unset(stringify!($key))
+                && let Some(value) = file.$key
+            {
+                args.$key = value.into();
+            }
+        };
+        ($key:ident, parse) => {
+            if unset(stringify!($key))
+                && let Some(value) = file.$key
+            {
+                args.$key = value
+                    .parse()
+                    .map_err(|e| bad(stringify!($key), format!("{e}")))?;
+            }
+        };
+        ($key:ident, each) => {
+            if unset(stringify!($key))
+                && let Some(values) = file.$key
+            {
+                args.$key = values
+                    .iter()
+                    .map(|v| v.parse().map_err(|e| bad(stringify!($key), format!("{e}"))))
+                    .collect::<Result<_, _>>()?;
+            }
+        };
+    }
+    take!(listen, parse);
+    take!(admin, parse);
+    take!(ca_dir);
+    take!(data_dir);
+    take!(intercept);
+    take!(resolve, each);
+    take!(upstream_ca);
+    take!(connect_ports);
+    if unset("proxy_auth") && file.proxy_auth.is_some() {
+        args.proxy_auth = file.proxy_auth;
+    }
+    take!(allow_clients, each);
+    take!(max_connections);
+    take!(drain_timeout);
+    take!(retention_days);
+    take!(ledger_max_rows);
+    take!(annotate);
+    if unset("annotate_description")
+        && let Some(mode) = file.annotate_description
+    {
+        args.annotate_description = match mode.as_str() {
+            "off" => DescriptionMode::Off,
+            "append" => DescriptionMode::Append,
+            other => {
+                return Err(bad(
+                    "annotate_description",
+                    format!("`{other}`: expected off or append"),
+                ));
+            }
+        };
+    }
+    if unset("refresh_policies")
+        && let Some(policies) = file.refresh_policies
+    {
+        args.refresh_policies = policies
+            .into_iter()
+            .map(|(client, policy)| {
+                Ok((
+                    client,
+                    policy
+                        .parse()
+                        .map_err(|e: String| bad("refresh_policies", e))?,
+                ))
+            })
+            .collect::<Result<_, UsageError>>()?;
+    }
+    if unset("log_format") && file.log_format.is_some() {
+        args.log_format = file.log_format;
+    }
+    if unset("log_file") && file.log_file.is_some() {
+        args.log_file = file.log_file;
+    }
+    Ok(())
+}
+
+/// The effective configuration as TOML, secrets masked (`check-config`).
+pub fn render(args: &RunArgs) -> String {
+    let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let list = |items: Vec<String>| {
+        format!(
+            "[{}]",
+            items
+                .iter()
+                .map(|s| quote(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let path = |p: &Path| quote(&p.display().to_string());
+    let mut out = String::new();
+    let mut line = |key: &str, value: String| out.push_str(&format!("{key} = {value}\n"));
+    line("listen", quote(&args.listen.to_string()));
+    line("admin", quote(&args.admin.to_string()));
+    line("ca_dir", path(&args.ca_dir));
+    line("data_dir", path(&args.data_dir));
+    line("intercept", list(args.intercept.clone()));
+    line(
+        "resolve",
+        list(
+            args.resolve
+                .iter()
+                .map(|r| format!("{}:{}={}", r.host, r.port, r.addr))
+                .collect(),
+        ),
+    );
+    line(
+        "upstream_ca",
+        list(
+            args.upstream_ca
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+        ),
+    );
+    line("connect_ports", format!("{:?}", args.connect_ports));
+    if let Some(auth) = &args.proxy_auth {
+        let user = auth.split(':').next().unwrap_or_default();
+        line("proxy_auth", quote(&format!("{user}:********")));
+    }
+    line(
+        "allow_clients",
+        list(args.allow_clients.iter().map(|c| c.to_string()).collect()),
+    );
+    line("max_connections", args.max_connections.to_string());
+    line("drain_timeout", args.drain_timeout.to_string());
+    line("retention_days", args.retention_days.to_string());
+    line("ledger_max_rows", args.ledger_max_rows.to_string());
+    line(
+        "annotate",
+        quote(&format!("{:?}", args.annotate).to_ascii_lowercase()),
+    );
+    line(
+        "annotate_description",
+        quote(&format!("{:?}", args.annotate_description).to_ascii_lowercase()),
+    );
+    if let Some(format) = args.log_format {
+        line(
+            "log_format",
+            quote(&format!("{format:?}").to_ascii_lowercase()),
+        );
+    }
+    if let Some(file) = &args.log_file {
+        line("log_file", path(file));
+    }
+    if !args.refresh_policies.is_empty() {
+        out.push_str("\n[refresh_policies]\n");
+        for (client, policy) in &args.refresh_policies {
+            out.push_str(&format!(
+                "{} = {}\n",
+                quote(client),
+                quote(&policy.to_string())
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, FromArgMatches};
+
+    #[test]
+    fn the_example_file_parses_to_the_defaults() {
+        let matches = crate::cli::Cli::command().get_matches_from(["grantdoctor"]);
+        let defaults = crate::cli::Cli::from_arg_matches(&matches).unwrap().run;
+        let file: FileConfig =
+            toml::from_str(include_str!("../config/grantdoctor.example.toml")).unwrap();
+        let mut merged = defaults.clone();
+        merge(&mut merged, &matches, file, Path::new("example")).unwrap();
+        assert_eq!(merged, defaults);
+    }
+
+    #[test]
+    fn every_run_flag_has_a_key() {
+        let text = include_str!("../config/grantdoctor.example.toml");
+        let command = crate::cli::Cli::command();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "config" || id == "help" || id == "version" {
+                continue;
+            }
+            assert!(
+                text.contains(&format!("{id} =")) || text.contains(&format!("[{id}]")),
+                "{id} is not in the example file"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_value_names_the_file_and_key() {
+        let matches = crate::cli::Cli::command().get_matches_from(["grantdoctor"]);
+        let mut args = crate::cli::Cli::from_arg_matches(&matches).unwrap().run;
+        let file: FileConfig = toml::from_str("listen = \"nowhere\"").unwrap();
+        let err = merge(&mut args, &matches, file, Path::new("g.toml")).unwrap_err();
+        assert!(err.0.starts_with("g.toml: key `listen`"), "{}", err.0);
+    }
+}
