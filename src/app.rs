@@ -42,6 +42,10 @@ pub async fn serve(
         connect_ports: args.connect_ports.clone(),
         max_connections: args.max_connections.max(1),
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
+        header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
+        response_timeout: std::time::Duration::from_secs(args.response_timeout.max(1)),
+        max_header_bytes: args.max_header_bytes,
         ..ProxyOptions::default()
     };
     let access =

@@ -200,6 +200,23 @@ pub struct RunArgs {
     #[arg(long, env = "GRANTDOCTOR_DRAIN_TIMEOUT", default_value_t = 20)]
     pub drain_timeout: u64,
 
+    /// Seconds a client has to send a complete request head (slowloris guard); also how long an
+    /// idle keep-alive connection stays open.
+    #[arg(long, env = "GRANTDOCTOR_HEADER_TIMEOUT", default_value_t = 10)]
+    pub header_timeout: u64,
+
+    /// Seconds a blind tunnel may carry no bytes either way before it is closed.
+    #[arg(long, env = "GRANTDOCTOR_IDLE_TIMEOUT", default_value_t = 300)]
+    pub idle_timeout: u64,
+
+    /// Seconds to wait for an upstream's response headers (then a 504).
+    #[arg(long, env = "GRANTDOCTOR_RESPONSE_TIMEOUT", default_value_t = 60)]
+    pub response_timeout: u64,
+
+    /// Largest request head accepted, in bytes (HTTP/1.1 at least 8192).
+    #[arg(long, env = "GRANTDOCTOR_MAX_HEADER_BYTES", default_value_t = 65536)]
+    pub max_header_bytes: usize,
+
     /// Ports that CONNECT may reach (repeatable).
     #[arg(
         long = "connect-port",

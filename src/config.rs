@@ -34,6 +34,10 @@ pub struct FileConfig {
     pub allow_clients: Option<Vec<String>>,
     pub max_connections: Option<usize>,
     pub drain_timeout: Option<u64>,
+    pub header_timeout: Option<u64>,
+    pub idle_timeout: Option<u64>,
+    pub response_timeout: Option<u64>,
+    pub max_header_bytes: Option<usize>,
     pub retention_days: Option<u64>,
     pub ledger_max_rows: Option<u64>,
     pub annotate: Option<AnnotateMode>,
@@ -125,6 +129,10 @@ pub fn merge(
     take!(allow_clients, each);
     take!(max_connections);
     take!(drain_timeout);
+    take!(header_timeout);
+    take!(idle_timeout);
+    take!(response_timeout);
+    take!(max_header_bytes);
     take!(retention_days);
     take!(ledger_max_rows);
     take!(annotate);
@@ -216,6 +224,10 @@ pub fn render(args: &RunArgs) -> String {
     );
     line("max_connections", args.max_connections.to_string());
     line("drain_timeout", args.drain_timeout.to_string());
+    line("header_timeout", args.header_timeout.to_string());
+    line("idle_timeout", args.idle_timeout.to_string());
+    line("response_timeout", args.response_timeout.to_string());
+    line("max_header_bytes", args.max_header_bytes.to_string());
     line("retention_days", args.retention_days.to_string());
     line("ledger_max_rows", args.ledger_max_rows.to_string());
     line(

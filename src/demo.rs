@@ -98,6 +98,10 @@ pub async fn run() -> anyhow::Result<()> {
         allow_clients: Vec::new(),
         max_connections: 64,
         drain_timeout: 1,
+        header_timeout: 10,
+        idle_timeout: 60,
+        response_timeout: 30,
+        max_header_bytes: 65536,
         log_format: None,
         log_file: None,
     };

@@ -114,3 +114,89 @@ fn requests_to_the_proxys_own_listeners_are_refused() {
     let reply = raw_exchange(proxy.addr, to_admin.as_bytes());
     assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
 }
+
+#[test]
+fn a_slowloris_client_is_cut_off_at_the_header_timeout() {
+    let proxy = ProxyProcess::start(&["--header-timeout".into(), "1".into()]);
+    let mut stream = std::net::TcpStream::connect(proxy.addr).unwrap();
+    stream
+        .write_all(b"GET http://origin.test/hello HTTP/1.1\r\n")
+        .unwrap();
+    let dribble = b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let mut cut = false;
+    for byte in dribble {
+        std::thread::sleep(Duration::from_millis(300));
+        if stream.write_all(&[*byte]).is_err() {
+            cut = true;
+            break;
+        }
+    }
+    if !cut {
+        // The close may only show on reading.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        cut = matches!(stream.read(&mut buf), Ok(0) | Err(_))
+            || String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408");
+    }
+    assert!(
+        cut,
+        "the connection stayed open while the head was dribbled for 12 s"
+    );
+    proxy.wait_for_event(|e| e["event"] == "client_timeout");
+}
+
+#[test]
+fn a_silent_tunnel_is_closed_at_the_idle_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let holder = std::thread::spawn(move || silent.accept().map(|(s, _)| s));
+    let proxy = ProxyProcess::start(&[
+        "--idle-timeout".into(),
+        "1".into(),
+        "--resolve".into(),
+        format!("quiet.test:443={silent_addr}"),
+    ]);
+    let mut stream = std::net::TcpStream::connect(proxy.addr).unwrap();
+    stream
+        .write_all(b"CONNECT quiet.test:443 HTTP/1.1\r\nHost: quiet.test:443\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 39];
+    stream.read_exact(&mut head).unwrap();
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream.write_all(b"not tls, tunnelled anyway").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let _origin = holder.join().unwrap();
+    let event = proxy.wait_for_event(|e| e["event"] == "tunnel" && e["outcome"] == "idle_timeout");
+    assert_eq!(event["idle_s"], 1);
+}
+
+#[test]
+fn an_upstream_that_does_not_answer_in_time_is_a_504() {
+    let origin = Origin::start();
+    let proxy = ProxyProcess::start(&[
+        "--response-timeout".into(),
+        "1".into(),
+        "--resolve".into(),
+        format!("origin.test:80={}", origin.plain_addr),
+    ]);
+    let reply = raw_exchange(
+        proxy.addr,
+        b"GET http://origin.test/slow HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(reply.starts_with("HTTP/1.1 504"), "{reply}");
+    assert!(
+        reply.contains("grantdoctor-error: upstream-timeout")
+            && reply.contains("sent no response within 1 s"),
+        "{reply}"
+    );
+}

@@ -198,6 +198,7 @@ async fn tunnel_to(
         prefix,
         origin,
         &target.authority_for(&target.host),
+        state.options.idle_timeout,
         &state.metrics,
     )
     .await;

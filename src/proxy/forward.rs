@@ -19,11 +19,20 @@ use super::reply;
 pub struct Forward {
     client: UpstreamClient,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
+    response_timeout: std::time::Duration,
 }
 
 impl Forward {
-    pub fn new(client: UpstreamClient, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
-        Self { client, metrics }
+    pub fn new(
+        client: UpstreamClient,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        response_timeout: std::time::Duration,
+    ) -> Self {
+        Self {
+            client,
+            metrics,
+            response_timeout,
+        }
     }
 }
 
@@ -39,6 +48,7 @@ impl tower::Service<Request<ProxyBody>> for Forward {
     fn call(&mut self, mut req: Request<ProxyBody>) -> Self::Future {
         let client = self.client.clone();
         let metrics = self.metrics.clone();
+        let response_timeout = self.response_timeout;
         Box::pin(async move {
             let authority = req
                 .uri()
@@ -51,7 +61,18 @@ impl tower::Service<Request<ProxyBody>> for Forward {
             // The pooled connection picks the wire version by ALPN; an h2 request on an
             // HTTP/1.1 connection would be refused.
             *req.version_mut() = Version::HTTP_11;
-            match client.request(req).await {
+            let Ok(sent) = tokio::time::timeout(response_timeout, client.request(req)).await else {
+                crate::metrics::Metrics::count(&metrics.limits, &[("limit", "response_timeout")]);
+                tracing::warn!(event = "upstream_error", host = %authority, reason = "no response headers in time", connect = false);
+                return Ok(reply::error(
+                    reply::ErrorKind::UpstreamTimeout,
+                    format_args!(
+                        "upstream {authority} sent no response within {} s",
+                        response_timeout.as_secs()
+                    ),
+                ));
+            };
+            match sent {
                 Ok(response) => {
                     let (mut parts, incoming) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);

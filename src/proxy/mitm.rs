@@ -53,6 +53,7 @@ pub async fn serve(
         observed: true,
     };
     let header_timeout = state.options.header_timeout;
+    let max_header_bytes = state.options.max_header_bytes.max(8192);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
         let route = route.clone();
@@ -62,7 +63,11 @@ pub async fn serve(
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Some(header_timeout));
+        .header_read_timeout(Some(header_timeout))
+        .max_buf_size(max_header_bytes);
+    builder
+        .http2()
+        .max_header_list_size(max_header_bytes as u32);
     if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
         tracing::debug!(event = "intercept_closed", host = name, reason = %e);
     }

@@ -60,6 +60,12 @@ pub struct ProxyOptions {
     /// How long a non-intercepted tunnel waits for the client's first bytes before it is
     /// tunnelled anyway (protocols where the server speaks first).
     pub tunnel_peek_timeout: Duration,
+    /// A blind tunnel with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Waiting for an upstream's response headers.
+    pub response_timeout: Duration,
+    /// Largest request head accepted (HTTP/1.1 buffer, h2 header list).
+    pub max_header_bytes: usize,
     /// Client connections served at once; the excess is refused with a `503`.
     pub max_connections: usize,
     /// After SIGTERM, how long in-flight requests may take before the process exits.
@@ -73,6 +79,9 @@ impl Default for ProxyOptions {
             connect_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             tunnel_peek_timeout: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(300),
+            response_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
             max_connections: 4096,
             drain_timeout: Duration::from_secs(20),
         }
@@ -109,7 +118,11 @@ impl ProxyState {
         let metrics = observer.metrics.clone();
         let exchange = tower::ServiceBuilder::new()
             .layer(crate::token_endpoint::TokenEndpointLayer::new(observer))
-            .service(Forward::new(client, metrics.clone()));
+            .service(Forward::new(
+                client,
+                metrics.clone(),
+                options.response_timeout,
+            ));
         Self {
             access: AccessPolicy::default(),
             connections: Arc::new(tokio::sync::Semaphore::new(options.max_connections)),
@@ -235,6 +248,7 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyState
         }
     }
     let header_timeout = state.options.header_timeout;
+    let max_header_bytes = state.options.max_header_bytes.max(8192);
     let mut draining = state.draining.subscribe();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
@@ -243,6 +257,7 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyState
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        .max_buf_size(max_header_bytes)
         .preserve_header_case(true)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
@@ -256,7 +271,12 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyState
         }
     };
     if let Err(e) = result {
-        tracing::debug!(event = "client_closed", peer = %peer, reason = %e);
+        if e.is_timeout() {
+            crate::metrics::Metrics::count(&metrics.limits, &[("limit", "header_timeout")]);
+            tracing::info!(event = "client_timeout", peer = %peer, reason = "request head not complete within the header timeout");
+        } else {
+            tracing::debug!(event = "client_closed", peer = %peer, reason = %e);
+        }
     }
 }
 

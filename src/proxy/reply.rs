@@ -15,6 +15,7 @@ pub enum ErrorKind {
     ProxyAuthRequired,
     Overloaded,
     Loop,
+    UpstreamTimeout,
 }
 
 impl ErrorKind {
@@ -27,6 +28,7 @@ impl ErrorKind {
             Self::ProxyAuthRequired => "proxy-auth-required",
             Self::Overloaded => "overloaded",
             Self::Loop => "loop",
+            Self::UpstreamTimeout => "upstream-timeout",
         }
     }
 
@@ -36,6 +38,7 @@ impl ErrorKind {
             Self::PortNotAllowed | Self::Loop => StatusCode::FORBIDDEN,
             Self::UpstreamUnreachable | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::ProxyAuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
