@@ -4,7 +4,10 @@ use grantdoctor::cli::{CaCommand, Cli, Command};
 use grantdoctor::telemetry::{self, LogFormat};
 
 fn main() -> std::process::ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => exit_naming_source(e),
+    };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -68,4 +71,31 @@ fn configured(
         grantdoctor::config::merge(&mut args, matches, file, &path)?;
     }
     Ok(args)
+}
+
+/// Clap names the flag of a bad value but not where it came from; when the flag is absent from
+/// the command line and its `GRANTDOCTOR_*` variable is set, say that the environment did it.
+fn exit_naming_source(e: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) && let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg)
+    {
+        let flag = arg.split_whitespace().next().unwrap_or_default();
+        let var = format!(
+            "GRANTDOCTOR_{}",
+            flag.trim_start_matches("--")
+                .replace('-', "_")
+                .to_ascii_uppercase()
+        );
+        let on_command_line =
+            std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+        // The value is not echoed: an environment variable may hold a credential.
+        if !on_command_line && std::env::var_os(&var).is_some() {
+            eprintln!("grantdoctor: {var} (environment): not a valid value for {flag}");
+            std::process::exit(2);
+        }
+    }
+    e.exit()
 }

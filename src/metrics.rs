@@ -23,6 +23,7 @@ pub struct Metrics {
     pub upstream_errors: Family<Labels, Counter>,
     pub tunnel_bytes: Family<Labels, Counter>,
     pub limits: Family<Labels, Counter>,
+    pub requests: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -43,6 +44,7 @@ impl Default for Metrics {
             upstream_errors: Family::default(),
             tunnel_bytes: Family::default(),
             limits: Family::default(),
+            requests: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -84,6 +86,11 @@ impl Default for Metrics {
             "limits",
             "Times a limit refused or cut a client, by limit",
             metrics.limits.clone(),
+        );
+        registry.register(
+            "requests",
+            "Forwarded requests by host class and response status class",
+            metrics.requests.clone(),
         );
         Self {
             registry,

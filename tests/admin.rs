@@ -106,6 +106,22 @@ async fn metrics_parse_as_openmetrics_and_move_with_traffic() {
         metric(&after, "grantdoctor_connections_total{mode=\"intercept\"}") >= 1.0,
         "{after}"
     );
+    assert_eq!(
+        metric(
+            &after,
+            "grantdoctor_requests_total{host_class=\"login\",status=\"4xx\"}"
+        ),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "grantdoctor_requests_total{host_class=\"my_domain\",status=\"2xx\"}"
+        ),
+        1.0,
+        "{after}"
+    );
 }
 
 #[tokio::test]

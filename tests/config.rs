@@ -73,7 +73,11 @@ fn bad_values_exit_2_naming_the_key_and_source() {
     assert!(err.contains("no_such_key"), "{err}");
     let (code, _, err) = check_config(&[], &[("GRANTDOCTOR_MAX_CONNECTIONS", "lots")], "");
     assert_eq!(code, Some(2));
-    assert!(err.contains("--max-connections"), "{err}");
+    assert!(
+        err.contains("GRANTDOCTOR_MAX_CONNECTIONS (environment)")
+            && err.contains("--max-connections"),
+        "{err}"
+    );
     let (code, _, err) = check_config(&[], &[], "listen = \"0.0.0.0:8080\"\n");
     assert_eq!(code, Some(2));
     assert!(err.contains("not a loopback address"), "{err}");

@@ -50,6 +50,20 @@ impl tower::Service<Request<ProxyBody>> for Forward {
         let metrics = self.metrics.clone();
         let response_timeout = self.response_timeout;
         Box::pin(async move {
+            let host_class = req
+                .extensions()
+                .get::<super::Route>()
+                .map_or("other", |route| {
+                    match crate::diagnose::HostKind::of(&route.host) {
+                        crate::diagnose::HostKind::Login | crate::diagnose::HostKind::Test => {
+                            "login"
+                        }
+                        crate::diagnose::HostKind::MyDomain { .. } => "my_domain",
+                        crate::diagnose::HostKind::Site => "site",
+                        crate::diagnose::HostKind::Other if route.observed => "salesforce_other",
+                        crate::diagnose::HostKind::Other => "other",
+                    }
+                });
             let authority = req
                 .uri()
                 .authority()
@@ -74,6 +88,17 @@ impl tower::Service<Request<ProxyBody>> for Forward {
             };
             match sent {
                 Ok(response) => {
+                    let status_class = match response.status().as_u16() {
+                        100..=199 => "1xx",
+                        200..=299 => "2xx",
+                        300..=399 => "3xx",
+                        400..=499 => "4xx",
+                        _ => "5xx",
+                    };
+                    crate::metrics::Metrics::count(
+                        &metrics.requests,
+                        &[("host_class", host_class), ("status", status_class)],
+                    );
                     let (mut parts, incoming) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
                     Ok(Response::from_parts(parts, body::boxed(incoming)))
