@@ -47,6 +47,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How long the writer collects rows before it commits them.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Batches queued for the writer before `write` waits for it.
 const PENDING_BATCHES: usize = 4096;
 
@@ -136,6 +139,9 @@ impl Drop for Store {
 
 fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Vec<Row>>) {
     while let Ok(first) = rx.recv() {
+        // Gather for a moment: under load one transaction (and one wake-up of this thread)
+        // carries many exchanges instead of one each.
+        std::thread::sleep(GATHER);
         let mut batch = first;
         while let Ok(more) = rx.try_recv() {
             batch.extend(more);
