@@ -47,50 +47,51 @@ impl Default for Metrics {
             requests: Family::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "connections",
-            "Client connections by mode (tunnel, intercept, forward)",
-            metrics.connections.clone(),
-        );
+        let families = [
+            (
+                "connections",
+                "Client connections by mode (tunnel, intercept, forward)",
+                &metrics.connections,
+            ),
+            (
+                "token_exchanges",
+                "Token-endpoint exchanges by grant type and outcome",
+                &metrics.token_exchanges,
+            ),
+            (
+                "diagnoses",
+                "Diagnosed token-endpoint failures by top cause id",
+                &metrics.diagnoses,
+            ),
+            ("warnings", "Warnings raised, by id", &metrics.warnings),
+            (
+                "upstream_errors",
+                "Upstream failures by kind",
+                &metrics.upstream_errors,
+            ),
+            (
+                "tunnel_bytes",
+                "Bytes through blind tunnels by direction",
+                &metrics.tunnel_bytes,
+            ),
+            (
+                "limits",
+                "Times a limit refused or cut a client, by limit",
+                &metrics.limits,
+            ),
+            (
+                "requests",
+                "Forwarded requests by host class and response status class",
+                &metrics.requests,
+            ),
+        ];
+        for (name, help, family) in families {
+            registry.register(name, help, family.clone());
+        }
         registry.register(
             "active_connections",
             "Client connections open now",
             metrics.active_connections.clone(),
-        );
-        registry.register(
-            "token_exchanges",
-            "Token-endpoint exchanges by grant type and outcome",
-            metrics.token_exchanges.clone(),
-        );
-        registry.register(
-            "diagnoses",
-            "Diagnosed token-endpoint failures by top cause id",
-            metrics.diagnoses.clone(),
-        );
-        registry.register(
-            "warnings",
-            "Warnings raised, by id",
-            metrics.warnings.clone(),
-        );
-        registry.register(
-            "upstream_errors",
-            "Upstream failures by kind",
-            metrics.upstream_errors.clone(),
-        );
-        registry.register(
-            "tunnel_bytes",
-            "Bytes through blind tunnels by direction",
-            metrics.tunnel_bytes.clone(),
-        );
-        registry.register(
-            "limits",
-            "Times a limit refused or cut a client, by limit",
-            metrics.limits.clone(),
-        );
-        registry.register(
-            "requests",
-            "Forwarded requests by host class and response status class",
-            metrics.requests.clone(),
         );
         Self {
             registry,
@@ -101,9 +102,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn count(family: &Family<Labels, Counter>, labels: &[(&'static str, &str)]) {
-        family
-            .get_or_create(&labels.iter().map(|(k, v)| (*k, v.to_string())).collect())
-            .inc();
+        Self::add(family, labels, 1);
     }
 
     pub fn add(family: &Family<Labels, Counter>, labels: &[(&'static str, &str)], n: u64) {

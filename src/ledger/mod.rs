@@ -69,6 +69,36 @@ pub(crate) struct RefreshEntry {
     pub failures: u32,
 }
 
+impl RefreshEntry {
+    /// A token just issued: never used, never failed.
+    #[allow(clippy::too_many_arguments)]
+    fn issued(
+        host: Sym,
+        instance_host: Option<Sym>,
+        client_id: Sym,
+        org_id: Option<Sym>,
+        user_id: Option<Sym>,
+        scope: Option<Sym>,
+        issued_at: i64,
+        issued_by: Sym,
+    ) -> Self {
+        Self {
+            host,
+            instance_host,
+            client_id,
+            org_id,
+            user_id,
+            scope,
+            issued_at,
+            issued_by,
+            uses: 0,
+            last_success: None,
+            rotated_at: None,
+            failures: 0,
+        }
+    }
+}
+
 /// One authorization of (org, user, client id), as the approval count needs it: when, and
 /// which refresh token it issued (16 bytes; a user's list holds up to 64 of them).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -335,20 +365,16 @@ fn apply_success(
             });
             let parent = presented.and_then(|fp| state.refresh.get(&fp)).cloned();
             let issued_by = state.intern("refresh_token");
-            let entry = RefreshEntry {
+            let entry = RefreshEntry::issued(
                 host,
-                instance_host: instance.or(parent.as_ref().and_then(|p| p.instance_host.clone())),
-                client_id: client,
-                org_id: non_empty(&org).or(parent.as_ref().and_then(|p| p.org_id.clone())),
-                user_id: non_empty(&user).or(parent.as_ref().and_then(|p| p.user_id.clone())),
+                instance.or(parent.as_ref().and_then(|p| p.instance_host.clone())),
+                client,
+                non_empty(&org).or(parent.as_ref().and_then(|p| p.org_id.clone())),
+                non_empty(&user).or(parent.as_ref().and_then(|p| p.user_id.clone())),
                 scope,
                 issued_at,
                 issued_by,
-                uses: 0,
-                last_success: None,
-                rotated_at: None,
-                failures: 0,
-            };
+            );
             state.refresh.insert(new_fp, entry);
         }
         return;
@@ -393,20 +419,16 @@ fn apply_success(
         let issued_by = state.intern(grant);
         state.refresh.insert(
             fp,
-            RefreshEntry {
+            RefreshEntry::issued(
                 host,
-                instance_host: instance,
-                client_id: client.clone(),
-                org_id: non_empty(&org),
-                user_id: non_empty(&user),
+                instance,
+                client.clone(),
+                non_empty(&org),
+                non_empty(&user),
                 scope,
                 issued_at,
                 issued_by,
-                uses: 0,
-                last_success: None,
-                rotated_at: None,
-                failures: 0,
-            },
+            ),
         );
     }
     let list = state.authorizations.entry((org, user, client)).or_default();
