@@ -32,9 +32,73 @@ impl AnnotateMode {
     }
 }
 
+/// What a JWT bearer recovery did for a failure it could not turn into a token.
+#[derive(Debug, Clone)]
+pub struct RecoveryNote {
+    /// `failed`, `cooling-down` or `skipped`, for the `grantdoctor-recovery` header.
+    pub outcome: &'static str,
+    /// The recovery exchange's own top cause.
+    pub cause: Option<&'static str>,
+    /// The `recovery` member of the body.
+    pub member: serde_json::Value,
+}
+
+impl RecoveryNote {
+    pub fn skipped(reason: &str) -> Self {
+        Self {
+            outcome: "skipped",
+            cause: None,
+            member: json!({"outcome": "skipped", "reason": reason}),
+        }
+    }
+
+    pub fn failed(failure: &crate::recover::Failure, how: crate::recover::How) -> Self {
+        let outcome = if how == crate::recover::How::CoolingDown {
+            "cooling-down"
+        } else {
+            "failed"
+        };
+        let mut member = json!({
+            "outcome": outcome,
+            "grant_type": oauth::JWT_BEARER,
+            "how": how.label(),
+            "causes": causes(&failure.diagnosis),
+        });
+        if failure.status != 0 {
+            member["status"] = failure.status.into();
+        }
+        if let Some(error) = &failure.error {
+            member["error"] = error.as_str().into();
+        }
+        if let Some(description) = &failure.error_description {
+            member["error_description"] = description.as_str().into();
+        }
+        if let Some(reason) = &failure.reason {
+            member["reason"] = reason.as_str().into();
+        }
+        Self {
+            outcome,
+            cause: failure.diagnosis.top().map(|c| c.id),
+            member,
+        }
+    }
+}
+
+/// What is told about one failure.
+#[derive(Debug, Clone, Copy)]
+pub struct Annotation<'a> {
+    pub event_id: &'a str,
+    pub diagnosis: &'a Diagnosis,
+    pub recovery: Option<&'a RecoveryNote>,
+}
+
 /// The `grantdoctor` member of an annotated body.
 pub fn member(event_id: &str, diagnosis: &Diagnosis) -> serde_json::Value {
-    let causes: Vec<_> = diagnosis
+    json!({"event_id": event_id, "causes": causes(diagnosis)})
+}
+
+fn causes(diagnosis: &Diagnosis) -> Vec<serde_json::Value> {
+    diagnosis
         .causes
         .iter()
         .map(|c| {
@@ -48,8 +112,7 @@ pub fn member(event_id: &str, diagnosis: &Diagnosis) -> serde_json::Value {
                 "docs": meta.docs,
             })
         })
-        .collect();
-    json!({"event_id": event_id, "causes": causes})
+        .collect()
 }
 
 /// Annotates a response: sets the headers (per `mode`) and returns the body to send. `raw` is
@@ -58,11 +121,15 @@ pub fn apply(
     headers: &mut http::HeaderMap,
     raw: Bytes,
     decoded: &[u8],
-    event_id: &str,
-    diagnosis: &Diagnosis,
+    annotation: &Annotation<'_>,
     mode: AnnotateMode,
     append_description: bool,
 ) -> Bytes {
+    let Annotation {
+        event_id,
+        diagnosis,
+        recovery,
+    } = *annotation;
     if mode == AnnotateMode::Off || diagnosis.causes.is_empty() {
         return raw;
     }
@@ -76,6 +143,12 @@ pub fn apply(
         set(headers, "grantdoctor-cause", top);
         set(headers, "grantdoctor-causes", &diagnosis.header_value());
         set(headers, "grantdoctor-event", event_id);
+        if let Some(note) = recovery {
+            set(headers, "grantdoctor-recovery", note.outcome);
+            if let Some(cause) = note.cause {
+                set(headers, "grantdoctor-recovery-cause", cause);
+            }
+        }
     }
     if !mode.body() {
         return raw;
@@ -83,7 +156,11 @@ pub fn apply(
     let Ok(text) = std::str::from_utf8(decoded) else {
         return raw;
     };
-    let Some(mut annotated) = splice_member(text, &member(event_id, diagnosis)) else {
+    let mut member = member(event_id, diagnosis);
+    if let Some(note) = recovery {
+        member["recovery"] = note.member.clone();
+    }
+    let Some(mut annotated) = splice_member(text, &member) else {
         return raw;
     };
     if append_description && let Some(top) = diagnosis.top() {
@@ -154,8 +231,11 @@ mod tests {
             &mut headers,
             Bytes::from_static(BODY.as_bytes()),
             BODY.as_bytes(),
-            "ev1",
-            &diagnosis(),
+            &Annotation {
+                event_id: "ev1",
+                diagnosis: &diagnosis(),
+                recovery: None,
+            },
             AnnotateMode::All,
             false,
         );
@@ -185,8 +265,11 @@ mod tests {
             &mut headers,
             raw.clone(),
             BODY.as_bytes(),
-            "ev1",
-            &diagnosis(),
+            &Annotation {
+                event_id: "ev1",
+                diagnosis: &diagnosis(),
+                recovery: None,
+            },
             AnnotateMode::Headers,
             false,
         );
@@ -198,10 +281,13 @@ mod tests {
                 &mut none,
                 raw.clone(),
                 BODY.as_bytes(),
-                "ev1",
-                &diagnosis(),
+                &Annotation {
+                    event_id: "ev1",
+                    diagnosis: &diagnosis(),
+                    recovery: None
+                },
                 AnnotateMode::Off,
-                false
+                false,
             ),
             raw
         );
@@ -217,8 +303,11 @@ mod tests {
             &mut headers,
             raw,
             BODY.as_bytes(),
-            "ev1",
-            &diagnosis(),
+            &Annotation {
+                event_id: "ev1",
+                diagnosis: &diagnosis(),
+                recovery: None,
+            },
             AnnotateMode::Body,
             false,
         );
@@ -235,8 +324,11 @@ mod tests {
             &mut headers,
             Bytes::from_static(BODY.as_bytes()),
             BODY.as_bytes(),
-            "ev1",
-            &diagnosis(),
+            &Annotation {
+                event_id: "ev1",
+                diagnosis: &diagnosis(),
+                recovery: None,
+            },
             AnnotateMode::Body,
             true,
         );

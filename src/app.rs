@@ -53,6 +53,7 @@ pub async fn serve(
     access
         .check_listener(args.listen)
         .map_err(|reason| anyhow::Error::new(crate::cli::UsageError(reason)))?;
+    let recovery = recovery(&args).map_err(anyhow::Error::new)?;
     let client = upstream::client(client_tls, overrides.clone(), &UpstreamOptions::default());
     let fingerprints = crate::oauth::Fingerprinter::load_or_create(&args.data_dir)
         .with_context(|| format!("the fingerprint key in {}", args.data_dir.display()))?;
@@ -74,9 +75,25 @@ pub async fn serve(
     observer.annotate = args.annotate;
     observer.append_description = args.annotate_description == crate::cli::DescriptionMode::Append;
     observer.policies = args.refresh_policies.iter().cloned().collect();
+    observer.guard = args.rotation_guard.on().then(|| {
+        crate::recover::RotationGuard::new(std::time::Duration::from_secs(args.replay_window))
+    });
+    if !args.coalesce_refresh.on() {
+        observer.coalescing = None;
+    }
+    if recovery.is_some() {
+        tracing::info!(
+            event = "recovery_configured",
+            apps = args.jwt_bearer.len(),
+            reuse_s = args.recovery_reuse,
+            cooldown_s = args.recovery_cooldown
+        );
+    }
+    observer.recovery = recovery;
     let metrics = observer.metrics.clone();
     let mut state = ProxyState::new(policy, tls, overrides, client, Arc::new(observer), options);
     state.access = access;
+    state.gateway = args.gateway.clone();
     let state = Arc::new(state);
     let proxy = Proxy::bind(args.listen, state)
         .await
@@ -339,6 +356,21 @@ pub fn check_config(args: RunArgs) -> anyhow::Result<()> {
         .map_err(usage)?;
     crate::tls::upstream_client_config(&args.upstream_ca)
         .map_err(|e| usage(format!("--upstream-ca: {e}")))?;
+    recovery(&args)?;
     print!("{}", crate::config::render(&args));
     Ok(())
+}
+
+/// The JWT bearer recovery of the configuration, its keys loaded; `None` when none is set.
+fn recovery(args: &RunArgs) -> Result<Option<crate::recover::Recovery>, crate::cli::UsageError> {
+    if args.jwt_bearer.is_empty() {
+        return Ok(None);
+    }
+    crate::recover::Recovery::new(
+        &args.jwt_bearer,
+        std::time::Duration::from_secs(args.recovery_reuse),
+        std::time::Duration::from_secs(args.recovery_cooldown),
+    )
+    .map(Some)
+    .map_err(crate::cli::UsageError)
 }

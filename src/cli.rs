@@ -179,6 +179,17 @@ pub struct RunArgs {
     )]
     pub upstream_ca: Vec<PathBuf>,
 
+    /// Gateway mode (repeatable): answer origin-form requests by forwarding them to a
+    /// Salesforce host, observed like intercepted traffic: `https://HOST`,
+    /// `/PREFIX=https://HOST` or `NAME=https://HOST` (by the request's Host).
+    #[arg(
+        long = "gateway",
+        value_name = "[/PREFIX=|NAME=]URL",
+        env = "GRANTDOCTOR_GATEWAY",
+        value_delimiter = ','
+    )]
+    pub gateway: Vec<crate::proxy::gateway::GatewayRule>,
+
     /// Require HTTP Basic proxy authentication (`Proxy-Authorization`) with these credentials.
     #[arg(long, value_name = "USER:PASS", env = "GRANTDOCTOR_PROXY_AUTH")]
     pub proxy_auth: Option<String>,
@@ -258,6 +269,46 @@ pub struct RunArgs {
     #[arg(long = "refresh-policy", value_name = "CLIENT_ID=POLICY", env = "GRANTDOCTOR_REFRESH_POLICY", value_delimiter = ',', value_parser = parse_policy)]
     pub refresh_policies: Vec<(String, DeclaredPolicy)>,
 
+    /// Identical concurrent refreshes share one upstream request (no E4 race, no family
+    /// revocation under rotation).
+    #[arg(
+        long,
+        env = "GRANTDOCTOR_COALESCE_REFRESH",
+        value_enum,
+        default_value = "on"
+    )]
+    pub coalesce_refresh: Switch,
+
+    /// Refuse to forward a refresh token the ledger saw rotated away (forwarding it would make
+    /// Salesforce revoke the whole token family).
+    #[arg(
+        long,
+        env = "GRANTDOCTOR_ROTATION_GUARD",
+        value_enum,
+        default_value = "on"
+    )]
+    pub rotation_guard: Switch,
+
+    /// Seconds after a rotation during which a twin of that refresh (same token, same client
+    /// credentials) gets the same response instead of a block.
+    #[arg(long, env = "GRANTDOCTOR_REPLAY_WINDOW", default_value_t = 5)]
+    pub replay_window: u64,
+
+    /// Seconds a token obtained by JWT bearer recovery is handed to further failing refreshes
+    /// of the same user and app (memory only).
+    #[arg(long, env = "GRANTDOCTOR_RECOVERY_REUSE", default_value_t = 60)]
+    pub recovery_reuse: u64,
+
+    /// Seconds after a failed recovery during which no new JWT exchange is attempted for that
+    /// user and app.
+    #[arg(long, env = "GRANTDOCTOR_RECOVERY_COOLDOWN", default_value_t = 30)]
+    pub recovery_cooldown: u64,
+
+    /// JWT bearer recovery per connected app: `[[recovery.jwt_bearer]]` tables of the
+    /// configuration file (no flag: keys are files, not arguments).
+    #[arg(skip)]
+    pub jwt_bearer: Vec<crate::recover::JwtBearerConfig>,
+
     /// Log format: json (default when stdout is not a terminal) or pretty.
     #[arg(long, env = "GRANTDOCTOR_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -265,6 +316,33 @@ pub struct RunArgs {
     /// Append logs to this file instead of stdout.
     #[arg(long, env = "GRANTDOCTOR_LOG_FILE")]
     pub log_file: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// Every argument at its default, as a bare `grantdoctor` would run.
+    pub fn defaults() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command()
+            .try_get_matches_from(["grantdoctor"])
+            .expect("the defaults parse");
+        Cli::from_arg_matches(&matches)
+            .expect("the defaults parse")
+            .run
+    }
+}
+
+/// A feature switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl Switch {
+    pub fn on(self) -> bool {
+        self == Self::On
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

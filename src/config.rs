@@ -12,7 +12,8 @@ use clap::parser::ValueSource;
 use serde::Deserialize;
 
 use crate::annotate::AnnotateMode;
-use crate::cli::{DescriptionMode, RunArgs, UsageError};
+use crate::cli::{DescriptionMode, RunArgs, Switch, UsageError};
+use crate::recover::JwtBearerConfig;
 use crate::telemetry::LogFormat;
 
 /// The file used when `--config` is not given, if it exists.
@@ -29,6 +30,7 @@ pub struct FileConfig {
     pub intercept: Option<Vec<String>>,
     pub resolve: Option<Vec<String>>,
     pub upstream_ca: Option<Vec<PathBuf>>,
+    pub gateway: Option<Vec<String>>,
     pub connect_ports: Option<Vec<u16>>,
     pub proxy_auth: Option<String>,
     pub allow_clients: Option<Vec<String>>,
@@ -44,8 +46,23 @@ pub struct FileConfig {
     pub annotate_description: Option<String>,
     /// Client id → `immediate`, `idle:SECONDS` or `absolute:SECONDS`.
     pub refresh_policies: Option<std::collections::BTreeMap<String, String>>,
+    pub coalesce_refresh: Option<Switch>,
+    pub rotation_guard: Option<Switch>,
+    pub replay_window: Option<u64>,
+    pub recovery_reuse: Option<u64>,
+    pub recovery_cooldown: Option<u64>,
+    pub recovery: Option<RecoveryFile>,
     pub log_format: Option<LogFormat>,
     pub log_file: Option<PathBuf>,
+}
+
+/// The `[recovery]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryFile {
+    /// One `[[recovery.jwt_bearer]]` per connected app whose key grantdoctor holds.
+    #[serde(default)]
+    pub jwt_bearer: Vec<JwtBearerConfig>,
 }
 
 /// Reads the file named by `--config`, or the default file when it exists.
@@ -122,6 +139,7 @@ pub fn merge(
     take!(intercept);
     take!(resolve, each);
     take!(upstream_ca);
+    take!(gateway, each);
     take!(connect_ports);
     if unset("proxy_auth") && file.proxy_auth.is_some() {
         args.proxy_auth = file.proxy_auth;
@@ -164,6 +182,14 @@ pub fn merge(
                 ))
             })
             .collect::<Result<_, UsageError>>()?;
+    }
+    take!(coalesce_refresh);
+    take!(rotation_guard);
+    take!(replay_window);
+    take!(recovery_reuse);
+    take!(recovery_cooldown);
+    if let Some(recovery) = file.recovery {
+        args.jwt_bearer = recovery.jwt_bearer;
     }
     if unset("log_format") && file.log_format.is_some() {
         args.log_format = file.log_format;
@@ -213,6 +239,10 @@ pub fn render(args: &RunArgs) -> String {
                 .collect(),
         ),
     );
+    line(
+        "gateway",
+        list(args.gateway.iter().map(|g| g.to_string()).collect()),
+    );
     line("connect_ports", format!("{:?}", args.connect_ports));
     if let Some(auth) = &args.proxy_auth {
         let user = auth.split(':').next().unwrap_or_default();
@@ -238,6 +268,12 @@ pub fn render(args: &RunArgs) -> String {
         "annotate_description",
         quote(&format!("{:?}", args.annotate_description).to_ascii_lowercase()),
     );
+    let switch = |s: Switch| quote(if s.on() { "on" } else { "off" });
+    line("coalesce_refresh", switch(args.coalesce_refresh));
+    line("rotation_guard", switch(args.rotation_guard));
+    line("replay_window", args.replay_window.to_string());
+    line("recovery_reuse", args.recovery_reuse.to_string());
+    line("recovery_cooldown", args.recovery_cooldown.to_string());
     if let Some(format) = args.log_format {
         line(
             "log_format",
@@ -255,6 +291,25 @@ pub fn render(args: &RunArgs) -> String {
                 quote(client),
                 quote(&policy.to_string())
             ));
+        }
+    }
+    for app in &args.jwt_bearer {
+        out.push_str("\n[[recovery.jwt_bearer]]\n");
+        out.push_str(&format!("client_id = {}\n", quote(&app.client_id)));
+        out.push_str(&format!("private_key = {}\n", path(&app.private_key)));
+        if let Some(subject) = &app.subject {
+            out.push_str(&format!("subject = {}\n", quote(subject)));
+        }
+        if !app.subjects.is_empty() {
+            let pairs: Vec<String> = app
+                .subjects
+                .iter()
+                .map(|(id, name)| format!("{} = {}", quote(id), quote(name)))
+                .collect();
+            out.push_str(&format!("subjects = {{ {} }}\n", pairs.join(", ")));
+        }
+        if let Some(audience) = &app.audience {
+            out.push_str(&format!("audience = {}\n", quote(audience)));
         }
     }
     out

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cli::{DescriptionMode, EmulateArgs, RunArgs};
+use crate::cli::{EmulateArgs, RunArgs};
 
 const SCENARIO: &str = r#"
 [[orgs]]
@@ -73,11 +73,9 @@ pub async fn run() -> anyhow::Result<()> {
 
     let (proxy_tx, proxy_rx) = tokio::sync::oneshot::channel();
     let proxy_args = RunArgs {
-        config: None,
         listen: "127.0.0.1:0".parse()?,
         admin: "127.0.0.1:0".parse()?,
         ca_dir: dir.path().join("certs"),
-        intercept: Vec::new(),
         resolve: HOSTS
             .iter()
             .map(|h| {
@@ -87,23 +85,14 @@ pub async fn run() -> anyhow::Result<()> {
             })
             .collect::<Result<_, _>>()?,
         upstream_ca: vec![dir.path().join("emulator-certs/ca.pem")],
-        connect_ports: vec![443],
         data_dir: dir.path().join("data"),
         retention_days: 1,
         ledger_max_rows: 10_000,
-        annotate: crate::annotate::AnnotateMode::All,
-        annotate_description: DescriptionMode::Off,
-        refresh_policies: Vec::new(),
-        proxy_auth: None,
-        allow_clients: Vec::new(),
         max_connections: 64,
         drain_timeout: 1,
-        header_timeout: 10,
         idle_timeout: 60,
         response_timeout: 30,
-        max_header_bytes: 65536,
-        log_format: None,
-        log_file: None,
+        ..RunArgs::defaults()
     };
     let proxy = tokio::spawn(crate::app::serve(
         proxy_args,

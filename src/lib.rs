@@ -12,6 +12,10 @@
 //! - [`tls`]: the local CA, leaf minting and its cache, upstream trust.
 //! - [`upstream`]: the pooled client and the tunnel dialler, with `--resolve` overrides.
 //! - [`token_endpoint`]: the one buffered path, where token exchanges are observed.
+//! - [`oauth`], [`ledger`], [`diagnose`]: what an exchange says, what was seen before, why it
+//!   failed (pure).
+//! - [`recover`] and [`annotate`]: what is done about a failure — JWT bearer recovery, refresh
+//!   coalescing, the rotated-token guard — and how it is told to the client.
 //! - [`telemetry`]: the JSON log line format.
 //! - [`emulator`]: a faithful Salesforce token endpoint (`grantdoctor emulate`).
 //! - [`cli`] and [`app`]: arguments and wiring.
@@ -34,6 +38,7 @@ pub mod metrics;
 pub mod net;
 pub mod oauth;
 pub mod proxy;
+pub mod recover;
 pub mod telemetry;
 pub mod tls;
 pub mod token_endpoint;

@@ -24,6 +24,9 @@ pub struct Metrics {
     pub tunnel_bytes: Family<Labels, Counter>,
     pub limits: Family<Labels, Counter>,
     pub requests: Family<Labels, Counter>,
+    pub recoveries: Family<Labels, Counter>,
+    pub coalesced: Family<Labels, Counter>,
+    pub guard: Family<Labels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -45,6 +48,9 @@ impl Default for Metrics {
             tunnel_bytes: Family::default(),
             limits: Family::default(),
             requests: Family::default(),
+            recoveries: Family::default(),
+            coalesced: Family::default(),
+            guard: Family::default(),
             registry: Registry::default(),
         };
         let families = [
@@ -83,6 +89,21 @@ impl Default for Metrics {
                 "requests",
                 "Forwarded requests by host class and response status class",
                 &metrics.requests,
+            ),
+            (
+                "recoveries",
+                "JWT bearer recoveries by outcome and how the caller got it",
+                &metrics.recoveries,
+            ),
+            (
+                "coalesced_refreshes",
+                "Refreshes answered with a concurrent identical refresh's response",
+                &metrics.coalesced,
+            ),
+            (
+                "rotation_guard",
+                "Refreshes with a rotated-away token, by decision (replayed, blocked)",
+                &metrics.guard,
             ),
         ];
         for (name, help, family) in families {

@@ -198,7 +198,9 @@ async fn idle_and_absolute_expiry_are_measured_on_salesforces_clock() {
 
 #[tokio::test]
 async fn reusing_a_rotated_token_is_named_and_rotation_is_warned() {
-    let stack = Stack::start(&[]);
+    // With the guard off the reuse reaches Salesforce, which is what is diagnosed here; the
+    // guard's own behaviour is in recovery.rs.
+    let stack = Stack::start(&["--rotation-guard", "off"]);
     stack
         .emu
         .control("PATCH", "apps/3MVG9web", json!({"rotation": true}))

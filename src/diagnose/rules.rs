@@ -446,6 +446,13 @@ fn history_line(token: &TokenHistory) -> String {
         (n, Some(at)) => format!("refreshed {n} times, last at {}", fmt_ms(at)),
         (n, None) => format!("refreshed {n} times"),
     };
+    if token.issued_by == crate::ledger::UNSEEN {
+        return format!(
+            "token first seen at {} at {} (issued before grantdoctor watched); {used}",
+            fmt_ms(token.issued_at),
+            token.host
+        );
+    }
     format!(
         "token issued at {} by {} via {}; {used}",
         fmt_ms(token.issued_at),

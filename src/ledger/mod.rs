@@ -47,7 +47,7 @@ pub(crate) type Millis = std::num::NonZeroI64;
 /// A fingerprint as the ledger keys on it: the 64 bits behind `fp_<16 hex digits>`.
 pub(crate) type Fp = u64;
 
-pub(crate) fn fp_key(fp: &str) -> Fp {
+pub fn fp_key(fp: &str) -> Fp {
     u64::from_str_radix(fp.trim_start_matches("fp_"), 16).unwrap_or_default()
 }
 
@@ -173,6 +173,10 @@ impl RefreshTable {
     }
 }
 
+/// `issued_by` of a token first seen being used, its issue never observed; `issued_at` is
+/// then when it was first seen.
+pub const UNSEEN: &str = "unseen";
+
 /// Codes live minutes at Salesforce; an hour of them is enough to recognise a reuse.
 const CODES_KEPT_MS: i64 = 3_600_000;
 
@@ -274,6 +278,15 @@ impl GrantLedger {
         Some(InFlight { ledger: self, fp })
     }
 
+    /// Whether a successful refresh with this token returned a new one: under rotation the
+    /// token is dead, and presenting it again revokes its whole family.
+    pub fn rotated(&self, refresh_fp: Fp) -> bool {
+        self.lock()
+            .refresh
+            .get(&refresh_fp)
+            .is_some_and(|e| e.rotated_at.is_some())
+    }
+
     /// Everything the ledger knows that bears on this exchange, taken before it is recorded.
     pub fn view(&self, req: &RequestFacts, now: i64) -> LedgerView {
         view::build(&self.lock(), req, now)
@@ -349,6 +362,24 @@ fn apply_success(
     let grant = req.grant();
     if grant == "refresh_token" {
         let presented = req.refresh_fp().map(fp_key);
+        // A token issued before grantdoctor watched: from now on it is known, so that its
+        // rotation is remembered and the guard can protect its family.
+        if let Some(fp) = presented
+            && state.refresh.get(&fp).is_none()
+        {
+            let issued_by = state.intern(UNSEEN);
+            let entry = RefreshEntry::issued(
+                host.clone(),
+                instance.clone(),
+                client.clone(),
+                non_empty(&org),
+                non_empty(&user),
+                scope.clone(),
+                now,
+                issued_by,
+            );
+            state.refresh.insert(fp, entry);
+        }
         if let Some(fp) = presented
             && let Some(entry) = state.refresh.get_mut(&fp)
         {
@@ -402,15 +433,19 @@ fn apply_success(
             ),
         });
     }
-    let authorization = Authorization {
-        at: issued_at,
-        host: host.clone(),
-        refresh_fp: new_fp,
-        scope: scope.clone(),
-    };
-    state
-        .latest_by_client
-        .insert(client.to_string(), authorization);
+    // Only an interactive authorization says whether the app asks for refresh tokens: JWT
+    // bearer, password and client credentials never return one, whatever the scopes.
+    if grant == "authorization_code" {
+        let authorization = Authorization {
+            at: issued_at,
+            host: host.clone(),
+            refresh_fp: new_fp,
+            scope: scope.clone(),
+        };
+        state
+            .latest_by_client
+            .insert(client.to_string(), authorization);
+    }
     let approval = Approval {
         at: issued_at,
         refresh_fp: new_fp.and_then(std::num::NonZeroU64::new),

@@ -7,6 +7,7 @@
 mod access;
 mod connect;
 mod forward;
+pub mod gateway;
 mod hello;
 mod intercept;
 mod mitm;
@@ -95,6 +96,8 @@ pub type ExchangeStack = TokenEndpoint<Forward>;
 pub struct ProxyState {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub access: AccessPolicy,
+    /// `--gateway` rules: origin-form requests forwarded to Salesforce hosts.
+    pub gateway: Vec<gateway::GatewayRule>,
     connections: Arc<tokio::sync::Semaphore>,
     draining: tokio::sync::watch::Sender<bool>,
     /// The proxy's own listeners: a request to one of them would loop back into the proxy.
@@ -125,6 +128,7 @@ impl ProxyState {
             ));
         Self {
             access: AccessPolicy::default(),
+            gateway: Vec::new(),
             connections: Arc::new(tokio::sync::Semaphore::new(options.max_connections)),
             draining: tokio::sync::watch::channel(false).0,
             own_addrs: std::sync::OnceLock::new(),
@@ -297,6 +301,9 @@ async fn front(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<Proxy
         return connect::handle(req, state).await;
     }
     let uri = req.uri();
+    if uri.scheme().is_none() && !state.gateway.is_empty() {
+        return through_gateway(req, state).await;
+    }
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
         return reply::error(
             ErrorKind::BadRequest,
@@ -326,6 +333,40 @@ async fn front(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<Proxy
         host,
     };
     let (mut parts, incoming) = req.into_parts();
+    parts.extensions.insert(route);
+    let req = Request::from_parts(parts, body::boxed(incoming));
+    match state.exchange.clone().oneshot(req).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// An origin-form request in gateway mode: to the Salesforce host a `--gateway` rule names.
+async fn through_gateway(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<ProxyBody> {
+    let host_header = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let Some((route, uri)) = gateway::route(&state.gateway, host_header, path) else {
+        return reply::error(
+            ErrorKind::NoRoute,
+            "no --gateway rule serves this path or host",
+        );
+    };
+    let port = uri.port_u16().unwrap_or(443);
+    if state.loops_back(&route.host, port) {
+        return reply::error(
+            ErrorKind::Loop,
+            format_args!(
+                "{} is grantdoctor itself: the request would loop",
+                route.authority
+            ),
+        );
+    }
+    crate::metrics::Metrics::count(&state.metrics.connections, &[("mode", "gateway")]);
+    let (mut parts, incoming) = req.into_parts();
+    parts.uri = uri;
     parts.extensions.insert(route);
     let req = Request::from_parts(parts, body::boxed(incoming));
     match state.exchange.clone().oneshot(req).await {

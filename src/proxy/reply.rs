@@ -16,6 +16,8 @@ pub enum ErrorKind {
     Overloaded,
     Loop,
     UpstreamTimeout,
+    /// Gateway mode: no rule serves the request.
+    NoRoute,
 }
 
 impl ErrorKind {
@@ -29,12 +31,14 @@ impl ErrorKind {
             Self::Overloaded => "overloaded",
             Self::Loop => "loop",
             Self::UpstreamTimeout => "upstream-timeout",
+            Self::NoRoute => "no-route",
         }
     }
 
     fn status(self) -> StatusCode {
         match self {
             Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::NoRoute => StatusCode::NOT_FOUND,
             Self::PortNotAllowed | Self::Loop => StatusCode::FORBIDDEN,
             Self::UpstreamUnreachable | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::ProxyAuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,

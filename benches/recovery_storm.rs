@@ -1,0 +1,300 @@
+//! The storms of issue 6 as a benchmark, against the emulator, directly and through
+//! grantdoctor in one run:
+//!
+//! - **recovery storm**: N concurrent refreshes with dead tokens for one user of an app whose
+//!   JWT bearer key grantdoctor holds. Direct, every caller fails; through grantdoctor every
+//!   caller gets a token from one JWT exchange.
+//! - **rotation storm**: N concurrent refreshes of one token of an app with refresh token
+//!   rotation. Direct, they collide (E4) and revoke the family; through grantdoctor they
+//!   share one upstream refresh.
+//!
+//! Reported: callers, upstream exchanges (from the emulator's request log), successes, p50/p99
+//! caller latency. Run: `cargo bench --bench recovery_storm` (knob: `STORM_CALLERS`, 1000).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const LOGIN: &str = "login.salesforce.com";
+const WEB: &str = "3MVG9web";
+const ALICE: &str = "alice@acme.com";
+const JWT_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const HOSTS: [&str; 2] = [LOGIN, "acme.my.salesforce.com"];
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let callers: usize = std::env::var("STORM_CALLERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let emu = Process::emulator(
+        dir.path(),
+        &manifest.join("tests/fixtures/emulator/world.toml"),
+    );
+    let config = dir.path().join("grantdoctor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[recovery.jwt_bearer]]\nclient_id = \"{WEB}\"\nprivate_key = {:?}\nsubject = \"{ALICE}\"\n",
+            manifest.join("tests/fixtures/jwt/app-private.pem")
+        ),
+    )
+    .unwrap();
+    let proxy = Process::proxy(dir.path(), emu.addr, &config);
+    let direct = client(&dir.path().join("emu-certs/ca.pem"), None, emu.addr);
+    let through = client(
+        &dir.path().join("gd-certs/ca.pem"),
+        Some(proxy.addr),
+        emu.addr,
+    );
+
+    let mut rows = Vec::new();
+    rt.block_on(async {
+        login(&direct).await;
+        for (label, client) in [("direct", &direct), ("grantdoctor", &through)] {
+            clear(&direct).await;
+            let run = storm(client, callers, |i| format!("5Aep861.dead.{label}.{i}")).await;
+            let log = requests(&direct).await;
+            rows.push(row("recovery storm", label, callers, &run, &log, JWT_GRANT));
+        }
+        control(
+            &direct,
+            "PATCH",
+            &format!("apps/{WEB}"),
+            json!({"rotation": true}),
+        )
+        .await;
+        for (label, client) in [("direct", &direct), ("grantdoctor", &through)] {
+            let token = login(&direct).await;
+            clear(&direct).await;
+            let run = storm(client, callers, |_| token.clone()).await;
+            let log = requests(&direct).await;
+            rows.push(row(
+                "rotation storm",
+                label,
+                callers,
+                &run,
+                &log,
+                "refresh_token",
+            ));
+        }
+    });
+    println!("| storm | path | callers | upstream exchanges | callers answered 200 | p50 | p99 |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!("{r}");
+    }
+}
+
+struct Run {
+    ok: usize,
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    fn pct(&self, p: f64) -> f64 {
+        let i = ((self.latencies.len() as f64 - 1.0) * p / 100.0).round() as usize;
+        self.latencies[i].as_secs_f64() * 1000.0
+    }
+}
+
+fn row(storm: &str, path: &str, callers: usize, run: &Run, log: &[Value], grant: &str) -> String {
+    let upstream = log.iter().filter(|r| r["grant_type"] == grant).count();
+    format!(
+        "| {storm} | {path} | {callers} | {upstream} {} | {} | {:.1} ms | {:.1} ms |",
+        if grant == JWT_GRANT { "JWT" } else { "refresh" },
+        run.ok,
+        run.pct(50.0),
+        run.pct(99.0)
+    )
+}
+
+async fn storm(client: &reqwest::Client, callers: usize, token: impl Fn(usize) -> String) -> Run {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..callers {
+        let (client, token) = (client.clone(), token(i));
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let status = client
+                .post(format!("https://{LOGIN}/services/oauth2/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "grant_type=refresh_token&client_id={WEB}&refresh_token={token}"
+                ))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            (status, started.elapsed())
+        });
+    }
+    let mut run = Run {
+        ok: 0,
+        latencies: Vec::new(),
+    };
+    while let Some(done) = tasks.join_next().await {
+        let (status, latency) = done.unwrap();
+        run.ok += usize::from(status == 200);
+        run.latencies.push(latency);
+    }
+    run.latencies.sort();
+    run
+}
+
+async fn control(client: &reqwest::Client, method: &str, path: &str, body: Value) -> Value {
+    let response = client
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            format!("https://{LOGIN}/_emulator/{path}"),
+        )
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    serde_json::from_str(&response.text().await.unwrap()).unwrap()
+}
+
+async fn clear(client: &reqwest::Client) {
+    control(client, "DELETE", "requests", Value::Null).await;
+}
+
+async fn requests(client: &reqwest::Client) -> Vec<Value> {
+    control(client, "GET", "requests", Value::Null)
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A web-server login for alice; returns the refresh token.
+async fn login(client: &reqwest::Client) -> String {
+    let code = control(
+        client,
+        "POST",
+        "authorize",
+        json!({"client_id": WEB, "username": ALICE, "scope": "api refresh_token",
+            "redirect_uri": "https://app.example.com/callback"}),
+    )
+    .await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = client
+        .post(format!("https://{LOGIN}/services/oauth2/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("grant_type=authorization_code&code={code}&client_id={WEB}&client_secret=web-secret&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcallback"))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    body["refresh_token"].as_str().unwrap().to_owned()
+}
+
+/// h2 through the proxy (one connection, as an SDK's pool would), or straight to the emulator.
+fn client(ca: &Path, proxy: Option<SocketAddr>, emu: SocketAddr) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut builder = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(120));
+    builder = match proxy {
+        Some(addr) => builder.proxy(reqwest::Proxy::all(format!("http://{addr}")).unwrap()),
+        None => {
+            let mut b = builder.no_proxy();
+            for host in HOSTS {
+                b = b.resolve(host, emu);
+            }
+            b
+        }
+    };
+    builder.build().unwrap()
+}
+
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Process {
+    fn emulator(dir: &Path, scenario: &Path) -> Self {
+        let addr = free_addr();
+        let child = Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
+            .args([
+                "emulate",
+                "--log-format",
+                "json",
+                "--listen",
+                &addr.to_string(),
+            ])
+            .arg("--ca-dir")
+            .arg(dir.join("emu-certs"))
+            .arg("--scenario")
+            .arg(scenario)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self::ready(child, addr)
+    }
+
+    fn proxy(dir: &Path, emu: SocketAddr, config: &PathBuf) -> Self {
+        let addr = free_addr();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_grantdoctor"));
+        command
+            .args(["run", "--log-format", "json", "--listen", &addr.to_string()])
+            .args(["--admin", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .arg("--ca-dir")
+            .arg(dir.join("gd-certs"))
+            .arg("--data-dir")
+            .arg(dir.join("gd-data"))
+            .arg("--upstream-ca")
+            .arg(dir.join("emu-certs/ca.pem"));
+        for host in HOSTS {
+            command.args(["--resolve", &format!("{host}:443={emu}")]);
+        }
+        Self::ready(command.stdout(Stdio::null()).spawn().unwrap(), addr)
+    }
+
+    fn ready(child: Child, addr: SocketAddr) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "{addr} never opened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, addr }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}

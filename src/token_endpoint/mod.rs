@@ -1,0 +1,630 @@
+//! The token-endpoint path: the one place where bodies are buffered instead of streamed.
+//!
+//! Requests to `POST /services/oauth2/token` on intercepted hosts come through here: the
+//! request (capped) and the response (capped, decoded for inspection) are read, the exchange
+//! is recorded in the ledger, a failure is diagnosed (and, where a JWT bearer key is held,
+//! recovered) and the response annotated, and one log line tells what happened. Refreshes
+//! first pass the rotated-token guard and are coalesced with identical concurrent ones.
+//! Anything over a cap or undecodable is forwarded unchanged, and the log says why it was not
+//! inspected. Everything else passes straight to the inner service.
+//!
+//! Must never: log, count or keep a parameter value other than `grant_type`, the client id,
+//! the username and the JWT's claims; secrets appear only as fingerprints. Token responses
+//! kept for coalesced or replayed callers live in memory only, for seconds.
+
+mod line;
+mod rescue;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+
+use crate::annotate::{self, AnnotateMode};
+use crate::body::{self, ProxyBody};
+use crate::diagnose::{self, Policies};
+use crate::ledger::GrantLedger;
+use crate::oauth::{self, Fingerprinter, RequestFacts, ResponseFacts};
+use crate::proxy::Route;
+use crate::proxy::reply::{self, ErrorKind};
+use crate::recover::{CredentialsKey, Flights, Joined, Recovery, RotationGuard, Verdict};
+
+use line::{Line, not_inspected};
+
+pub const TOKEN_PATH: &str = "/services/oauth2/token";
+
+/// Default replay window of the rotated-token guard.
+pub const REPLAY_WINDOW: Duration = Duration::from_secs(5);
+
+/// A digest of a whole token request (host, body, credentials): identical requests, and only
+/// they, share a key.
+type ExchangeKey = [u8; 32];
+
+/// What the token path knows and how it behaves; shared by every connection.
+#[derive(Debug)]
+pub struct Observer {
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub fingerprints: Fingerprinter,
+    pub ledger: GrantLedger,
+    pub policies: Policies,
+    pub annotate: AnnotateMode,
+    pub append_description: bool,
+    pub max_request_body: usize,
+    pub max_response_body: usize,
+    /// `None` when `--rotation-guard off`.
+    pub guard: Option<RotationGuard>,
+    /// Refreshes in flight, for coalescing; `None` when `--coalesce-refresh off`.
+    pub coalescing: Option<Flights<ExchangeKey, Option<Arc<Finished>>>>,
+    /// `None` when no JWT bearer key is configured.
+    pub recovery: Option<Recovery>,
+}
+
+impl Observer {
+    pub fn new(fingerprints: Fingerprinter) -> Self {
+        Self {
+            metrics: Arc::default(),
+            fingerprints,
+            ledger: GrantLedger::new(),
+            policies: Policies::new(),
+            annotate: AnnotateMode::All,
+            append_description: false,
+            max_request_body: 64 * 1024,
+            max_response_body: 256 * 1024,
+            guard: Some(RotationGuard::new(REPLAY_WINDOW)),
+            coalescing: Some(Flights::default()),
+            recovery: None,
+        }
+    }
+}
+
+impl Observer {
+    fn count_exchange(&self, grant_type: &str, outcome: &str) {
+        // Grant types are a small known set; anything else is one label value.
+        let grant = match grant_type {
+            "authorization_code"
+            | "refresh_token"
+            | "password"
+            | "client_credentials"
+            | oauth::JWT_BEARER => grant_type,
+            "" => "none",
+            _ => "other",
+        };
+        crate::metrics::Metrics::count(
+            &self.metrics.token_exchanges,
+            &[("grant_type", grant), ("outcome", outcome)],
+        );
+    }
+}
+
+/// A token response read whole, as it goes to the client: shareable between coalesced
+/// callers and replayable by the rotated-token guard.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub parts: http::response::Parts,
+    pub body: Bytes,
+}
+
+impl Finished {
+    pub fn new(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
+        let (mut parts, ()) = Response::new(()).into_parts();
+        parts.status = status;
+        parts.headers = headers;
+        Self { parts, body }
+    }
+
+    /// A copy for one more caller.
+    pub fn response(&self) -> Response<ProxyBody> {
+        Response::from_parts(self.parts.clone(), body::full(self.body.clone()))
+    }
+
+    fn into_response(self: Arc<Self>) -> Response<ProxyBody> {
+        match Arc::try_unwrap(self) {
+            Ok(finished) => Response::from_parts(finished.parts, body::full(finished.body)),
+            Err(shared) => shared.response(),
+        }
+    }
+}
+
+/// What observing an exchange produced.
+enum Observed {
+    /// Read, inspected and (maybe) annotated or recovered.
+    Inspected(Arc<Finished>),
+    /// Not inspectable (over a cap, undecodable, broken off): passed on as it came.
+    Passthrough(Response<ProxyBody>),
+}
+
+impl Observed {
+    fn into_response(self) -> Response<ProxyBody> {
+        match self {
+            Self::Inspected(finished) => finished.into_response(),
+            Self::Passthrough(response) => response,
+        }
+    }
+}
+
+/// Wraps a service with token-endpoint observation.
+#[derive(Debug, Clone)]
+pub struct TokenEndpointLayer {
+    observer: Arc<Observer>,
+}
+
+impl TokenEndpointLayer {
+    pub fn new(observer: Arc<Observer>) -> Self {
+        Self { observer }
+    }
+}
+
+impl<S> tower::Layer<S> for TokenEndpointLayer {
+    type Service = TokenEndpoint<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        TokenEndpoint {
+            inner,
+            observer: self.observer.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenEndpoint<S> {
+    inner: S,
+    observer: Arc<Observer>,
+}
+
+/// Whether a request is a token exchange we observe.
+pub fn is_token_exchange<B>(req: &Request<B>) -> bool {
+    req.uri().path() == TOKEN_PATH && req.extensions().get::<Route>().is_some_and(|r| r.observed)
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+/// What the token path needs of the service it wraps: an upstream that always answers.
+pub trait Upstream:
+    tower::Service<
+        Request<ProxyBody>,
+        Response = Response<ProxyBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> Upstream for S where
+    S: tower::Service<
+            Request<ProxyBody>,
+            Response = Response<ProxyBody>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+impl<S: Upstream> tower::Service<Request<ProxyBody>> for TokenEndpoint<S> {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ProxyBody>) -> Self::Future {
+        if !is_token_exchange(&req) {
+            return Box::pin(self.inner.call(req));
+        }
+        // Take the service that was polled ready; leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(exchange(inner, self.observer.clone(), req))
+    }
+}
+
+/// One token request, from the client's bytes to the response it gets.
+struct Exchange {
+    route: Route,
+    parts: http::request::Parts,
+    bytes: Bytes,
+    facts: RequestFacts,
+    started: Instant,
+}
+
+async fn exchange<S: Upstream>(
+    inner: S,
+    observer: Arc<Observer>,
+    req: Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<Route>()
+        .cloned()
+        .expect("only routed requests are token exchanges");
+    let host = route.host.clone();
+    let (parts, incoming) = req.into_parts();
+    let bytes = match buffer_capped(incoming, observer.max_request_body).await {
+        Ok(Buffered::Complete(bytes)) => bytes,
+        Ok(Buffered::TooLarge(rest)) => {
+            let response = inner
+                .oneshot_infallible(Request::from_parts(parts, rest))
+                .await;
+            observer.count_exchange("", "not_inspected");
+            not_inspected(
+                &host,
+                "request body over the cap",
+                response.status().as_u16(),
+                started,
+            );
+            return Ok(response);
+        }
+        Err(e) => {
+            tracing::info!(event = "not_inspected", host, reason = "client request body unreadable", detail = %reply::root_cause(&e));
+            return Ok(reply::error(
+                ErrorKind::BadRequest,
+                "the request body could not be read",
+            ));
+        }
+    };
+    let facts = RequestFacts::parse(
+        &host,
+        parts.method == Method::POST,
+        &parts.headers,
+        parts.uri.query(),
+        &bytes,
+        &observer.fingerprints,
+    );
+    let presented = (facts.grant() == "refresh_token")
+        .then(|| facts.refresh_fp().map(crate::ledger::fp_key))
+        .flatten();
+    let credentials = credentials_key(&parts.headers, parts.uri.query(), &bytes);
+    let key = exchange_key(&host, &parts, &bytes);
+    let ex = Exchange {
+        route,
+        parts,
+        bytes,
+        facts,
+        started,
+    };
+    let Some(fp) = presented else {
+        return Ok(observe(inner, &observer, ex, None).await.into_response());
+    };
+    if let Some(response) = guarded(&observer, fp, &credentials, &ex) {
+        return Ok(response);
+    }
+    let Some(flights) = &observer.coalescing else {
+        return Ok(observe(inner, &observer, ex, Some(credentials))
+            .await
+            .into_response());
+    };
+    match flights.join(key).await {
+        Joined::Follow(Some(shared)) => {
+            crate::metrics::Metrics::count(&observer.metrics.coalesced, &[]);
+            tracing::info!(
+                event = "coalesced",
+                host = ex.route.host,
+                client_id = oauth::short_client_id(ex.facts.client_id.as_deref().unwrap_or("")),
+                token_fp = ex.facts.refresh_fp().unwrap_or(""),
+                status = shared.parts.status.as_u16(),
+                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            );
+            Ok(shared.response())
+        }
+        // The leader's response could not be shared (not inspectable): go on our own.
+        Joined::Follow(None) => Ok(observe(inner, &observer, ex, Some(credentials))
+            .await
+            .into_response()),
+        Joined::Lead(leader) => {
+            // The flight that rotated this token may have landed since the guard looked.
+            if let Some(response) = guarded(&observer, fp, &credentials, &ex) {
+                drop(leader);
+                return Ok(response);
+            }
+            match observe(inner, &observer, ex, Some(credentials)).await {
+                Observed::Inspected(finished) => {
+                    leader.land(Some(finished.clone()));
+                    Ok(finished.into_response())
+                }
+                Observed::Passthrough(response) => {
+                    leader.land(None);
+                    Ok(response)
+                }
+            }
+        }
+    }
+}
+
+/// The rotated-token guard's answer, when the presented token was rotated away.
+fn guarded(
+    observer: &Observer,
+    fp: u64,
+    credentials: &CredentialsKey,
+    ex: &Exchange,
+) -> Option<Response<ProxyBody>> {
+    let guard = observer.guard.as_ref()?;
+    if !observer.ledger.rotated(fp) {
+        return None;
+    }
+    Some(match guard.verdict(fp, credentials) {
+        Verdict::Replay(finished) => {
+            crate::metrics::Metrics::count(&observer.metrics.guard, &[("decision", "replayed")]);
+            tracing::info!(
+                event = "replayed",
+                host = ex.route.host,
+                client_id = oauth::short_client_id(ex.facts.client_id.as_deref().unwrap_or("")),
+                token_fp = ex.facts.refresh_fp().unwrap_or(""),
+                reason = "a twin of the refresh that rotated this token, within the replay window",
+            );
+            finished.response()
+        }
+        Verdict::Block => rescue::blocked(observer, ex),
+    })
+}
+
+/// Forwards the exchange, reads and records what came back, diagnoses a failure, tries a
+/// recovery where configured, and annotates.
+async fn observe<S: Upstream>(
+    inner: S,
+    observer: &Arc<Observer>,
+    ex: Exchange,
+    credentials: Option<CredentialsKey>,
+) -> Observed {
+    let Exchange {
+        route,
+        parts,
+        bytes,
+        facts,
+        started,
+    } = ex;
+    let host = route.host.as_str();
+    let spare = inner.clone();
+    let in_flight = observer.ledger.begin(&facts);
+    let response = inner
+        .oneshot_infallible(Request::from_parts(parts, body::full(bytes)))
+        .await;
+    let (mut parts, incoming) = response.into_parts();
+    let status = parts.status.as_u16();
+    let raw = match buffer_capped(incoming, observer.max_response_body).await {
+        Ok(Buffered::Complete(raw)) => raw,
+        Ok(Buffered::TooLarge(rest)) => {
+            drop(in_flight);
+            observer.count_exchange(facts.grant(), "not_inspected");
+            not_inspected(host, "response body over the cap", status, started);
+            return Observed::Passthrough(Response::from_parts(parts, rest));
+        }
+        Err(e) => {
+            drop(in_flight);
+            tracing::warn!(event = "upstream_error", host, reason = %reply::root_cause(&e), outcome = "response body broke off");
+            return Observed::Passthrough(reply::error(
+                ErrorKind::UpstreamFailed,
+                format_args!("upstream {host} broke off the token response"),
+            ));
+        }
+    };
+    let encoding = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let decoded = match oauth::decode_body(encoding.as_deref(), &raw, observer.max_response_body) {
+        Ok(decoded) => decoded,
+        Err(reason) => {
+            drop(in_flight);
+            observer.count_exchange(facts.grant(), "not_inspected");
+            not_inspected(host, reason, status, started);
+            return Observed::Passthrough(Response::from_parts(parts, body::full(raw)));
+        }
+    };
+    let now = upstream_now(&parts.headers);
+    let outcome = ResponseFacts::parse(status, &decoded, &observer.fingerprints);
+    let view = observer.ledger.view(&facts, now);
+    drop(in_flight);
+    let warnings = observer.ledger.record(&facts, &outcome, now);
+    let event_id = event_id();
+    let mut body = raw;
+    let known = view.token.as_ref();
+    let org_id = outcome
+        .success
+        .as_ref()
+        .and_then(|s| s.org_id.clone())
+        .or_else(|| known.and_then(|t| t.org_id.clone()));
+    let user_id = outcome
+        .success
+        .as_ref()
+        .and_then(|s| s.user_id.clone())
+        .or_else(|| known.and_then(|t| t.user_id.clone()));
+    let token_fp = outcome
+        .success
+        .as_ref()
+        .and_then(|s| s.refresh_token_fp.clone())
+        .or_else(|| facts.refresh_fp().map(str::to_owned));
+    let line = Line {
+        event_id: &event_id,
+        host,
+        facts: &facts,
+        outcome: &outcome,
+        org_id: org_id.as_deref(),
+        user_id: user_id.as_deref(),
+        token_fp: token_fp.as_deref(),
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    let outcome_label = if outcome.success.is_some() {
+        "success"
+    } else {
+        "error"
+    };
+    observer.count_exchange(facts.grant(), outcome_label);
+    for warning in &warnings {
+        crate::metrics::Metrics::count(&observer.metrics.warnings, &[("id", warning.id)]);
+    }
+    if outcome.success.is_none() && status >= 400 {
+        let diagnosis = diagnose::diagnose(&facts, &outcome, &view, &observer.policies, now);
+        line.log(Some(&diagnosis));
+        if let Some(top) = diagnosis.top() {
+            crate::metrics::Metrics::count(&observer.metrics.diagnoses, &[("cause", top.id)]);
+        }
+        for warning in &warnings {
+            line.warn(warning);
+        }
+        let rescued =
+            rescue::attempt(spare, observer, &route, &facts, &outcome, &line, &diagnosis).await;
+        let note = match rescued {
+            rescue::Rescued::Recovered(response) => return Observed::Inspected(Arc::new(response)),
+            rescue::Rescued::Not(note) => note,
+        };
+        body = annotate::apply(
+            &mut parts.headers,
+            body,
+            &decoded,
+            &annotate::Annotation {
+                event_id: &event_id,
+                diagnosis: &diagnosis,
+                recovery: note.as_ref(),
+            },
+            observer.annotate,
+            observer.append_description,
+        );
+        return Observed::Inspected(Arc::new(Finished { parts, body }));
+    }
+    line.log(None);
+    for warning in &warnings {
+        line.warn(warning);
+    }
+    let finished = Arc::new(Finished { parts, body });
+    if let (Some(guard), Some(credentials), Some(old), true) = (
+        &observer.guard,
+        credentials,
+        facts.refresh_fp(),
+        outcome
+            .success
+            .as_ref()
+            .is_some_and(|s| s.refresh_token_fp.is_some()),
+    ) {
+        guard.rotated(crate::ledger::fp_key(old), credentials, finished.clone());
+    }
+    Observed::Inspected(finished)
+}
+
+/// `ServiceExt::oneshot` for a service that cannot fail.
+trait OneshotInfallible: Upstream {
+    fn oneshot_infallible(
+        self,
+        req: Request<ProxyBody>,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send {
+        let sent = tower::ServiceExt::oneshot(self, req);
+        async move {
+            match sent.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+    }
+}
+
+impl<S: Upstream> OneshotInfallible for S {}
+
+/// How the client authenticated: client id and secret from the query and form, and the
+/// `Authorization` header. A replay goes only to the same credentials.
+fn credentials_key(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> CredentialsKey {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let params = query
+        .map(|q| form_urlencoded::parse(q.as_bytes()))
+        .into_iter()
+        .flatten()
+        .chain(form_urlencoded::parse(body));
+    let (mut id, mut secret) = (None, None);
+    for (name, value) in params {
+        match name.as_ref() {
+            "client_id" => id = Some(value),
+            "client_secret" => secret = Some(value),
+            _ => {}
+        }
+    }
+    for part in [
+        id.as_deref().unwrap_or(""),
+        secret.as_deref().unwrap_or(""),
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+    ] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.as_bytes());
+    }
+    ctx.finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
+/// Identical token requests share this: host, query, body and `Authorization`.
+fn exchange_key(host: &str, parts: &http::request::Parts, body: &[u8]) -> ExchangeKey {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [
+        host.as_bytes(),
+        parts.uri.query().unwrap_or("").as_bytes(),
+        parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or(b""),
+        body,
+    ] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    ctx.finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
+}
+
+/// Salesforce's time from its `Date` header, else ours: ages are measured on its clock.
+fn upstream_now(headers: &http::HeaderMap) -> i64 {
+    headers
+        .get(header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .unwrap_or_else(SystemTime::now)
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn event_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    format!(
+        "ev_{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+enum Buffered {
+    Complete(Bytes),
+    /// Over the cap: the bytes read so far followed by the rest, to forward unchanged.
+    TooLarge(ProxyBody),
+}
+
+async fn buffer_capped(mut body: ProxyBody, cap: usize) -> Result<Buffered, body::BodyError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+            if buf.len() > cap {
+                return Ok(Buffered::TooLarge(body::prefixed(buf.freeze(), body)));
+            }
+        }
+        // Trailers on a token exchange are meaningless to Salesforce; they are not forwarded.
+    }
+    Ok(Buffered::Complete(buf.freeze()))
+}

@@ -1,0 +1,292 @@
+//! What the token path does beyond annotating: a JWT bearer recovery of a failed refresh, and
+//! the answer the rotated-token guard gives instead of forwarding.
+//!
+//! Must never: send the client's refresh token anywhere, or log the assertion.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+
+use super::{
+    Buffered, Exchange, Finished, Line, Observer, OneshotInfallible, TOKEN_PATH, Upstream,
+    buffer_capped, event_id, upstream_now,
+};
+use crate::annotate::{self, RecoveryNote};
+use crate::body;
+use crate::diagnose::{self, Diagnosis};
+use crate::metrics::Metrics;
+use crate::oauth::{self, RequestFacts, ResponseFacts, short_client_id};
+use crate::proxy::Route;
+use crate::recover::{Failure, Outcome, Plan};
+
+/// Salesforce's answer to a rotated-away refresh token (E1).
+const EXPIRED_BODY: &str =
+    r#"{"error":"invalid_grant","error_description":"expired access/refresh token"}"#;
+
+pub(super) enum Rescued {
+    /// A token for the client instead of the failure.
+    Recovered(Finished),
+    /// The failure stands; what recovery did, if it applied, goes into the annotation.
+    Not(Option<RecoveryNote>),
+}
+
+/// Rescues a failed refresh with a JWT bearer exchange when a key for its app is held.
+pub(super) async fn attempt<S: Upstream>(
+    inner: S,
+    observer: &Arc<Observer>,
+    route: &Route,
+    facts: &RequestFacts,
+    outcome: &ResponseFacts,
+    line: &Line<'_>,
+    diagnosis: &Diagnosis,
+) -> Rescued {
+    let Some(recovery) = &observer.recovery else {
+        return Rescued::Not(None);
+    };
+    if facts.grant() != "refresh_token" || !outcome.error_is("invalid_grant") {
+        return Rescued::Not(None);
+    }
+    let started = Instant::now();
+    let client_id = short_client_id(facts.client_id.as_deref().unwrap_or(""));
+    let (key, audience) = match recovery.plan(&route.host, facts.client_id.as_deref(), line.user_id)
+    {
+        Plan::NotConfigured => return Rescued::Not(None),
+        Plan::NoSubject(reason) => {
+            Metrics::count(
+                &observer.metrics.recoveries,
+                &[("outcome", "skipped"), ("how", "no_subject")],
+            );
+            tracing::warn!(
+                event = "recovery_skipped",
+                recovers = line.event_id,
+                host = route.host,
+                client_id,
+                user_id = line.user_id.unwrap_or(""),
+                reason
+            );
+            return Rescued::Not(Some(RecoveryNote::skipped(&reason)));
+        }
+        Plan::Attempt { key, audience } => (key, audience),
+    };
+    let (result, how) = recovery
+        .run(&key, || {
+            jwt_exchange(inner, observer, route, &key, &audience)
+        })
+        .await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Outcome::Recovered(token) => {
+            Metrics::count(
+                &observer.metrics.recoveries,
+                &[("outcome", "recovered"), ("how", how.label())],
+            );
+            let event = event_id();
+            tracing::info!(
+                event = "recovered",
+                event_id = event,
+                recovers = line.event_id,
+                host = route.host,
+                grant_type = oauth::JWT_BEARER,
+                client_id,
+                user_id = line.user_id.unwrap_or(""),
+                how = how.label(),
+                cause = diagnosis.top().map(|c| c.id).unwrap_or(""),
+                latency_ms
+            );
+            let mut response = (*token).clone();
+            let headers = &mut response.parts.headers;
+            headers.insert(
+                "grantdoctor-recovered",
+                HeaderValue::from_static("jwt-bearer"),
+            );
+            set(headers, "grantdoctor-event", line.event_id);
+            if let Some(top) = diagnosis.top() {
+                set(headers, "grantdoctor-cause", top.id);
+                set(headers, "grantdoctor-causes", &diagnosis.header_value());
+            }
+            Rescued::Recovered(response)
+        }
+        Outcome::Failed(failure) => {
+            Metrics::count(
+                &observer.metrics.recoveries,
+                &[("outcome", "failed"), ("how", how.label())],
+            );
+            let top = failure.diagnosis.top().map(|c| c.id).unwrap_or("");
+            tracing::warn!(event = "recovery_failed", recovers = line.event_id, host = route.host, grant_type = oauth::JWT_BEARER, client_id, user_id = line.user_id.unwrap_or(""), how = how.label(), status = failure.status, error = failure.error.as_deref().unwrap_or(""), error_description = failure.error_description.as_deref().unwrap_or(""), cause = top, causes = %failure.diagnosis.header_value(), reason = failure.reason.as_deref().unwrap_or(""), latency_ms);
+            Rescued::Not(Some(RecoveryNote::failed(&failure, how)))
+        }
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// One JWT bearer exchange at the host the refresh went to, through the same upstream client.
+async fn jwt_exchange<S: Upstream>(
+    inner: S,
+    observer: &Observer,
+    route: &Route,
+    key: &crate::recover::Key,
+    audience: &str,
+) -> Outcome {
+    let failed = |reason: String| {
+        Outcome::Failed(Arc::new(Failure {
+            reason: Some(reason),
+            ..Failure::default()
+        }))
+    };
+    let recovery = observer
+        .recovery
+        .as_ref()
+        .expect("only called when configured");
+    let form = match recovery.form(key, audience) {
+        Ok(form) => form,
+        Err(reason) => return failed(reason),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    let facts = RequestFacts::parse(
+        &route.host,
+        true,
+        &headers,
+        None,
+        form.as_bytes(),
+        &observer.fingerprints,
+    );
+    let mut request = Request::new(body::full(Bytes::from(form)));
+    *request.method_mut() = Method::POST;
+    *request.headers_mut() = headers;
+    *request.uri_mut() = match format!("https://{}{TOKEN_PATH}", route.authority).parse() {
+        Ok(uri) => uri,
+        Err(e) => {
+            return failed(format!(
+                "no token endpoint URI for {}: {e}",
+                route.authority
+            ));
+        }
+    };
+    request.extensions_mut().insert(route.clone());
+    let response = inner.oneshot_infallible(request).await;
+    let (parts, incoming) = response.into_parts();
+    let status = parts.status.as_u16();
+    let raw = match buffer_capped(incoming, observer.max_response_body).await {
+        Ok(Buffered::Complete(raw)) => raw,
+        Ok(Buffered::TooLarge(_)) => {
+            return failed("the JWT bearer response is over the cap".into());
+        }
+        Err(e) => {
+            return failed(format!(
+                "the JWT bearer response broke off: {}",
+                crate::proxy::reply::root_cause(&e)
+            ));
+        }
+    };
+    let encoding = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let decoded = match oauth::decode_body(encoding, &raw, observer.max_response_body) {
+        Ok(decoded) => decoded,
+        Err(reason) => return failed(format!("the JWT bearer response: {reason}")),
+    };
+    let now = upstream_now(&parts.headers);
+    let outcome = ResponseFacts::parse(status, &decoded, &observer.fingerprints);
+    let view = observer.ledger.view(&facts, now);
+    let warnings = observer.ledger.record(&facts, &outcome, now);
+    for warning in &warnings {
+        Metrics::count(&observer.metrics.warnings, &[("id", warning.id)]);
+        tracing::warn!(event = "warning", id = warning.id, message = %warning.message, host = route.host, grant_type = oauth::JWT_BEARER, client_id = short_client_id(&key.client_id));
+    }
+    if outcome.success.is_some() {
+        observer.count_exchange(oauth::JWT_BEARER, "success");
+        return Outcome::Recovered(Arc::new(Finished { parts, body: raw }));
+    }
+    observer.count_exchange(oauth::JWT_BEARER, "error");
+    let diagnosis = diagnose::diagnose(&facts, &outcome, &view, &observer.policies, now);
+    let reason = (!outcome.json).then(|| format!("HTTP {status} without a JSON error body"));
+    Outcome::Failed(Arc::new(Failure {
+        status,
+        error: outcome.error,
+        error_description: outcome.error_description,
+        diagnosis,
+        reason,
+    }))
+}
+
+/// The guard's refusal: Salesforce's own error, diagnosed as the reuse it is, never forwarded.
+pub(super) fn blocked(
+    observer: &Observer,
+    ex: &Exchange,
+) -> http::Response<crate::body::ProxyBody> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let outcome = ResponseFacts::parse(400, EXPIRED_BODY.as_bytes(), &observer.fingerprints);
+    let view = observer.ledger.view(&ex.facts, now);
+    let mut diagnosis = diagnose::diagnose(&ex.facts, &outcome, &view, &observer.policies, now);
+    if let Some(top) = diagnosis
+        .causes
+        .iter_mut()
+        .find(|c| c.id == "sf.refresh.rotated_token_reused")
+    {
+        top.evidence.push("grantdoctor did not forward this refresh: presenting a rotated-away token makes Salesforce revoke the whole token family, the newest token included".into());
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache,no-store"),
+    );
+    headers.insert(
+        "grantdoctor-blocked",
+        HeaderValue::from_static("rotated-refresh-token"),
+    );
+    let event = event_id();
+    let body = annotate::apply(
+        &mut headers,
+        Bytes::from_static(EXPIRED_BODY.as_bytes()),
+        EXPIRED_BODY.as_bytes(),
+        &annotate::Annotation {
+            event_id: &event,
+            diagnosis: &diagnosis,
+            recovery: None,
+        },
+        observer.annotate,
+        observer.append_description,
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    Metrics::count(&observer.metrics.guard, &[("decision", "blocked")]);
+    if let Some(top) = diagnosis.top() {
+        Metrics::count(&observer.metrics.diagnoses, &[("cause", top.id)]);
+    }
+    tracing::warn!(
+        event = "blocked",
+        event_id = event,
+        host = ex.route.host,
+        grant_type = "refresh_token",
+        client_id = short_client_id(ex.facts.client_id.as_deref().unwrap_or("")),
+        user_id = view.token.as_ref().and_then(|t| t.user_id.as_deref()).unwrap_or(""),
+        token_fp = ex.facts.refresh_fp().unwrap_or(""),
+        status = 400,
+        error = "invalid_grant",
+        error_description = "expired access/refresh token",
+        cause = diagnosis.top().map(|c| c.id).unwrap_or(""),
+        causes = %diagnosis.header_value(),
+        reason = "the refresh token was rotated away; forwarding it would revoke the token family",
+        latency_ms = ex.started.elapsed().as_secs_f64() * 1000.0,
+    );
+    Finished::new(StatusCode::BAD_REQUEST, headers, body).response()
+}
