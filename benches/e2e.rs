@@ -1,8 +1,10 @@
 //! End-to-end proxy benchmark: the same load against a local TLS origin (nginx) directly and
 //! through grantdoctor, in one run, reported as ratios.
 //!
-//! Run: `cargo bench --bench e2e` (needs `nginx` on PATH: `apt-get install nginx-light`).
-//! Knobs: `E2E_SECONDS` (per scenario, default 5), `E2E_CONNECTIONS` (default 32).
+//! Run: `cargo bench --bench e2e` (needs `nginx` on PATH: `apt-get install nginx-light`), or
+//! `bash benches/peers/run.sh` to add mitmproxy as a peer (`E2E_MITMDUMP`).
+//! Knobs: `E2E_SECONDS` (per scenario, default 5), `E2E_CONNECTIONS` (default 32),
+//! `E2E_IDLE_CONNECTIONS` (held open for the memory figure, default 1000).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,18 +34,22 @@ fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let seconds: u64 = env_or("E2E_SECONDS", 5);
     let connections: usize = env_or("E2E_CONNECTIONS", 32);
+    let idle_connections: usize = env_or("E2E_IDLE_CONNECTIONS", 1000);
     let dir = tempfile::tempdir().unwrap();
     let origin = Nginx::start(dir.path());
-    let proxy = Grantdoctor::start(dir.path(), origin.addr);
+    let mut proxies = vec![Proxy::grantdoctor(dir.path(), &origin)];
+    if let Ok(mitmdump) = std::env::var("E2E_MITMDUMP") {
+        proxies.push(Proxy::mitmproxy(dir.path(), &origin, Path::new(&mitmdump)));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     let duration = Duration::from_secs(seconds);
     let direct_tls = client_tls(&origin.ca_pem);
-    let proxy_tls = client_tls(&proxy.ca_pem);
+    let names: Vec<&str> = proxies.iter().map(|p| p.name).collect();
+    let mut table = Table::new(&names);
 
-    let mut rows = Vec::new();
     for (label, reuse) in [("keep-alive", true), ("new connection per request", false)] {
         let direct = rt.block_on(load(
             Route::Direct(origin.addr),
@@ -52,79 +58,218 @@ fn main() {
             duration,
             reuse,
         ));
-        let proxied = rt.block_on(load(
-            Route::Proxy(proxy.addr, INTERCEPTED),
-            proxy_tls.clone(),
-            connections,
-            duration,
-            reuse,
-        ));
-        rows.push(format!(
-            "| intercepted GET, {label}, {connections} conns | {:.0} req/s | {:.0} req/s | **{:.2}×** | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
-            direct.rate(), proxied.rate(), proxied.rate() / direct.rate(),
-            direct.pct(50.0), direct.pct(99.0), proxied.pct(50.0), proxied.pct(99.0),
-        ));
+        let through: Vec<Stats> = proxies
+            .iter()
+            .map(|p| {
+                rt.block_on(load(
+                    Route::Proxy(p.addr, INTERCEPTED),
+                    p.tls.clone(),
+                    connections,
+                    duration,
+                    reuse,
+                ))
+            })
+            .collect();
+        table.rates(
+            &format!("intercepted GET, {label}, {connections} conns"),
+            &direct,
+            &through,
+        );
     }
-    let through = |path| {
+    let token = |route: Route, tls: Tls, path| {
         rt.block_on(load_of(
-            Route::Proxy(proxy.addr, INTERCEPTED),
-            proxy_tls.clone(),
+            route,
+            tls,
             connections,
             duration,
             true,
             Exchange::Refresh(path),
         ))
     };
-    let plain = through("/not-the-token-endpoint");
-    let observed = through("/services/oauth2/token");
-    let direct_token = rt.block_on(load_of(
+    let direct_token = token(
         Route::Direct(origin.addr),
         direct_tls.clone(),
-        connections,
-        duration,
-        true,
-        Exchange::Refresh("/services/oauth2/token"),
-    ));
-    rows.push(format!(
-        "| failed refresh at the token endpoint (observe + diagnose + annotate), keep-alive, {connections} conns | {:.0} req/s | {:.0} req/s | **{:.2}×** | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
-        direct_token.rate(), observed.rate(), observed.rate() / direct_token.rate(),
-        direct_token.pct(50.0), direct_token.pct(99.0), observed.pct(50.0), observed.pct(99.0),
-    ));
-    rows.push(format!(
-        "| the same POST to a path the proxy only forwards (plain interception) | | {:.0} req/s | token path = **{:.2}×** this | | {:.2} / {:.2} ms |",
-        plain.rate(), observed.rate() / plain.rate(), plain.pct(50.0), plain.pct(99.0),
-    ));
+        "/services/oauth2/token",
+    );
+    let observed: Vec<Stats> = proxies
+        .iter()
+        .map(|p| {
+            token(
+                Route::Proxy(p.addr, INTERCEPTED),
+                p.tls.clone(),
+                "/services/oauth2/token",
+            )
+        })
+        .collect();
+    table.rates(
+        &format!("failed refresh at the token endpoint (observe, diagnose, annotate), keep-alive, {connections} conns"),
+        &direct_token,
+        &observed,
+    );
+    let plain: Vec<Stats> = proxies
+        .iter()
+        .map(|p| {
+            token(
+                Route::Proxy(p.addr, INTERCEPTED),
+                p.tls.clone(),
+                "/not-the-token-endpoint",
+            )
+        })
+        .collect();
+    table.rates(
+        "the same POST to a path only forwarded (the proxy doing nothing)",
+        &direct_token,
+        &plain,
+    );
     let direct = rt.block_on(bulk(
         Route::Direct(origin.addr),
         direct_tls.clone(),
         4,
         duration,
     ));
-    let tunnelled = rt.block_on(bulk(
-        Route::Proxy(proxy.addr, TUNNELLED),
-        direct_tls,
-        4,
-        duration,
-    ));
-    rows.push(format!(
-        "| blind tunnel bulk download, 4 streams | {:.0} MiB/s | {:.0} MiB/s | **{:.2}×** | | |",
-        direct,
-        tunnelled,
-        tunnelled / direct
-    ));
-    let (rss, peak) = proxy.memory_kib();
+    let tunnelled: Vec<f64> = proxies
+        .iter()
+        .map(|p| {
+            rt.block_on(bulk(
+                Route::Proxy(p.addr, TUNNELLED),
+                direct_tls.clone(),
+                4,
+                duration,
+            ))
+        })
+        .collect();
+    table.bulk("blind tunnel bulk download, 4 streams", direct, &tunnelled);
+    let after_load: Vec<(u64, u64)> = proxies.iter().map(|p| p.memory_kib()).collect();
+    let idle: Vec<u64> = proxies
+        .iter()
+        .map(|p| rt.block_on(hold_connections(p, idle_connections)))
+        .collect();
+
+    table.print();
+    println!("\n| memory | {} |", names.join(" | "));
+    println!("|---|{}", "---|".repeat(names.len()));
     println!(
-        "\n| scenario | direct | through grantdoctor | ratio | direct p50 / p99 | proxied p50 / p99 |"
+        "| RSS after the loads (peak) | {} |",
+        after_load
+            .iter()
+            .map(|(rss, peak)| format!("{:.1} MiB ({:.1} MiB)", mib(*rss), mib(*peak)))
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
-    println!("|---|---|---|---|---|---|");
-    for row in &rows {
-        println!("{row}");
+    println!(
+        "| RSS holding {idle_connections} intercepted keep-alive connections | {} |",
+        idle.iter()
+            .map(|rss| format!("{:.1} MiB", mib(*rss)))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Rows of one run: each scenario direct and through every proxy, as ratios to direct.
+struct Table {
+    names: Vec<String>,
+    rows: Vec<String>,
+}
+
+impl Table {
+    fn new(names: &[&str]) -> Self {
+        Self {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            rows: Vec::new(),
+        }
     }
-    println!(
-        "\ngrantdoctor RSS after the run: {:.1} MiB (peak {:.1} MiB)",
-        rss as f64 / 1024.0,
-        peak as f64 / 1024.0
-    );
+
+    fn rates(&mut self, scenario: &str, direct: &Stats, through: &[Stats]) {
+        let cells: Vec<String> = through
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:.0} req/s, **{:.3}×**, {:.2} / {:.2} ms",
+                    s.rate(),
+                    s.rate() / direct.rate(),
+                    s.pct(50.0),
+                    s.pct(99.0)
+                )
+            })
+            .collect();
+        self.rows.push(format!(
+            "| {scenario} | {:.0} req/s, {:.2} / {:.2} ms | {}{} |",
+            direct.rate(),
+            direct.pct(50.0),
+            direct.pct(99.0),
+            cells.join(" | "),
+            self.versus(&through.iter().map(Stats::rate).collect::<Vec<_>>()),
+        ));
+    }
+
+    fn bulk(&mut self, scenario: &str, direct: f64, through: &[f64]) {
+        let cells: Vec<String> = through
+            .iter()
+            .map(|t| format!("{t:.0} MiB/s, **{:.2}×**", t / direct))
+            .collect();
+        self.rows.push(format!(
+            "| {scenario} | {direct:.0} MiB/s | {}{} |",
+            cells.join(" | "),
+            self.versus(through)
+        ));
+    }
+
+    /// With a peer: grantdoctor's rate over the peer's.
+    fn versus(&self, values: &[f64]) -> String {
+        if values.len() < 2 {
+            return String::new();
+        }
+        format!(" | **{:.1}×**", values[0] / values[1])
+    }
+
+    fn print(&self) {
+        let versus = if self.names.len() > 1 {
+            format!(" | {} ÷ {}", self.names[0], self.names[1])
+        } else {
+            String::new()
+        };
+        println!(
+            "\n| scenario (rate, ratio to direct, p50 / p99) | direct | {}{versus} |",
+            self.names.join(" | ")
+        );
+        println!(
+            "|---|---|{}",
+            "---|".repeat(self.names.len() + usize::from(!versus.is_empty()))
+        );
+        for row in &self.rows {
+            println!("{row}");
+        }
+    }
+}
+
+/// Opens `n` intercepted keep-alive connections, one request each, and reads the proxy's RSS
+/// while all are open.
+async fn hold_connections(proxy: &Proxy, n: usize) -> u64 {
+    let mut senders = Vec::with_capacity(n);
+    for chunk in 0..n.div_ceil(50) {
+        let opened: Vec<_> = (0..50.min(n - chunk * 50))
+            .map(|_| {
+                let tls = proxy.tls.clone();
+                let route = Route::Proxy(proxy.addr, INTERCEPTED);
+                tokio::spawn(async move {
+                    let mut sender = handshake(route, &tls).await;
+                    send(&mut sender, Exchange::Get("/hello")).await;
+                    sender
+                })
+            })
+            .collect();
+        for task in opened {
+            senders.push(task.await.unwrap());
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = proxy.memory_kib().0;
+    drop(senders);
+    rss
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -350,6 +495,9 @@ async fn bulk(route: Route, tls: Tls, streams: usize, duration: Duration) -> f64
 struct Nginx {
     child: Child,
     addr: SocketAddr,
+    /// The same server on a second port, where tunnelled traffic goes: a proxy can tell the
+    /// two apart by address.
+    tunnel_addr: SocketAddr,
     ca_pem: PathBuf,
 }
 
@@ -358,13 +506,20 @@ impl Nginx {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names: with rcgen's default name on both, OpenSSL clients (mitmproxy) take
+        // the leaf for self-signed.
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "benchmark origin CA");
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
         let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec![INTERCEPTED.to_owned(), TUNNELLED.to_owned()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
+        let mut leaf_params =
+            CertificateParams::new(vec![INTERCEPTED.to_owned(), TUNNELLED.to_owned()]).unwrap();
+        leaf_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, INTERCEPTED);
+        let leaf = leaf_params.signed_by(&key, &issuer).unwrap();
         let ca_pem = dir.join("origin-ca.pem");
         std::fs::write(&ca_pem, ca.pem()).unwrap();
         std::fs::write(dir.join("origin.pem"), leaf.pem()).unwrap();
@@ -376,6 +531,8 @@ impl Nginx {
             .local_addr()
             .unwrap()
             .port();
+        let tunnel_addr = free_addr();
+        let tunnel_port = tunnel_addr.port();
         let d = dir.display();
         let conf = format!(
             "daemon off; worker_processes 1; master_process off; pid {d}/nginx.pid; error_log stderr warn;
@@ -387,6 +544,7 @@ http {{
   keepalive_requests 10000000;
   server {{
     listen 127.0.0.1:{port} ssl http2;
+    listen 127.0.0.1:{tunnel_port} ssl http2;
     ssl_certificate {d}/origin.pem; ssl_certificate_key {d}/origin.key;
     location = /hello {{ return 200 \"hello from origin\\n\"; }}
     location = /services/oauth2/token {{ default_type application/json; return 400 '{{\"error\":\"invalid_grant\",\"error_description\":\"expired access/refresh token\"}}'; }}
@@ -410,6 +568,7 @@ http {{
         Self {
             child,
             addr,
+            tunnel_addr,
             ca_pem,
         }
     }
@@ -422,39 +581,90 @@ impl Drop for Nginx {
     }
 }
 
-struct Grantdoctor {
+/// A proxy under test, running until dropped.
+struct Proxy {
+    name: &'static str,
     child: Child,
     addr: SocketAddr,
-    ca_pem: PathBuf,
+    /// What a client trusts to talk through it.
+    tls: Tls,
 }
 
-impl Grantdoctor {
-    fn start(dir: &Path, origin: SocketAddr) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+impl Proxy {
+    fn grantdoctor(dir: &Path, origin: &Nginx) -> Self {
+        let (tunnel, origin) = (origin.tunnel_addr, origin.addr);
+        let addr = free_addr();
         let child = Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
             .args(["run", "--log-format", "json", "--listen", &addr.to_string()])
+            .args(["--admin", "127.0.0.1:0", "--max-connections", "8192"])
             .arg("--ca-dir")
             .arg(dir.join("certs"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
             .arg("--upstream-ca")
             .arg(dir.join("origin-ca.pem"))
             .args(["--resolve", &format!("{INTERCEPTED}:443={origin}")])
-            .args(["--resolve", &format!("{TUNNELLED}:443={origin}")])
+            .args(["--resolve", &format!("{TUNNELLED}:443={tunnel}")])
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
         wait_for_port(addr);
         Self {
+            name: "grantdoctor",
             child,
             addr,
-            ca_pem: dir.join("certs/ca.pem"),
+            tls: client_tls(&dir.join("certs/ca.pem")),
         }
     }
 
+    /// mitmdump with `benches/peers/grantdoctor_addon.py`: intercepting the Salesforce host,
+    /// passing the bulk host through untouched, upstream verified against the origin's CA.
+    fn mitmproxy(dir: &Path, origin: &Nginx, mitmdump: &Path) -> Self {
+        let (tunnel, origin) = (origin.tunnel_addr, origin.addr);
+        let addr = free_addr();
+        let confdir = dir.join("mitmproxy");
+        let addon =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers/grantdoctor_addon.py");
+        let child = Command::new(mitmdump)
+            .args(["--quiet", "--listen-host", "127.0.0.1"])
+            .args(["--listen-port", &addr.port().to_string()])
+            .arg("--set")
+            .arg(format!("confdir={}", confdir.display()))
+            .arg("--set")
+            .arg(format!(
+                "ssl_verify_upstream_trusted_ca={}",
+                dir.join("origin-ca.pem").display()
+            ))
+            // With the default eager strategy ignore_hosts sees the address the addon mapped.
+            .args([
+                "--ignore-hosts",
+                &format!("^127\\.0\\.0\\.1:{}$", tunnel.port()),
+            ])
+            .arg("-s")
+            .arg(addon)
+            .env(
+                "GD_RESOLVE",
+                format!("{INTERCEPTED}:443={origin},{TUNNELLED}:443={tunnel}"),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("mitmdump runs");
+        wait_for_port(addr);
+        let ca = confdir.join("mitmproxy-ca-cert.pem");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ca.exists() {
+            assert!(Instant::now() < deadline, "mitmproxy wrote no CA");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            name: "mitmproxy",
+            child,
+            addr,
+            tls: client_tls(&ca),
+        }
+    }
+
+    /// (RSS, peak RSS) in KiB.
     fn memory_kib(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         let field = |name: &str| {
@@ -468,11 +678,18 @@ impl Grantdoctor {
     }
 }
 
-impl Drop for Grantdoctor {
+impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn wait_for_port(addr: SocketAddr) {
