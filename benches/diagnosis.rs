@@ -66,6 +66,35 @@ fn bench(c: &mut Criterion) {
     });
     let body = "grant_type=refresh_token&client_id=3MVG9x&client_secret=s&refresh_token=5Aep861abcdefghijklmnopqrstuvwxyz";
     c.bench_function("request_facts_parse", |b| b.iter(|| facts(body, &fp)));
+    let unknown = facts(
+        "grant_type=refresh_token&client_id=3MVG9x&refresh_token=5Aep861never",
+        &fp,
+    );
+    let unknown_view = ledger.view(&unknown, t0 + 10);
+    let diagnosis = diagnose::diagnose(&unknown, &resp, &unknown_view, &policies, t0 + 10);
+    let raw = bytes::Bytes::from_static(
+        br#"{"error":"invalid_grant","error_description":"expired access/refresh token"}"#,
+    );
+    c.bench_function("diagnose_unknown_token", |b| {
+        b.iter(|| diagnose::diagnose(&unknown, &resp, &unknown_view, &policies, t0 + 10))
+    });
+    c.bench_function("annotate_failure", |b| {
+        b.iter(|| {
+            let mut headers = http::HeaderMap::new();
+            grantdoctor::annotate::apply(
+                &mut headers,
+                raw.clone(),
+                &raw,
+                &grantdoctor::annotate::Annotation {
+                    event_id: "ev_0123456789abcdef",
+                    diagnosis: &diagnosis,
+                    recovery: None,
+                },
+                grantdoctor::annotate::AnnotateMode::All,
+                false,
+            )
+        })
+    });
 }
 
 criterion_group!(benches, bench);

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 const INTERCEPTED: &str = "login.salesforce.com";
 const TUNNELLED: &str = "bulk.example.test";
 const BULK_BYTES: usize = 64 * 1024 * 1024;
+static NEXT_TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing: build-check only.
@@ -49,8 +50,16 @@ fn main() {
     let direct_tls = client_tls(&origin.ca_pem);
     let names: Vec<&str> = proxies.iter().map(|p| p.name).collect();
     let mut table = Table::new(&names);
+    // `E2E_ONLY=get,token,tunnel,memory` runs a subset (for profiling one scenario).
+    let only = std::env::var("E2E_ONLY").unwrap_or_default();
+    let want = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
 
-    for (label, reuse) in [("keep-alive", true), ("new connection per request", false)] {
+    let gets: &[(&str, bool)] = if want("get") {
+        &[("keep-alive", true), ("new connection per request", false)]
+    } else {
+        &[]
+    };
+    for &(label, reuse) in gets {
         let direct = rt.block_on(load(
             Route::Direct(origin.addr),
             direct_tls.clone(),
@@ -86,64 +95,72 @@ fn main() {
             Exchange::Refresh(path),
         ))
     };
-    let direct_token = token(
-        Route::Direct(origin.addr),
-        direct_tls.clone(),
-        "/services/oauth2/token",
-    );
-    let observed: Vec<Stats> = proxies
-        .iter()
-        .map(|p| {
-            token(
-                Route::Proxy(p.addr, INTERCEPTED),
-                p.tls.clone(),
-                "/services/oauth2/token",
-            )
-        })
-        .collect();
-    table.rates(
+    if want("token") {
+        let direct_token = token(
+            Route::Direct(origin.addr),
+            direct_tls.clone(),
+            "/services/oauth2/token",
+        );
+        let observed: Vec<Stats> = proxies
+            .iter()
+            .map(|p| {
+                token(
+                    Route::Proxy(p.addr, INTERCEPTED),
+                    p.tls.clone(),
+                    "/services/oauth2/token",
+                )
+            })
+            .collect();
+        table.rates(
         &format!("failed refresh at the token endpoint (observe, diagnose, annotate), keep-alive, {connections} conns"),
         &direct_token,
         &observed,
     );
-    let plain: Vec<Stats> = proxies
-        .iter()
-        .map(|p| {
-            token(
-                Route::Proxy(p.addr, INTERCEPTED),
-                p.tls.clone(),
-                "/not-the-token-endpoint",
-            )
-        })
-        .collect();
-    table.rates(
-        "the same POST to a path only forwarded (the proxy doing nothing)",
-        &direct_token,
-        &plain,
-    );
-    let direct = rt.block_on(bulk(
-        Route::Direct(origin.addr),
-        direct_tls.clone(),
-        4,
-        duration,
-    ));
-    let tunnelled: Vec<f64> = proxies
-        .iter()
-        .map(|p| {
-            rt.block_on(bulk(
-                Route::Proxy(p.addr, TUNNELLED),
-                direct_tls.clone(),
-                4,
-                duration,
-            ))
-        })
-        .collect();
-    table.bulk("blind tunnel bulk download, 4 streams", direct, &tunnelled);
+        let plain: Vec<Stats> = proxies
+            .iter()
+            .map(|p| {
+                token(
+                    Route::Proxy(p.addr, INTERCEPTED),
+                    p.tls.clone(),
+                    "/not-the-token-endpoint",
+                )
+            })
+            .collect();
+        table.rates(
+            "the same POST to a path only forwarded (the proxy doing nothing)",
+            &direct_token,
+            &plain,
+        );
+    }
+    if want("tunnel") {
+        let direct = rt.block_on(bulk(
+            Route::Direct(origin.addr),
+            direct_tls.clone(),
+            4,
+            duration,
+        ));
+        let tunnelled: Vec<f64> = proxies
+            .iter()
+            .map(|p| {
+                rt.block_on(bulk(
+                    Route::Proxy(p.addr, TUNNELLED),
+                    direct_tls.clone(),
+                    4,
+                    duration,
+                ))
+            })
+            .collect();
+        table.bulk("blind tunnel bulk download, 4 streams", direct, &tunnelled);
+    }
     let after_load: Vec<(u64, u64)> = proxies.iter().map(|p| p.memory_kib()).collect();
-    let idle: Vec<u64> = proxies
-        .iter()
-        .map(|p| rt.block_on(hold_connections(p, idle_connections)))
-        .collect();
+    let idle: Vec<u64> = if want("memory") {
+        proxies
+            .iter()
+            .map(|p| rt.block_on(hold_connections(p, idle_connections)))
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     table.print();
     println!("\n| memory | {} |", names.join(" | "));
@@ -383,13 +400,16 @@ async fn send(sender: &mut Sender, exchange: Exchange) -> usize {
                 .unwrap(),
             200,
         ),
+        // A different token each time, as from many users: identical concurrent refreshes
+        // would be coalesced into one upstream request and measure that instead.
         Exchange::Refresh(path) => (
             http::Request::post(path)
                 .header("host", INTERCEPTED)
                 .header("content-type", "application/x-www-form-urlencoded")
-                .body(Full::new(Bytes::from_static(
-                    b"grant_type=refresh_token&client_id=3MVG9bench&refresh_token=5Aep861benchmarktoken",
-                )))
+                .body(Full::new(Bytes::from(format!(
+                    "grant_type=refresh_token&client_id=3MVG9bench&refresh_token=5Aep861bench{}",
+                    NEXT_TOKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                ))))
                 .unwrap(),
             400,
         ),

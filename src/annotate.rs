@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, header};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::diagnose::{Diagnosis, info};
@@ -92,27 +93,135 @@ pub struct Annotation<'a> {
     pub recovery: Option<&'a RecoveryNote>,
 }
 
-/// The `grantdoctor` member of an annotated body.
-pub fn member(event_id: &str, diagnosis: &Diagnosis) -> serde_json::Value {
-    json!({"event_id": event_id, "causes": causes(diagnosis)})
+/// The `grantdoctor` member of an annotated body. Serialised straight from borrowed data: a
+/// `serde_json::Value` tree of the catalogue's texts cost more than the rest of the token path.
+#[derive(Serialize)]
+struct Member<'a> {
+    event_id: &'a str,
+    causes: Vec<CauseOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery: Option<&'a serde_json::Value>,
 }
 
-fn causes(diagnosis: &Diagnosis) -> Vec<serde_json::Value> {
+#[derive(Serialize)]
+struct CauseOut<'a> {
+    id: &'static str,
+    confidence: f64,
+    summary: &'static str,
+    evidence: &'a [String],
+    fix: &'static [&'static str],
+    docs: &'static [&'static str],
+}
+
+fn cause_list(diagnosis: &Diagnosis) -> Vec<CauseOut<'_>> {
     diagnosis
         .causes
         .iter()
         .map(|c| {
             let meta = info(c.id);
-            json!({
-                "id": c.id,
-                "confidence": (c.confidence * 100.0).round() / 100.0,
-                "summary": meta.summary,
-                "evidence": c.evidence,
-                "fix": meta.fix,
-                "docs": meta.docs,
-            })
+            CauseOut {
+                id: c.id,
+                confidence: (c.confidence * 100.0).round() / 100.0,
+                summary: meta.summary,
+                evidence: &c.evidence,
+                fix: meta.fix,
+                docs: meta.docs,
+            }
         })
         .collect()
+}
+
+/// The catalogue's texts of each cause as JSON, rendered once: escaping them again for every
+/// failed exchange was most of the cost of annotating.
+struct Fragments {
+    /// `"summary":"..."`
+    summary: String,
+    /// `"fix":[...],"docs":[...]`
+    fix_docs: String,
+}
+
+fn fragments(id: &str) -> &'static Fragments {
+    static ALL: std::sync::OnceLock<std::collections::HashMap<&'static str, Fragments>> =
+        std::sync::OnceLock::new();
+    let all = ALL.get_or_init(|| {
+        crate::diagnose::CAUSES
+            .iter()
+            .map(|c| {
+                let text = |v: &dyn erased::Json| v.json();
+                (
+                    c.id,
+                    Fragments {
+                        summary: format!("\"summary\":{}", text(&c.summary)),
+                        fix_docs: format!("\"fix\":{},\"docs\":{}", text(&c.fix), text(&c.docs)),
+                    },
+                )
+            })
+            .collect()
+    });
+    &all[info(id).id]
+}
+
+mod erased {
+    /// Anything serialisable, as JSON text.
+    pub trait Json {
+        fn json(&self) -> String;
+    }
+    impl<T: serde::Serialize + ?Sized> Json for T {
+        fn json(&self) -> String {
+            serde_json::to_string(self).expect("catalogue texts serialise")
+        }
+    }
+}
+
+/// The member as JSON text, in the order of `DESIGN.md`.
+fn member_text(
+    event_id: &str,
+    diagnosis: &Diagnosis,
+    recovery: Option<&serde_json::Value>,
+) -> String {
+    let json = |v: &dyn erased::Json| v.json();
+    let mut out = String::with_capacity(1024 * diagnosis.causes.len().max(1));
+    out.push_str("{\"event_id\":");
+    out.push_str(&json(&event_id));
+    out.push_str(",\"causes\":[");
+    for (i, c) in diagnosis.causes.iter().enumerate() {
+        let texts = fragments(c.id);
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"id\":");
+        out.push_str(&json(&c.id));
+        out.push_str(",\"confidence\":");
+        out.push_str(&json(&((c.confidence * 100.0).round() / 100.0)));
+        out.push(',');
+        out.push_str(&texts.summary);
+        out.push_str(",\"evidence\":");
+        out.push_str(&json(&c.evidence));
+        out.push(',');
+        out.push_str(&texts.fix_docs);
+        out.push('}');
+    }
+    out.push(']');
+    if let Some(recovery) = recovery {
+        out.push_str(",\"recovery\":");
+        out.push_str(&recovery.to_string());
+    }
+    out.push('}');
+    out
+}
+
+/// The `grantdoctor` member of an annotated body, as a value.
+pub fn member(event_id: &str, diagnosis: &Diagnosis) -> serde_json::Value {
+    serde_json::to_value(Member {
+        event_id,
+        causes: cause_list(diagnosis),
+        recovery: None,
+    })
+    .expect("the member serialises")
+}
+
+fn causes(diagnosis: &Diagnosis) -> serde_json::Value {
+    serde_json::to_value(cause_list(diagnosis)).expect("causes serialise")
 }
 
 /// Annotates a response: sets the headers (per `mode`) and returns the body to send. `raw` is
@@ -156,10 +265,7 @@ pub fn apply(
     let Ok(text) = std::str::from_utf8(decoded) else {
         return raw;
     };
-    let mut member = member(event_id, diagnosis);
-    if let Some(note) = recovery {
-        member["recovery"] = note.member.clone();
-    }
+    let member = member_text(event_id, diagnosis, recovery.map(|note| &note.member));
     let Some(mut annotated) = splice_member(text, &member) else {
         return raw;
     };
@@ -178,10 +284,11 @@ pub fn apply(
     body
 }
 
-/// Adds `"grantdoctor": member` as the last member of a JSON object's text.
-fn splice_member(text: &str, member: &serde_json::Value) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    let object = value.as_object()?;
+/// Adds `"grantdoctor": member` (JSON text) as the last member of a JSON object's text.
+fn splice_member(text: &str, member: &str) -> Option<String> {
+    // Only whether it is an object, and an empty one: no tree of the values is built.
+    let object: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+        serde_json::from_str(text).ok()?;
     let trimmed = text.trim_end();
     let head = trimmed.strip_suffix('}')?;
     let separator = if object.is_empty() { "" } else { "," };
@@ -208,6 +315,16 @@ fn append_hint(text: &str, cause: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_rendered_member_says_what_the_value_says() {
+        let d = diagnosis();
+        let text = member_text("ev_1", &d, Some(&json!({"outcome": "skipped"})));
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut expected = member("ev_1", &d);
+        expected["recovery"] = json!({"outcome": "skipped"});
+        assert_eq!(parsed, expected);
+    }
+
     use super::*;
     use crate::diagnose::Finding;
 

@@ -10,7 +10,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-type Labels = Vec<(&'static str, String)>;
+/// Label values are static strings (modes, grant types, outcomes, ids): counting allocates
+/// no strings.
+type Labels = Vec<(&'static str, &'static str)>;
 
 /// Every metric grantdoctor keeps.
 pub struct Metrics {
@@ -122,14 +124,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn count(family: &Family<Labels, Counter>, labels: &[(&'static str, &str)]) {
+    pub fn count(family: &Family<Labels, Counter>, labels: &[(&'static str, &'static str)]) {
         Self::add(family, labels, 1);
     }
 
-    pub fn add(family: &Family<Labels, Counter>, labels: &[(&'static str, &str)], n: u64) {
-        family
-            .get_or_create(&labels.iter().map(|(k, v)| (*k, v.to_string())).collect())
-            .inc_by(n);
+    pub fn add(family: &Family<Labels, Counter>, labels: &[(&'static str, &'static str)], n: u64) {
+        family.get_or_create(&labels.to_vec()).inc_by(n);
     }
 
     /// The OpenMetrics text exposition.

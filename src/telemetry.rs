@@ -8,7 +8,7 @@ use std::fmt;
 use std::io::IsTerminal;
 use std::path::Path;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
@@ -84,16 +84,37 @@ const KEPT: &[&str] = &[
     "not_inspected",
     "warning",
     "recovered",
+    "recovery_failed",
+    "blocked",
 ];
 const KEEP_AT_MOST: usize = 1000;
 
-static RECENT: std::sync::Mutex<std::collections::VecDeque<Value>> =
+/// Kept as the lines were written; parsed only when `/events` is asked.
+static RECENT: std::sync::Mutex<std::collections::VecDeque<String>> =
     std::sync::Mutex::new(std::collections::VecDeque::new());
+
+thread_local! {
+    /// The line the JSON formatter just rendered, with its event's identity, so the
+    /// `/events` layer that sees the same event next does not render it again.
+    static RENDERED: std::cell::RefCell<Option<(usize, String)>> =
+        const { std::cell::RefCell::new(None) };
+}
 
 /// The most recent token-exchange events, newest first.
 pub fn recent_events(limit: usize) -> Vec<Value> {
     let recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
-    recent.iter().rev().take(limit).cloned().collect()
+    recent
+        .iter()
+        .rev()
+        .take(limit)
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// Which event this is, for the hand-over between the formatter and the `/events` layer: the
+/// same `Event` is passed to both within one dispatch.
+fn identity(event: &Event<'_>) -> usize {
+    event as *const Event<'_> as usize ^ (event.metadata() as *const _ as usize).rotate_left(17)
 }
 
 /// A layer that keeps the last events of the kinds above, as the JSON lines show them.
@@ -101,20 +122,35 @@ struct RecentEvents;
 
 impl<S: Subscriber> tracing_subscriber::Layer<S> for RecentEvents {
     fn on_event(&self, event: &Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
-        let line = event_line(event);
-        let kept = line
-            .get("event")
-            .and_then(Value::as_str)
-            .is_some_and(|e| KEPT.contains(&e));
-        if !kept {
+        let mut kind = EventKind(false);
+        event.record(&mut kind);
+        if !kind.0 {
             return;
         }
+        let id = identity(event);
+        let line = RENDERED
+            .with(|r| r.borrow_mut().take())
+            .filter(|(rendered, _)| *rendered == id)
+            .map(|(_, line)| line)
+            .unwrap_or_else(|| event_line(event));
         let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() == KEEP_AT_MOST {
             recent.pop_front();
         }
-        recent.push_back(Value::Object(line));
+        recent.push_back(line);
     }
+}
+
+/// Whether an event's `event` field names a kept kind.
+struct EventKind(bool);
+
+impl Visit for EventKind {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "event" {
+            self.0 = KEPT.contains(&value);
+        }
+    }
+    fn record_debug(&mut self, _field: &Field, _value: &dyn fmt::Debug) {}
 }
 
 /// The JSON line format of `DESIGN.md`.
@@ -132,59 +168,88 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let line = event_line(event);
-        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
+        writeln!(writer, "{line}")?;
+        RENDERED.with(|r| *r.borrow_mut() = Some((identity(event), line)));
+        Ok(())
     }
 }
 
-/// An event as one flat JSON object: `ts`, `level`, then its fields. Events without an
-/// `event` field (library messages) get `"event":"log"` and their target, so every line can be
-/// filtered on `event`.
-fn event_line(event: &Event<'_>) -> Map<String, Value> {
-    let mut line = Map::new();
-    line.insert(
-        "ts".into(),
-        Value::String(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
-    );
-    line.insert(
-        "level".into(),
-        Value::String(event.metadata().level().as_str().to_ascii_lowercase()),
-    );
-    let mut fields = FieldMap(Map::new());
+/// An event as one flat JSON object: `ts`, `level`, `event`, then its other fields in the
+/// order they were given. Events without an `event` field (library messages) get
+/// `"event":"log"` and their target, so every line can be filtered on `event`. Written
+/// straight to text: building a map of values first cost more than the rest of a token
+/// exchange's bookkeeping.
+fn event_line(event: &Event<'_>) -> String {
+    let mut fields = FieldWriter {
+        event: None,
+        rest: String::with_capacity(256),
+    };
     event.record(&mut fields);
-    if !fields.0.contains_key("event") {
-        line.insert("event".into(), Value::String("log".into()));
-        line.insert(
-            "target".into(),
-            Value::String(event.metadata().target().into()),
-        );
+    let mut line = String::with_capacity(fields.rest.len() + 96);
+    line.push_str("{\"ts\":\"");
+    line.push_str(&humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string());
+    line.push_str("\",\"level\":\"");
+    line.push_str(&event.metadata().level().as_str().to_ascii_lowercase());
+    line.push_str("\",\"event\":");
+    match &fields.event {
+        Some(kind) => push_json_str(&mut line, kind),
+        None => {
+            line.push_str("\"log\",\"target\":");
+            push_json_str(&mut line, event.metadata().target());
+        }
     }
-    line.extend(fields.0);
+    line.push_str(&fields.rest);
+    line.push('}');
     line
 }
 
-struct FieldMap(Map<String, Value>);
+fn push_json_str(out: &mut String, value: &str) {
+    out.push_str(&serde_json::to_string(value).expect("a string serialises"));
+}
 
-impl Visit for FieldMap {
+/// Writes `,"name":value` for every field but `event`, which it keeps for the front.
+struct FieldWriter {
+    event: Option<String>,
+    rest: String,
+}
+
+impl FieldWriter {
+    fn key(&mut self, field: &Field) {
+        self.rest.push(',');
+        push_json_str(&mut self.rest, field.name());
+        self.rest.push(':');
+    }
+}
+
+impl Visit for FieldWriter {
     fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
         // Milliseconds to three decimals is all the precision a log reader needs.
         let rounded = (value * 1000.0).round() / 1000.0;
-        self.0.insert(field.name().into(), Value::from(rounded));
+        self.rest.push_str(&Value::from(rounded).to_string());
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), Value::from(value));
+        self.key(field);
+        self.rest.push_str(&value.to_string());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), Value::from(value));
+        self.key(field);
+        self.rest.push_str(&value.to_string());
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), Value::from(value));
+        self.key(field);
+        self.rest.push_str(if value { "true" } else { "false" });
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), Value::from(value));
+        if field.name() == "event" && self.event.is_none() {
+            self.event = Some(value.to_owned());
+            return;
+        }
+        self.key(field);
+        push_json_str(&mut self.rest, value);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().into(), Value::String(format!("{value:?}")));
+        let text = format!("{value:?}");
+        self.record_str(field, &text);
     }
 }

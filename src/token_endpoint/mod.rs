@@ -84,14 +84,14 @@ impl Observer {
 }
 
 impl Observer {
-    fn count_exchange(&self, grant_type: &str, outcome: &str) {
+    fn count_exchange(&self, grant_type: &str, outcome: &'static str) {
         // Grant types are a small known set; anything else is one label value.
         let grant = match grant_type {
-            "authorization_code"
-            | "refresh_token"
-            | "password"
-            | "client_credentials"
-            | oauth::JWT_BEARER => grant_type,
+            "authorization_code" => "authorization_code",
+            "refresh_token" => "refresh_token",
+            "password" => "password",
+            "client_credentials" => "client_credentials",
+            oauth::JWT_BEARER => oauth::JWT_BEARER,
             "" => "none",
             _ => "other",
         };
@@ -599,13 +599,18 @@ fn upstream_now(headers: &http::HeaderMap) -> i64 {
 }
 
 fn event_id() -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 8];
-    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
-    format!(
-        "ev_{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
+    // Unique, not secret: a random per-process prefix and a counter, instead of asking the
+    // kernel for randomness on every exchange.
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        use ring::rand::SecureRandom;
+        let mut bytes = [0u8; 4];
+        let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+        u32::from_be_bytes(bytes)
+    });
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("ev_{prefix:08x}{n:08x}")
 }
 
 enum Buffered {
