@@ -1,9 +1,10 @@
 //! The storms of issue 6 as a benchmark, against the emulator, directly and through
 //! grantdoctor in one run:
 //!
-//! - **recovery storm**: N concurrent refreshes with dead tokens for one user of an app whose
-//!   JWT bearer key grantdoctor holds. Direct, every caller fails; through grantdoctor every
-//!   caller gets a token from one JWT exchange.
+//! - **recovery storm**: N concurrent refreshes with an evicted token of one user of an app
+//!   whose JWT bearer key grantdoctor holds (coalescing off, so every refresh fails upstream).
+//!   Direct, every caller fails; through grantdoctor every caller gets a token from one JWT
+//!   exchange.
 //! - **rotation storm**: N concurrent refreshes of one token of an app with refresh token
 //!   rotation. Direct, they collide (E4) and revoke the family; through grantdoctor they
 //!   share one upstream refresh.
@@ -52,20 +53,37 @@ fn main() {
         ),
     )
     .unwrap();
-    let proxy = Process::proxy(dir.path(), emu.addr, &config);
+    let rescuing = Process::proxy(
+        dir.path(),
+        "gd-rescue",
+        emu.addr,
+        &config,
+        &["--coalesce-refresh", "off"],
+    );
+    let guarding = Process::proxy(dir.path(), "gd-guard", emu.addr, &config, &[]);
     let direct = client(&dir.path().join("emu-certs/ca.pem"), None, emu.addr);
-    let through = client(
-        &dir.path().join("gd-certs/ca.pem"),
-        Some(proxy.addr),
+    let through_rescuing = client(
+        &dir.path().join("gd-rescue/certs/ca.pem"),
+        Some(rescuing.addr),
+        emu.addr,
+    );
+    let through_guarding = client(
+        &dir.path().join("gd-guard/certs/ca.pem"),
+        Some(guarding.addr),
         emu.addr,
     );
 
     let mut rows = Vec::new();
     rt.block_on(async {
-        login(&direct).await;
-        for (label, client) in [("direct", &direct), ("grantdoctor", &through)] {
+        // Six authorizations through grantdoctor: the first token is evicted, and known.
+        let mut tokens = Vec::new();
+        for _ in 0..6 {
+            tokens.push(login(&through_rescuing).await);
+        }
+        let evicted = tokens.swap_remove(0);
+        for (label, client) in [("direct", &direct), ("grantdoctor", &through_rescuing)] {
             clear(&direct).await;
-            let run = storm(client, callers, |i| format!("5Aep861.dead.{label}.{i}")).await;
+            let run = storm(client, callers, |_| evicted.clone()).await;
             let log = requests(&direct).await;
             rows.push(row("recovery storm", label, callers, &run, &log, JWT_GRANT));
         }
@@ -76,7 +94,7 @@ fn main() {
             json!({"rotation": true}),
         )
         .await;
-        for (label, client) in [("direct", &direct), ("grantdoctor", &through)] {
+        for (label, client) in [("direct", &direct), ("grantdoctor", &through_guarding)] {
             let token = login(&direct).await;
             clear(&direct).await;
             let run = storm(client, callers, |_| token.clone()).await;
@@ -256,7 +274,7 @@ impl Process {
         Self::ready(child, addr)
     }
 
-    fn proxy(dir: &Path, emu: SocketAddr, config: &PathBuf) -> Self {
+    fn proxy(dir: &Path, name: &str, emu: SocketAddr, config: &PathBuf, extra: &[&str]) -> Self {
         let addr = free_addr();
         let mut command = Command::new(env!("CARGO_BIN_EXE_grantdoctor"));
         command
@@ -264,9 +282,10 @@ impl Process {
             .args(["--admin", "127.0.0.1:0", "--config"])
             .arg(config)
             .arg("--ca-dir")
-            .arg(dir.join("gd-certs"))
+            .arg(dir.join(name).join("certs"))
             .arg("--data-dir")
-            .arg(dir.join("gd-data"))
+            .arg(dir.join(name).join("data"))
+            .args(extra)
             .arg("--upstream-ca")
             .arg(dir.join("emu-certs/ca.pem"));
         for host in HOSTS {

@@ -154,7 +154,12 @@ async fn admin_metrics(stack: &Stack) -> String {
 async fn a_failed_recovery_gives_the_original_error_with_both_diagnoses_and_cools_down() {
     // Bob never approved the web app: the JWT exchange fails with E15.
     let (stack, _config) = start_with_recovery("bob@acme.com", &["--recovery-cooldown", "2"]);
-    let answer = stack.refresh(LOGIN, WEB, "5Aep861.never.issued").await;
+    let token = refresh_token_of(&stack).await;
+    stack
+        .emu
+        .control("POST", &format!("users/{ALICE}/revoke"), json!({}))
+        .await;
+    let answer = stack.refresh(LOGIN, WEB, &token).await;
     assert_eq!(answer.status, 400);
     assert_eq!(answer.body["error"], "invalid_grant");
     assert_eq!(
@@ -191,7 +196,7 @@ async fn a_failed_recovery_gives_the_original_error_with_both_diagnoses_and_cool
     assert_eq!(upstream_count(&stack, JWT_GRANT).await, 1);
 
     // During the cooldown no new exchange is attempted.
-    let again = stack.refresh(LOGIN, WEB, "5Aep861.another.one").await;
+    let again = stack.refresh(LOGIN, WEB, &token).await;
     assert_eq!(again.status, 400);
     assert_eq!(header(&again, "grantdoctor-recovery"), "cooling-down");
     assert_eq!(
@@ -202,19 +207,49 @@ async fn a_failed_recovery_gives_the_original_error_with_both_diagnoses_and_cool
 
     // After it, one new attempt.
     tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
-    let later = stack.refresh(LOGIN, WEB, "5Aep861.a.third").await;
+    let later = stack.refresh(LOGIN, WEB, &token).await;
     assert_eq!(header(&later, "grantdoctor-recovery"), "failed");
     assert_eq!(upstream_count(&stack, JWT_GRANT).await, 2);
 }
 
 #[tokio::test]
-async fn a_thousand_concurrent_failing_refreshes_make_one_jwt_exchange() {
+async fn a_made_up_refresh_token_is_never_rescued() {
+    // The client id is no secret: a token grantdoctor never saw earns no access token.
     let (stack, _config) = start_with_recovery(ALICE, &[]);
     refresh_token_of(&stack).await;
+    let answer = stack.refresh(LOGIN, WEB, "5Aep861.never.issued").await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(
+        answer.body["error_description"],
+        "expired access/refresh token"
+    );
+    assert_eq!(header(&answer, "grantdoctor-recovery"), "skipped");
+    assert!(
+        answer.body["grantdoctor"]["recovery"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("never seen"),
+        "{}",
+        answer.body
+    );
+    assert!(answer.body.get("access_token").is_none());
+    assert_eq!(upstream_count(&stack, JWT_GRANT).await, 0);
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_failing_refreshes_make_one_jwt_exchange() {
+    // Coalescing off, so that every refresh really fails upstream and asks for a recovery.
+    let (stack, _config) = start_with_recovery(ALICE, &["--coalesce-refresh", "off"]);
+    let mut tokens = Vec::new();
+    for _ in 0..6 {
+        tokens.push(refresh_token_of(&stack).await);
+    }
+    let evicted = Arc::new(tokens.swap_remove(0));
+    stack.emu.control("DELETE", "requests", Value::Null).await;
     let client = common::client_via(&stack.proxy, &[&stack.proxy.ca_pem()], true);
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..1000 {
-        let client = client.clone();
+    for _ in 0..1000 {
+        let (client, evicted) = (client.clone(), evicted.clone());
         tasks.spawn(async move {
             let response = client
                 .post(format!("https://{LOGIN}/services/oauth2/token"))
@@ -222,7 +257,7 @@ async fn a_thousand_concurrent_failing_refreshes_make_one_jwt_exchange() {
                 .body(encode(&[
                     ("grant_type", "refresh_token"),
                     ("client_id", WEB),
-                    ("refresh_token", &format!("5Aep861.dead.{i}")),
+                    ("refresh_token", evicted.as_str()),
                 ]))
                 .send()
                 .await

@@ -121,8 +121,8 @@ impl How {
 pub enum Plan {
     /// No key for this client id: nothing to do.
     NotConfigured,
-    /// Configured, but no subject is known for this user.
-    NoSubject(String),
+    /// Configured, but not to be attempted (no subject for this user, say), with the reason.
+    Skip(String),
     Attempt {
         key: Key,
         audience: String,
@@ -190,7 +190,7 @@ impl Recovery {
                 .map(|(_, name)| name.clone())
         });
         let Some(subject) = mapped.or_else(|| app.config.subject.clone()) else {
-            return Plan::NoSubject(match user_id {
+            return Plan::Skip(match user_id {
                 Some(user) => format!("no subject configured for user {user}"),
                 None => "the failed token's user is unknown to the ledger and no default subject is configured".into(),
             });
@@ -333,7 +333,7 @@ mod tests {
         .unwrap();
         assert!(matches!(
             only_map.plan("x", Some("3MVG9web"), Some("005000000000009AAA")),
-            Plan::NoSubject(_)
+            Plan::Skip(_)
         ));
     }
 

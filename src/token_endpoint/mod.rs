@@ -473,8 +473,14 @@ async fn observe<S: Upstream>(
         for warning in &warnings {
             line.warn(warning);
         }
-        let rescued =
-            rescue::attempt(spare, observer, &route, &facts, &outcome, &line, &diagnosis).await;
+        let failed = rescue::Failed {
+            facts: &facts,
+            outcome: &outcome,
+            line: &line,
+            diagnosis: &diagnosis,
+            known_token: view.token.is_some(),
+        };
+        let rescued = rescue::attempt(spare, observer, &route, failed).await;
         let note = match rescued {
             rescue::Rescued::Recovered(response) => return Observed::Inspected(Arc::new(response)),
             rescue::Rescued::Not(note) => note,

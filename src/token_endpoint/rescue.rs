@@ -32,16 +32,30 @@ pub(super) enum Rescued {
     Not(Option<RecoveryNote>),
 }
 
+/// The failed exchange a recovery is asked to rescue.
+pub(super) struct Failed<'a> {
+    pub facts: &'a RequestFacts,
+    pub outcome: &'a ResponseFacts,
+    pub line: &'a Line<'a>,
+    pub diagnosis: &'a Diagnosis,
+    /// Whether the ledger saw the presented refresh token issued or used.
+    pub known_token: bool,
+}
+
 /// Rescues a failed refresh with a JWT bearer exchange when a key for its app is held.
 pub(super) async fn attempt<S: Upstream>(
     inner: S,
     observer: &Arc<Observer>,
     route: &Route,
-    facts: &RequestFacts,
-    outcome: &ResponseFacts,
-    line: &Line<'_>,
-    diagnosis: &Diagnosis,
+    failed: Failed<'_>,
 ) -> Rescued {
+    let Failed {
+        facts,
+        outcome,
+        line,
+        diagnosis,
+        known_token,
+    } = failed;
     let Some(recovery) = &observer.recovery else {
         return Rescued::Not(None);
     };
@@ -50,13 +64,31 @@ pub(super) async fn attempt<S: Upstream>(
     }
     let started = Instant::now();
     let client_id = short_client_id(facts.client_id.as_deref().unwrap_or(""));
-    let (key, audience) = match recovery.plan(&route.host, facts.client_id.as_deref(), line.user_id)
-    {
+    let plan = recovery.plan(&route.host, facts.client_id.as_deref(), line.user_id);
+    let plan = match plan {
+        // Anyone who can reach the proxy can send a made-up refresh token with a client id
+        // (not a secret); only a token grantdoctor saw issued or used earns a rescue.
+        Plan::Attempt { .. } if !known_token => Plan::Skip(
+            "the failed refresh token was never seen issued or used through grantdoctor; only such tokens are rescued".into(),
+        ),
+        plan => plan,
+    };
+    let (key, audience) = match plan {
         Plan::NotConfigured => return Rescued::Not(None),
-        Plan::NoSubject(reason) => {
+        Plan::Skip(reason) => {
             Metrics::count(
                 &observer.metrics.recoveries,
-                &[("outcome", "skipped"), ("how", "no_subject")],
+                &[
+                    ("outcome", "skipped"),
+                    (
+                        "how",
+                        if known_token {
+                            "no_subject"
+                        } else {
+                            "unknown_token"
+                        },
+                    ),
+                ],
             );
             tracing::warn!(
                 event = "recovery_skipped",
