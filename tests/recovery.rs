@@ -151,6 +151,49 @@ async fn admin_metrics(stack: &Stack) -> String {
 }
 
 #[tokio::test]
+async fn the_subject_is_found_by_the_failed_tokens_user_id() {
+    // First a configuration naming the wrong user, to prove the mapping is what is used.
+    let (mut stack, config) = start_with_recovery("bob@acme.com", &[]);
+    let first = stack
+        .web_login(WEB, WEB_SECRET, ALICE, "api refresh_token")
+        .await;
+    let alice_id = first.body["id"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let token = first.body["refresh_token"].as_str().unwrap().to_owned();
+    // Five more authorizations evict the first token; Alice stays approved.
+    for _ in 0..5 {
+        refresh_token_of(&stack).await;
+    }
+    let key = fixture("jwt/app-private.pem");
+    std::fs::write(
+        config.path().join("grantdoctor.toml"),
+        format!(
+            "[[recovery.jwt_bearer]]\nclient_id = \"{WEB}\"\nprivate_key = {key:?}\nsubjects = {{ \"{}\" = \"{ALICE}\" }}\n",
+            &alice_id[..15]
+        ),
+    )
+    .unwrap();
+    // The ledger survives the restart, so the token is still known and still Alice's.
+    stack.restart_proxy();
+    let answer = stack.refresh(LOGIN, WEB, &token).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(header(&answer, "grantdoctor-recovered"), "jwt-bearer");
+    let log = stack.emu.control("GET", "requests", Value::Null).await;
+    let jwt = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["grant_type"] == JWT_GRANT)
+        .unwrap();
+    assert_eq!(jwt["username"], ALICE);
+}
+
+#[tokio::test]
 async fn a_failed_recovery_gives_the_original_error_with_both_diagnoses_and_cools_down() {
     // Bob never approved the web app: the JWT exchange fails with E15.
     let (stack, _config) = start_with_recovery("bob@acme.com", &["--recovery-cooldown", "2"]);
