@@ -452,3 +452,39 @@ fn a_recovery_key_that_cannot_sign_is_refused_at_start_naming_the_entry() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_refresh_whose_client_hung_up_still_protects_the_family() {
+    let stack = Stack::start(&[]);
+    stack
+        .emu
+        .control("PATCH", "apps/3MVG9web", json!({"rotation": true}))
+        .await;
+    let first = refresh_token_of(&stack).await;
+    // The client gives up while the refresh is upstream (the emulator takes 50 ms).
+    let impatient = common::client_via(&stack.proxy, &[&stack.proxy.ca_pem()], false);
+    let gave_up = impatient
+        .post(format!("https://{LOGIN}/services/oauth2/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(encode(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", WEB),
+            ("refresh_token", &first),
+        ]))
+        .timeout(std::time::Duration::from_millis(20))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client was meant to time out");
+    drop(impatient);
+    // Its retry with the same token gets the rotated answer instead of revoking the family.
+    stack
+        .proxy
+        .wait_for_event(|e| e["event"] == "token_refreshed");
+    let retry = stack.refresh(LOGIN, WEB, &first).await;
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    let newest = retry.body["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(newest, first);
+    assert_eq!(upstream_count(&stack, "refresh_token").await, 1);
+    let next = stack.refresh(LOGIN, WEB, &newest).await;
+    assert_eq!(next.status, 200, "{}", next.body);
+}

@@ -300,9 +300,7 @@ async fn exchange<S: Upstream>(
         return Ok(response);
     }
     let Some(flights) = &observer.coalescing else {
-        return Ok(observe(inner, &observer, ex, Some(credentials))
-            .await
-            .into_response());
+        return Ok(refresh_detached(inner, observer.clone(), ex, credentials, None).await);
     };
     match flights.join(key).await {
         Joined::Follow(Some(shared)) => {
@@ -318,25 +316,50 @@ async fn exchange<S: Upstream>(
             Ok(shared.response())
         }
         // The leader's response could not be shared (not inspectable): go on our own.
-        Joined::Follow(None) => Ok(observe(inner, &observer, ex, Some(credentials))
-            .await
-            .into_response()),
+        Joined::Follow(None) => {
+            Ok(refresh_detached(inner, observer.clone(), ex, credentials, None).await)
+        }
         Joined::Lead(leader) => {
             // The flight that rotated this token may have landed since the guard looked.
             if let Some(response) = guarded(&observer, fp, &credentials, &ex) {
                 drop(leader);
                 return Ok(response);
             }
-            match observe(inner, &observer, ex, Some(credentials)).await {
-                Observed::Inspected(finished) => {
-                    leader.land(Some(finished.clone()));
-                    Ok(finished.into_response())
-                }
-                Observed::Passthrough(response) => {
-                    leader.land(None);
-                    Ok(response)
-                }
-            }
+            Ok(refresh_detached(inner, observer.clone(), ex, credentials, Some(leader)).await)
+        }
+    }
+}
+
+/// A refresh runs to its end even if its client goes away: once it is upstream, Salesforce
+/// may rotate the token, and only reading the answer lets the ledger and the guard know, and
+/// the callers waiting on this flight get it. Cancelling it would leave the next caller to
+/// present the old token — and revoke the family.
+async fn refresh_detached<S: Upstream>(
+    inner: S,
+    observer: Arc<Observer>,
+    ex: Exchange,
+    credentials: CredentialsKey,
+    leader: Option<crate::recover::flight::Leader<ExchangeKey, Option<Arc<Finished>>>>,
+) -> Response<ProxyBody> {
+    let host = ex.route.host.clone();
+    let task = tokio::spawn(async move {
+        let observed = observe(inner, &observer, ex, Some(credentials)).await;
+        if let Some(leader) = leader {
+            leader.land(match &observed {
+                Observed::Inspected(finished) => Some(finished.clone()),
+                Observed::Passthrough(_) => None,
+            });
+        }
+        observed
+    });
+    match task.await {
+        Ok(observed) => observed.into_response(),
+        Err(e) => {
+            tracing::error!(event = "internal_error", host, reason = %e, outcome = "token exchange task failed");
+            reply::error(
+                ErrorKind::UpstreamFailed,
+                format_args!("the token exchange with {host} failed inside grantdoctor"),
+            )
         }
     }
 }
