@@ -462,7 +462,15 @@ async fn a_refresh_whose_client_hung_up_still_protects_the_family() {
         .await;
     let first = refresh_token_of(&stack).await;
     // The client gives up while the refresh is upstream (the emulator takes 50 ms).
-    let impatient = common::client_via(&stack.proxy, &[&stack.proxy.ca_pem()], false);
+    // Over h2 the client resets the stream, and hyper drops the request it was serving.
+    let impatient = common::client_via(&stack.proxy, &[&stack.proxy.ca_pem()], true);
+    // Connected first, so that the timeout below falls while the refresh is upstream.
+    let warm = impatient
+        .get(format!("https://{LOGIN}/_emulator/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(warm.status(), 200);
     let gave_up = impatient
         .post(format!("https://{LOGIN}/services/oauth2/token"))
         .header("content-type", "application/x-www-form-urlencoded")
