@@ -448,6 +448,24 @@ async fn observe<S: Upstream>(
     let now = upstream_now(&parts.headers);
     let outcome = ResponseFacts::parse(status, &decoded, &observer.fingerprints);
     let view = observer.ledger.view(&facts, now);
+    // A rotation's replay is in place before the ledger says "rotated": a twin that sees the
+    // rotation must find the response to replay, or it would be refused.
+    let rotation = match (&observer.guard, credentials, facts.refresh_fp()) {
+        (Some(guard), Some(credentials), Some(old))
+            if outcome
+                .success
+                .as_ref()
+                .is_some_and(|s| s.refresh_token_fp.is_some()) =>
+        {
+            let finished = Arc::new(Finished {
+                parts: parts.clone(),
+                body: raw.clone(),
+            });
+            guard.rotated(crate::ledger::fp_key(old), credentials, finished.clone());
+            Some(finished)
+        }
+        _ => None,
+    };
     drop(in_flight);
     let warnings = observer.ledger.record(&facts, &outcome, now);
     let event_id = event_id();
@@ -526,19 +544,7 @@ async fn observe<S: Upstream>(
     for warning in &warnings {
         line.warn(warning);
     }
-    let finished = Arc::new(Finished { parts, body });
-    if let (Some(guard), Some(credentials), Some(old), true) = (
-        &observer.guard,
-        credentials,
-        facts.refresh_fp(),
-        outcome
-            .success
-            .as_ref()
-            .is_some_and(|s| s.refresh_token_fp.is_some()),
-    ) {
-        guard.rotated(crate::ledger::fp_key(old), credentials, finished.clone());
-    }
-    Observed::Inspected(finished)
+    Observed::Inspected(rotation.unwrap_or_else(|| Arc::new(Finished { parts, body })))
 }
 
 /// `ServiceExt::oneshot` for a service that cannot fail.
