@@ -84,7 +84,8 @@ fn an_origin_form_request_to_the_proxy_is_refused_with_a_reason() {
 
 #[test]
 fn an_unreachable_http_origin_is_a_502() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+    // On an address no other test binds, so the freed port cannot be taken by a parallel test.
+    let closed = std::net::TcpListener::bind("127.0.0.3:0")
         .unwrap()
         .local_addr()
         .unwrap();

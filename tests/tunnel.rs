@@ -44,7 +44,8 @@ fn connect_to_a_port_outside_the_allow_list_is_forbidden() {
 #[test]
 fn an_unreachable_origin_is_a_502_that_names_host_and_reason() {
     // A port that was just free: nothing listens on it.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+    // On an address no other test binds, so the freed port cannot be taken by a parallel test.
+    let closed = std::net::TcpListener::bind("127.0.0.3:0")
         .unwrap()
         .local_addr()
         .unwrap();
