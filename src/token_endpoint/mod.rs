@@ -521,7 +521,13 @@ async fn observe<S: Upstream>(
             diagnosis: &diagnosis,
             known_token: view.token.is_some(),
         };
-        let rescued = rescue::attempt(spare, observer, &route, failed).await;
+        // Boxed, and only when configured: inline, the recovery's state would make every
+        // exchange's future several times larger (and every move of it a bigger copy).
+        let rescued = if observer.recovery.is_some() {
+            Box::pin(rescue::attempt(spare, observer, &route, failed)).await
+        } else {
+            rescue::Rescued::Not(None)
+        };
         let note = match rescued {
             rescue::Rescued::Recovered(response) => return Observed::Inspected(Arc::new(response)),
             rescue::Rescued::Not(note) => note,
