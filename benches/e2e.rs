@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,9 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod support;
+use support::{Running, free_addr, wait_for_port};
 
 const INTERCEPTED: &str = "login.salesforce.com";
 const TUNNELLED: &str = "bulk.example.test";
@@ -513,7 +516,7 @@ async fn bulk(route: Route, tls: Tls, streams: usize, duration: Duration) -> f64
 }
 
 struct Nginx {
-    child: Child,
+    _child: Running,
     addr: SocketAddr,
     /// The same server on a second port, where tunnelled traffic goes: a proxy can tell the
     /// two apart by address.
@@ -546,11 +549,7 @@ impl Nginx {
         std::fs::write(dir.join("origin.key"), key.serialize_pem()).unwrap();
         std::fs::create_dir_all(dir.join("files")).unwrap();
         std::fs::write(dir.join("files/bulk"), vec![b'x'; BULK_BYTES]).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_addr().port();
         let tunnel_addr = free_addr();
         let tunnel_port = tunnel_addr.port();
         let d = dir.display();
@@ -586,7 +585,7 @@ http {{
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         wait_for_port(addr);
         Self {
-            child,
+            _child: Running(child),
             addr,
             tunnel_addr,
             ca_pem,
@@ -594,17 +593,10 @@ http {{
     }
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A proxy under test, running until dropped.
 struct Proxy {
     name: &'static str,
-    child: Child,
+    child: Running,
     addr: SocketAddr,
     /// What a client trusts to talk through it.
     tls: Tls,
@@ -631,7 +623,7 @@ impl Proxy {
         wait_for_port(addr);
         Self {
             name: "grantdoctor",
-            child,
+            child: Running(child),
             addr,
             tls: client_tls(&dir.join("certs/ca.pem")),
         }
@@ -678,7 +670,7 @@ impl Proxy {
         }
         Self {
             name: "mitmproxy",
-            child,
+            child: Running(child),
             addr,
             tls: client_tls(&ca),
         }
@@ -686,7 +678,8 @@ impl Proxy {
 
     /// (RSS, peak RSS) in KiB.
     fn memory_kib(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id())).unwrap();
         let field = |name: &str| {
             status
                 .lines()
@@ -695,27 +688,5 @@ impl Proxy {
                 .unwrap_or(0)
         };
         (field("VmRSS:"), field("VmHWM:"))
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn wait_for_port(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{addr} never opened");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }

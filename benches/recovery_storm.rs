@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod support;
+use support::{Running, free_addr, wait_for_port};
+
 const LOGIN: &str = "login.salesforce.com";
 const WEB: &str = "3MVG9web";
 const ALICE: &str = "alice@acme.com";
@@ -249,7 +252,8 @@ fn client(ca: &Path, proxy: Option<SocketAddr>, emu: SocketAddr) -> reqwest::Cli
 }
 
 struct Process {
-    child: Child,
+    /// Held so the process ends with the benchmark.
+    _child: Running,
     addr: SocketAddr,
 }
 
@@ -295,25 +299,10 @@ impl Process {
     }
 
     fn ready(child: Child, addr: SocketAddr) -> Self {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "{addr} never opened");
-            std::thread::sleep(Duration::from_millis(20));
+        wait_for_port(addr);
+        Self {
+            _child: Running(child),
+            addr,
         }
-        Self { child, addr }
     }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }

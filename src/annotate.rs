@@ -6,7 +6,6 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, header};
-use serde::Serialize;
 use serde_json::json;
 
 use crate::diagnose::{Diagnosis, info};
@@ -93,44 +92,6 @@ pub struct Annotation<'a> {
     pub recovery: Option<&'a RecoveryNote>,
 }
 
-/// The `grantdoctor` member of an annotated body. Serialised straight from borrowed data: a
-/// `serde_json::Value` tree of the catalogue's texts cost more than the rest of the token path.
-#[derive(Serialize)]
-struct Member<'a> {
-    event_id: &'a str,
-    causes: Vec<CauseOut<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    recovery: Option<&'a serde_json::Value>,
-}
-
-#[derive(Serialize)]
-struct CauseOut<'a> {
-    id: &'static str,
-    confidence: f64,
-    summary: &'static str,
-    evidence: &'a [String],
-    fix: &'static [&'static str],
-    docs: &'static [&'static str],
-}
-
-fn cause_list(diagnosis: &Diagnosis) -> Vec<CauseOut<'_>> {
-    diagnosis
-        .causes
-        .iter()
-        .map(|c| {
-            let meta = info(c.id);
-            CauseOut {
-                id: c.id,
-                confidence: (c.confidence * 100.0).round() / 100.0,
-                summary: meta.summary,
-                evidence: &c.evidence,
-                fix: meta.fix,
-                docs: meta.docs,
-            }
-        })
-        .collect()
-}
-
 /// The catalogue's texts of each cause as JSON, rendered once: escaping them again for every
 /// failed exchange was most of the cost of annotating.
 struct Fragments {
@@ -147,12 +108,11 @@ fn fragments(id: &str) -> &'static Fragments {
         crate::diagnose::CAUSES
             .iter()
             .map(|c| {
-                let text = |v: &dyn erased::Json| v.json();
                 (
                     c.id,
                     Fragments {
-                        summary: format!("\"summary\":{}", text(&c.summary)),
-                        fix_docs: format!("\"fix\":{},\"docs\":{}", text(&c.fix), text(&c.docs)),
+                        summary: format!("\"summary\":{}", json(c.summary)),
+                        fix_docs: format!("\"fix\":{},\"docs\":{}", json(c.fix), json(c.docs)),
                     },
                 )
             })
@@ -161,28 +121,19 @@ fn fragments(id: &str) -> &'static Fragments {
     &all[info(id).id]
 }
 
-mod erased {
-    /// Anything serialisable, as JSON text.
-    pub trait Json {
-        fn json(&self) -> String;
-    }
-    impl<T: serde::Serialize + ?Sized> Json for T {
-        fn json(&self) -> String {
-            serde_json::to_string(self).expect("catalogue texts serialise")
-        }
-    }
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).expect("strings, numbers and lists of them serialise")
 }
 
-/// The member as JSON text, in the order of `DESIGN.md`.
+/// The `grantdoctor` member as JSON text, in the order of `DESIGN.md`.
 fn member_text(
     event_id: &str,
     diagnosis: &Diagnosis,
     recovery: Option<&serde_json::Value>,
 ) -> String {
-    let json = |v: &dyn erased::Json| v.json();
     let mut out = String::with_capacity(1024 * diagnosis.causes.len().max(1));
     out.push_str("{\"event_id\":");
-    out.push_str(&json(&event_id));
+    out.push_str(&json(event_id));
     out.push_str(",\"causes\":[");
     for (i, c) in diagnosis.causes.iter().enumerate() {
         let texts = fragments(c.id);
@@ -190,7 +141,7 @@ fn member_text(
             out.push(',');
         }
         out.push_str("{\"id\":");
-        out.push_str(&json(&c.id));
+        out.push_str(&json(c.id));
         out.push_str(",\"confidence\":");
         out.push_str(&json(&((c.confidence * 100.0).round() / 100.0)));
         out.push(',');
@@ -212,16 +163,11 @@ fn member_text(
 
 /// The `grantdoctor` member of an annotated body, as a value.
 pub fn member(event_id: &str, diagnosis: &Diagnosis) -> serde_json::Value {
-    serde_json::to_value(Member {
-        event_id,
-        causes: cause_list(diagnosis),
-        recovery: None,
-    })
-    .expect("the member serialises")
+    serde_json::from_str(&member_text(event_id, diagnosis, None)).expect("the member is JSON")
 }
 
 fn causes(diagnosis: &Diagnosis) -> serde_json::Value {
-    serde_json::to_value(cause_list(diagnosis)).expect("causes serialise")
+    member("", diagnosis)["causes"].take()
 }
 
 /// Annotates a response: sets the headers (per `mode`) and returns the body to send. `raw` is
@@ -316,13 +262,26 @@ fn append_hint(text: &str, cause: &str) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_rendered_member_says_what_the_value_says() {
+    fn the_rendered_member_carries_the_diagnosis_and_the_catalogue() {
         let d = diagnosis();
         let text = member_text("ev_1", &d, Some(&json!({"outcome": "skipped"})));
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let mut expected = member("ev_1", &d);
-        expected["recovery"] = json!({"outcome": "skipped"});
-        assert_eq!(parsed, expected);
+        let meta = info(d.causes[0].id);
+        assert_eq!(
+            parsed,
+            json!({
+                "event_id": "ev_1",
+                "causes": [{
+                    "id": d.causes[0].id,
+                    "confidence": (d.causes[0].confidence * 100.0).round() / 100.0,
+                    "summary": meta.summary,
+                    "evidence": d.causes[0].evidence,
+                    "fix": meta.fix,
+                    "docs": meta.docs,
+                }],
+                "recovery": {"outcome": "skipped"},
+            })
+        );
     }
 
     use super::*;

@@ -188,6 +188,20 @@ async fn curl(url: &str, proxy: Option<&Stack>, form: &[(&str, &str)]) -> Curl {
     }
 }
 
+/// A refresh of the web app's `token` with curl.
+async fn curl_refresh(url: &str, proxy: Option<&Stack>, token: &str) -> Curl {
+    curl(
+        url,
+        proxy,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", WEB),
+            ("refresh_token", token),
+        ],
+    )
+    .await
+}
+
 #[tokio::test]
 async fn curl_exchanges_a_code_and_refreshes_and_sees_the_cause_in_headers() {
     let stack = Stack::start(&[]);
@@ -212,29 +226,11 @@ async fn curl_exchanges_a_code_and_refreshes_and_sees_the_cause_in_headers() {
         issued.headers
     );
     let token = issued.body["refresh_token"].as_str().unwrap().to_owned();
-    let refreshed = curl(
-        &url,
-        Some(&stack),
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", WEB),
-            ("refresh_token", &token),
-        ],
-    )
-    .await;
+    let refreshed = curl_refresh(&url, Some(&stack), &token).await;
     assert_eq!(refreshed.status, 200, "{}", refreshed.body);
     assert!(refreshed.body["access_token"].is_string());
 
-    let failed = curl(
-        &url,
-        Some(&stack),
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", WEB),
-            ("refresh_token", DEAD),
-        ],
-    )
-    .await;
+    let failed = curl_refresh(&url, Some(&stack), DEAD).await;
     assert_eq!(failed.status, 400);
     assert_eq!(failed.body["error"], "invalid_grant");
     assert_eq!(
@@ -406,31 +402,13 @@ async fn a_gateway_serves_jsforce_and_curl_without_a_ca_or_proxy_settings() {
     let gateway = format!("http://{}", stack.proxy.addr);
     let token = refresh_token_of(&stack).await;
 
-    let refreshed = curl(
-        &format!("{gateway}/services/oauth2/token"),
-        None,
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", WEB),
-            ("refresh_token", &token),
-        ],
-    )
-    .await;
+    let refreshed = curl_refresh(&format!("{gateway}/services/oauth2/token"), None, &token).await;
     assert_eq!(refreshed.status, 200, "{}", refreshed.body);
     assert_eq!(
         refreshed.body["instance_url"],
         "https://acme.my.salesforce.com"
     );
-    let failed = curl(
-        &format!("{gateway}/services/oauth2/token"),
-        None,
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", WEB),
-            ("refresh_token", DEAD),
-        ],
-    )
-    .await;
+    let failed = curl_refresh(&format!("{gateway}/services/oauth2/token"), None, DEAD).await;
     assert_eq!(failed.status, 400);
     assert_eq!(
         failed.body["error_description"],
@@ -442,14 +420,10 @@ async fn a_gateway_serves_jsforce_and_curl_without_a_ca_or_proxy_settings() {
         failed.headers
     );
     // The prefix rule sends the sandbox path to test.salesforce.com, where the token is unknown.
-    let sandbox = curl(
+    let sandbox = curl_refresh(
         &format!("{gateway}/sandbox/services/oauth2/token"),
         None,
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", WEB),
-            ("refresh_token", &token),
-        ],
+        &token,
     )
     .await;
     assert_eq!(sandbox.status, 400, "{}", sandbox.body);

@@ -49,14 +49,19 @@ async fn refresh_token_of(stack: &Stack) -> String {
     answer.body["refresh_token"].as_str().unwrap().to_owned()
 }
 
-/// The emulator's request log, by grant type.
-async fn upstream_count(stack: &Stack, grant_type: &str) -> usize {
+/// The requests of one grant type in the emulator's request log.
+async fn upstream_requests(stack: &Stack, grant_type: &str) -> Vec<Value> {
     let log = stack.emu.control("GET", "requests", Value::Null).await;
     log.as_array()
         .unwrap()
         .iter()
         .filter(|r| r["grant_type"] == grant_type)
-        .count()
+        .cloned()
+        .collect()
+}
+
+async fn upstream_count(stack: &Stack, grant_type: &str) -> usize {
+    upstream_requests(stack, grant_type).await.len()
 }
 
 fn header<'a>(answer: &'a Answer, name: &str) -> &'a str {
@@ -106,13 +111,7 @@ async fn an_evicted_refresh_token_is_recovered_with_a_usable_access_token() {
     assert_eq!(recovered["recovers"], failure["event_id"]);
     assert_eq!(recovered["how"], "exchanged");
     assert_eq!(upstream_count(&stack, JWT_GRANT).await, 1);
-    let log = stack.emu.control("GET", "requests", Value::Null).await;
-    let jwt = log
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["grant_type"] == JWT_GRANT)
-        .unwrap();
+    let jwt = upstream_requests(&stack, JWT_GRANT).await.remove(0);
     assert_eq!(jwt["username"], ALICE);
     assert_eq!(jwt["host"], LOGIN);
     assert_eq!(jwt["status"], 200);
@@ -183,13 +182,7 @@ async fn the_subject_is_found_by_the_failed_tokens_user_id() {
     let answer = stack.refresh(LOGIN, WEB, &token).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(header(&answer, "grantdoctor-recovered"), "jwt-bearer");
-    let log = stack.emu.control("GET", "requests", Value::Null).await;
-    let jwt = log
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["grant_type"] == JWT_GRANT)
-        .unwrap();
+    let jwt = upstream_requests(&stack, JWT_GRANT).await.remove(0);
     assert_eq!(jwt["username"], ALICE);
 }
 

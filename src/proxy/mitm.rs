@@ -9,9 +9,8 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tower::ServiceExt;
 
-use crate::body::{self, ProxyBody};
+use crate::body::ProxyBody;
 
 use super::connect::Target;
 use super::reply::{self, ErrorKind};
@@ -73,21 +72,15 @@ pub async fn serve(
     }
 }
 
-async fn handle(req: Request<Incoming>, route: Route, state: &ProxyState) -> Response<ProxyBody> {
-    let (mut parts, incoming) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    parts.uri = match format!("https://{}{path}", route.authority).parse::<Uri>() {
+async fn handle(
+    mut req: Request<Incoming>,
+    route: Route,
+    state: &ProxyState,
+) -> Response<ProxyBody> {
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    *req.uri_mut() = match format!("https://{}{path}", route.authority).parse::<Uri>() {
         Ok(uri) => uri,
         Err(_) => return reply::error(ErrorKind::BadRequest, "request target is not a valid path"),
     };
-    parts.extensions.insert(route);
-    let req = Request::from_parts(parts, body::boxed(incoming));
-    match state.exchange.clone().oneshot(req).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    }
+    state.dispatch(req, route).await
 }

@@ -332,17 +332,14 @@ async fn front(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<Proxy
         authority: authority.to_string(),
         host,
     };
-    let (mut parts, incoming) = req.into_parts();
-    parts.extensions.insert(route);
-    let req = Request::from_parts(parts, body::boxed(incoming));
-    match state.exchange.clone().oneshot(req).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    }
+    state.dispatch(req, route).await
 }
 
 /// An origin-form request in gateway mode: to the Salesforce host a `--gateway` rule names.
-async fn through_gateway(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<ProxyBody> {
+async fn through_gateway(
+    mut req: Request<Incoming>,
+    state: Arc<ProxyState>,
+) -> Response<ProxyBody> {
     let host_header = req
         .headers()
         .get(http::header::HOST)
@@ -365,13 +362,25 @@ async fn through_gateway(req: Request<Incoming>, state: Arc<ProxyState>) -> Resp
         );
     }
     crate::metrics::Metrics::count(&state.metrics.connections, &[("mode", "gateway")]);
-    let (mut parts, incoming) = req.into_parts();
-    parts.uri = uri;
-    parts.extensions.insert(route);
-    let req = Request::from_parts(parts, body::boxed(incoming));
-    match state.exchange.clone().oneshot(req).await {
-        Ok(response) => response,
-        Err(never) => match never {},
+    *req.uri_mut() = uri;
+    state.dispatch(req, route).await
+}
+
+impl ProxyState {
+    /// Sends a request its connection has routed (intercepted, forwarded or through the
+    /// gateway) through the exchange stack.
+    pub(crate) async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        route: Route,
+    ) -> Response<ProxyBody> {
+        let (mut parts, incoming) = req.into_parts();
+        parts.extensions.insert(route);
+        let req = Request::from_parts(parts, body::boxed(incoming));
+        match self.exchange.clone().oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
     }
 }
 

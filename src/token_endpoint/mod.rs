@@ -284,8 +284,6 @@ async fn exchange<S: Upstream>(
     let presented = (facts.grant() == "refresh_token")
         .then(|| facts.refresh_fp().map(crate::ledger::fp_key))
         .flatten();
-    let credentials = credentials_key(&parts.headers, parts.uri.query(), &bytes);
-    let key = exchange_key(&host, &parts, &bytes);
     let ex = Exchange {
         route,
         parts,
@@ -296,13 +294,17 @@ async fn exchange<S: Upstream>(
     let Some(fp) = presented else {
         return Ok(observe(inner, &observer, ex, None).await.into_response());
     };
+    let credentials = credentials_key(&ex.parts.headers, ex.parts.uri.query(), &ex.bytes);
     if let Some(response) = guarded(&observer, fp, &credentials, &ex) {
         return Ok(response);
     }
     let Some(flights) = &observer.coalescing else {
         return Ok(refresh_detached(inner, observer.clone(), ex, credentials, None).await);
     };
-    match flights.join(key).await {
+    match flights
+        .join(exchange_key(&host, &ex.parts, &ex.bytes))
+        .await
+    {
         Joined::Follow(Some(shared)) => {
             crate::metrics::Metrics::count(&observer.metrics.coalesced, &[]);
             tracing::info!(
@@ -412,41 +414,43 @@ async fn observe<S: Upstream>(
     let response = inner
         .oneshot_infallible(Request::from_parts(parts, body::full(bytes)))
         .await;
-    let (mut parts, incoming) = response.into_parts();
+    let ReadResponse {
+        mut parts,
+        raw,
+        decoded,
+        now,
+        outcome,
+    } = match read_response(response, observer).await {
+        Ok(read) => read,
+        Err(unreadable) => {
+            drop(in_flight);
+            return Observed::Passthrough(match unreadable {
+                Unreadable::TooLarge(parts, rest) => {
+                    observer.count_exchange(facts.grant(), "not_inspected");
+                    not_inspected(
+                        host,
+                        "response body over the cap",
+                        parts.status.as_u16(),
+                        started,
+                    );
+                    Response::from_parts(parts, rest)
+                }
+                Unreadable::Undecodable(parts, raw, reason) => {
+                    observer.count_exchange(facts.grant(), "not_inspected");
+                    not_inspected(host, reason, parts.status.as_u16(), started);
+                    Response::from_parts(parts, body::full(raw))
+                }
+                Unreadable::BrokeOff(e) => {
+                    tracing::warn!(event = "upstream_error", host, reason = %reply::root_cause(&e), outcome = "response body broke off");
+                    reply::error(
+                        ErrorKind::UpstreamFailed,
+                        format_args!("upstream {host} broke off the token response"),
+                    )
+                }
+            });
+        }
+    };
     let status = parts.status.as_u16();
-    let raw = match buffer_capped(incoming, observer.max_response_body).await {
-        Ok(Buffered::Complete(raw)) => raw,
-        Ok(Buffered::TooLarge(rest)) => {
-            drop(in_flight);
-            observer.count_exchange(facts.grant(), "not_inspected");
-            not_inspected(host, "response body over the cap", status, started);
-            return Observed::Passthrough(Response::from_parts(parts, rest));
-        }
-        Err(e) => {
-            drop(in_flight);
-            tracing::warn!(event = "upstream_error", host, reason = %reply::root_cause(&e), outcome = "response body broke off");
-            return Observed::Passthrough(reply::error(
-                ErrorKind::UpstreamFailed,
-                format_args!("upstream {host} broke off the token response"),
-            ));
-        }
-    };
-    let encoding = parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let decoded = match oauth::decode_body(encoding.as_deref(), &raw, observer.max_response_body) {
-        Ok(decoded) => decoded,
-        Err(reason) => {
-            drop(in_flight);
-            observer.count_exchange(facts.grant(), "not_inspected");
-            not_inspected(host, reason, status, started);
-            return Observed::Passthrough(Response::from_parts(parts, body::full(raw)));
-        }
-    };
-    let now = upstream_now(&parts.headers);
-    let outcome = ResponseFacts::parse(status, &decoded, &observer.fingerprints);
     let view = observer.ledger.view(&facts, now);
     // A rotation's replay is in place before the ledger says "rotated": a twin that sees the
     // rotation must find the response to replay, or it would be refused.
@@ -625,6 +629,65 @@ fn exchange_key(host: &str, parts: &http::request::Parts, body: &[u8]) -> Exchan
         .as_ref()
         .try_into()
         .expect("SHA-256 is 32 bytes")
+}
+
+/// A token response read whole and decoded for inspection.
+struct ReadResponse {
+    parts: http::response::Parts,
+    /// As upstream sent it.
+    raw: Bytes,
+    /// Without its Content-Encoding.
+    decoded: Vec<u8>,
+    /// Salesforce's time of the response.
+    now: i64,
+    outcome: ResponseFacts,
+}
+
+/// Why a token response cannot be inspected; what was read goes back to be passed on.
+enum Unreadable {
+    /// Over the cap: the bytes read so far followed by the rest.
+    TooLarge(http::response::Parts, ProxyBody),
+    Undecodable(http::response::Parts, Bytes, &'static str),
+    BrokeOff(body::BodyError),
+}
+
+impl Unreadable {
+    fn reason(&self) -> String {
+        match self {
+            Self::TooLarge(..) => "the response body is over the cap".into(),
+            Self::Undecodable(_, _, reason) => (*reason).into(),
+            Self::BrokeOff(e) => format!("the response broke off: {}", reply::root_cause(e)),
+        }
+    }
+}
+
+/// Reads a token response (capped), decodes it and takes its facts.
+async fn read_response(
+    response: Response<ProxyBody>,
+    observer: &Observer,
+) -> Result<ReadResponse, Unreadable> {
+    let (parts, incoming) = response.into_parts();
+    let raw = match buffer_capped(incoming, observer.max_response_body).await {
+        Ok(Buffered::Complete(raw)) => raw,
+        Ok(Buffered::TooLarge(rest)) => return Err(Unreadable::TooLarge(parts, rest)),
+        Err(e) => return Err(Unreadable::BrokeOff(e)),
+    };
+    let encoding = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let decoded = match oauth::decode_body(encoding, &raw, observer.max_response_body) {
+        Ok(decoded) => decoded,
+        Err(reason) => return Err(Unreadable::Undecodable(parts, raw, reason)),
+    };
+    let outcome = ResponseFacts::parse(parts.status.as_u16(), &decoded, &observer.fingerprints);
+    Ok(ReadResponse {
+        now: upstream_now(&parts.headers),
+        parts,
+        raw,
+        decoded,
+        outcome,
+    })
 }
 
 /// Salesforce's time from its `Date` header, else ours: ages are measured on its clock.

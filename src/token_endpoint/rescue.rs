@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 
 use super::{
-    Buffered, Exchange, Finished, Line, Observer, OneshotInfallible, TOKEN_PATH, Upstream,
-    buffer_capped, event_id, upstream_now,
+    Exchange, Finished, Line, Observer, OneshotInfallible, ReadResponse, TOKEN_PATH, Upstream,
+    event_id, read_response,
 };
 use crate::annotate::{self, RecoveryNote};
 use crate::body;
@@ -208,30 +208,19 @@ async fn jwt_exchange<S: Upstream>(
     };
     request.extensions_mut().insert(route.clone());
     let response = inner.oneshot_infallible(request).await;
-    let (parts, incoming) = response.into_parts();
+    let ReadResponse {
+        parts,
+        raw,
+        now,
+        outcome,
+        ..
+    } = match read_response(response, observer).await {
+        Ok(read) => read,
+        Err(unreadable) => {
+            return failed(format!("the JWT bearer response: {}", unreadable.reason()));
+        }
+    };
     let status = parts.status.as_u16();
-    let raw = match buffer_capped(incoming, observer.max_response_body).await {
-        Ok(Buffered::Complete(raw)) => raw,
-        Ok(Buffered::TooLarge(_)) => {
-            return failed("the JWT bearer response is over the cap".into());
-        }
-        Err(e) => {
-            return failed(format!(
-                "the JWT bearer response broke off: {}",
-                crate::proxy::reply::root_cause(&e)
-            ));
-        }
-    };
-    let encoding = parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok());
-    let decoded = match oauth::decode_body(encoding, &raw, observer.max_response_body) {
-        Ok(decoded) => decoded,
-        Err(reason) => return failed(format!("the JWT bearer response: {reason}")),
-    };
-    let now = upstream_now(&parts.headers);
-    let outcome = ResponseFacts::parse(status, &decoded, &observer.fingerprints);
     let view = observer.ledger.view(&facts, now);
     let warnings = observer.ledger.record(&facts, &outcome, now);
     for warning in &warnings {
