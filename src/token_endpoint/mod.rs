@@ -14,6 +14,7 @@
 
 mod line;
 mod rescue;
+mod run_to_end;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -36,6 +37,7 @@ use crate::proxy::reply::{self, ErrorKind};
 use crate::recover::{CredentialsKey, Flights, Joined, Recovery, RotationGuard, Verdict};
 
 use line::{Line, not_inspected};
+use run_to_end::RunToEnd;
 
 pub const TOKEN_PATH: &str = "/services/oauth2/token";
 
@@ -343,8 +345,7 @@ async fn refresh_detached<S: Upstream>(
     credentials: CredentialsKey,
     leader: Option<crate::recover::flight::Leader<ExchangeKey, Option<Arc<Finished>>>>,
 ) -> Response<ProxyBody> {
-    let host = ex.route.host.clone();
-    let task = tokio::spawn(async move {
+    RunToEnd::new(async move {
         let observed = observe(inner, &observer, ex, Some(credentials)).await;
         if let Some(leader) = leader {
             leader.land(match &observed {
@@ -353,17 +354,9 @@ async fn refresh_detached<S: Upstream>(
             });
         }
         observed
-    });
-    match task.await {
-        Ok(observed) => observed.into_response(),
-        Err(e) => {
-            tracing::error!(event = "internal_error", host, reason = %e, outcome = "token exchange task failed");
-            reply::error(
-                ErrorKind::UpstreamFailed,
-                format_args!("the token exchange with {host} failed inside grantdoctor"),
-            )
-        }
-    }
+    })
+    .await
+    .into_response()
 }
 
 /// The rotated-token guard's answer, when the presented token was rotated away.
