@@ -222,23 +222,30 @@ pub fn apply(
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = Bytes::from(oauth::encode_body(
-        encoding.as_deref(),
-        annotated.as_bytes(),
-    ));
+    let body = match encoding.as_deref() {
+        None => Bytes::from(annotated.into_bytes()),
+        Some(encoding) => Bytes::from(oauth::encode_body(Some(encoding), annotated.as_bytes())),
+    };
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     body
 }
 
 /// Adds `"grantdoctor": member` (JSON text) as the last member of a JSON object's text.
 fn splice_member(text: &str, member: &str) -> Option<String> {
-    // Only whether it is an object, and an empty one: no tree of the values is built.
-    let object: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
-        serde_json::from_str(text).ok()?;
-    let trimmed = text.trim_end();
-    let head = trimmed.strip_suffix('}')?;
-    let separator = if object.is_empty() { "" } else { "," };
-    Some(format!("{head}{separator}\"grantdoctor\":{member}}}"))
+    // Valid JSON whose text starts with `{` and ends with `}` is one object; nothing of its
+    // values is kept, so nothing is allocated for them.
+    serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
+    let head = text.trim_end().strip_suffix('}')?;
+    let inside = head.trim_start().strip_prefix('{')?;
+    let mut out = String::with_capacity(text.len() + member.len() + 16);
+    out.push_str(head);
+    if !inside.trim().is_empty() {
+        out.push(',');
+    }
+    out.push_str("\"grantdoctor\":");
+    out.push_str(member);
+    out.push('}');
+    Some(out)
 }
 
 /// `--annotate-description append`: "... (grantdoctor: <cause id>)" after the description.
@@ -286,6 +293,26 @@ mod tests {
 
     use super::*;
     use crate::diagnose::Finding;
+
+    #[test]
+    fn the_member_is_spliced_only_into_an_object_and_keeps_its_text() {
+        let member = "{\"x\":1}";
+        assert_eq!(
+            splice_member(" {\"a\" : [1, {}]}\n", member).as_deref(),
+            Some(" {\"a\" : [1, {}],\"grantdoctor\":{\"x\":1}}")
+        );
+        assert_eq!(
+            splice_member("{ }", member).as_deref(),
+            Some("{ \"grantdoctor\":{\"x\":1}}")
+        );
+        for not_an_object in ["[1]", "\"s\"", "{\"a\":1", "{\"a\":1} {}", "", "{\"a\":}"] {
+            assert_eq!(
+                splice_member(not_an_object, member),
+                None,
+                "{not_an_object}"
+            );
+        }
+    }
 
     fn diagnosis() -> Diagnosis {
         Diagnosis {

@@ -182,14 +182,21 @@ where
 fn event_line(event: &Event<'_>) -> String {
     let mut fields = FieldWriter {
         event: None,
-        rest: String::with_capacity(256),
+        // A diagnosed exchange's fields take about 900 bytes: one allocation, no regrowth.
+        rest: String::with_capacity(1024),
     };
     event.record(&mut fields);
     let mut line = String::with_capacity(fields.rest.len() + 96);
     line.push_str("{\"ts\":\"");
     line.push_str(&humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string());
     line.push_str("\",\"level\":\"");
-    line.push_str(&event.metadata().level().as_str().to_ascii_lowercase());
+    line.push_str(match *event.metadata().level() {
+        tracing::Level::ERROR => "error",
+        tracing::Level::WARN => "warn",
+        tracing::Level::INFO => "info",
+        tracing::Level::DEBUG => "debug",
+        tracing::Level::TRACE => "trace",
+    });
     line.push_str("\",\"event\":");
     match &fields.event {
         Some(kind) => push_json_str(&mut line, kind),
@@ -204,7 +211,15 @@ fn event_line(event: &Event<'_>) -> String {
 }
 
 fn push_json_str(out: &mut String, value: &str) {
-    out.push_str(&serde_json::to_string(value).expect("a string serialises"));
+    // Field names, ids, hosts and cause ids need no escaping; only the rest pays for it.
+    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(value.len() + 2);
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(value).expect("a string serialises"));
+    }
 }
 
 /// Writes `,"name":value` for every field but `event`, which it keeps for the front.
@@ -226,15 +241,22 @@ impl Visit for FieldWriter {
         self.key(field);
         // Milliseconds to three decimals is all the precision a log reader needs.
         let rounded = (value * 1000.0).round() / 1000.0;
-        self.rest.push_str(&Value::from(rounded).to_string());
+        if rounded.is_finite() {
+            use std::fmt::Write;
+            let _ = write!(self.rest, "{rounded}");
+        } else {
+            self.rest.push_str("null");
+        }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
+        use std::fmt::Write;
         self.key(field);
-        self.rest.push_str(&value.to_string());
+        let _ = write!(self.rest, "{value}");
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
+        use std::fmt::Write;
         self.key(field);
-        self.rest.push_str(&value.to_string());
+        let _ = write!(self.rest, "{value}");
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.key(field);
@@ -251,5 +273,27 @@ impl Visit for FieldWriter {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let text = format!("{value:?}");
         self.record_str(field, &text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_escaped_exactly_as_serde_json_escapes_them() {
+        for value in [
+            "plain ascii",
+            "",
+            "quote \" and backslash \\",
+            "tab\tnewline\ncontrol\u{1}",
+            "non-ascii é → ✓",
+            "\u{7f} delete",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, value);
+            assert_eq!(out, serde_json::to_string(value).unwrap(), "{value:?}");
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), value);
+        }
     }
 }

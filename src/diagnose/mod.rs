@@ -39,11 +39,13 @@ impl Diagnosis {
 
     /// `id;q=0.95, id;q=0.40` for the `grantdoctor-causes` header.
     pub fn header_value(&self) -> String {
-        self.causes
-            .iter()
-            .map(|c| format!("{};q={:.2}", c.id, c.confidence))
-            .collect::<Vec<_>>()
-            .join(", ")
+        use std::fmt::Write;
+        let mut out = String::with_capacity(48 * self.causes.len());
+        for (i, c) in self.causes.iter().enumerate() {
+            let separator = if i == 0 { "" } else { ", " };
+            let _ = write!(out, "{separator}{};q={:.2}", c.id, c.confidence);
+        }
+        out
     }
 }
 

@@ -66,7 +66,7 @@ impl Line<'_> {
                     error = self.outcome.error.as_deref().unwrap_or(""),
                     error_description = self.outcome.error_description.as_deref().unwrap_or(""),
                     cause = top,
-                    causes = %diagnosis.header_value(),
+                    causes = diagnosis.header_value().as_str(),
                     evidence,
                     fix,
                     latency_ms = self.latency_ms,
