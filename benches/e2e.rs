@@ -4,7 +4,9 @@
 //! Run: `cargo bench --bench e2e` (needs `nginx` on PATH: `apt-get install nginx-light`), or
 //! `bash benches/peers/run.sh` to add mitmproxy as a peer (`E2E_MITMDUMP`).
 //! Knobs: `E2E_SECONDS` (per scenario, default 5), `E2E_CONNECTIONS` (default 32),
-//! `E2E_IDLE_CONNECTIONS` (held open for the memory figure, default 1000).
+//! `E2E_IDLE_CONNECTIONS` (held open for the memory figure, default 1000), `E2E_BASELINE`
+//! (another grantdoctor binary, e.g. a build of the previous commit, run alongside as
+//! "baseline" to compare two builds in one run), `E2E_ANNOTATE` (grantdoctor's `--annotate`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,9 @@ use support::{Running, free_addr, wait_for_port};
 const INTERCEPTED: &str = "login.salesforce.com";
 const TUNNELLED: &str = "bulk.example.test";
 const BULK_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes of the body grantdoctor answers a failed refresh of an unknown token with
+/// (`invalid_grant` plus five causes with their texts), measured with curl.
+const ANNOTATED_SIZE: usize = 3051;
 static NEXT_TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn main() {
@@ -41,7 +46,20 @@ fn main() {
     let idle_connections: usize = env_or("E2E_IDLE_CONNECTIONS", 1000);
     let dir = tempfile::tempdir().unwrap();
     let origin = Nginx::start(dir.path());
-    let mut proxies = vec![Proxy::grantdoctor(dir.path(), &origin)];
+    let mut proxies = vec![Proxy::grantdoctor(
+        &dir.path().join("grantdoctor"),
+        &origin,
+        Path::new(env!("CARGO_BIN_EXE_grantdoctor")),
+        "grantdoctor",
+    )];
+    if let Ok(baseline) = std::env::var("E2E_BASELINE") {
+        proxies.push(Proxy::grantdoctor(
+            &dir.path().join("baseline"),
+            &origin,
+            Path::new(&baseline),
+            "baseline",
+        ));
+    }
     if let Ok(mitmdump) = std::env::var("E2E_MITMDUMP") {
         proxies.push(Proxy::mitmproxy(dir.path(), &origin, Path::new(&mitmdump)));
     }
@@ -63,23 +81,27 @@ fn main() {
         &[]
     };
     for &(label, reuse) in gets {
-        let direct = rt.block_on(load(
-            Route::Direct(origin.addr),
-            direct_tls.clone(),
-            connections,
-            duration,
-            reuse,
-        ));
+        let direct = with_cpu(origin.pid(), None, || {
+            rt.block_on(load(
+                Route::Direct(origin.addr),
+                direct_tls.clone(),
+                connections,
+                duration,
+                reuse,
+            ))
+        });
         let through: Vec<Stats> = proxies
             .iter()
             .map(|p| {
-                rt.block_on(load(
-                    Route::Proxy(p.addr, INTERCEPTED),
-                    p.tls.clone(),
-                    connections,
-                    duration,
-                    reuse,
-                ))
+                with_cpu(origin.pid(), Some(p.pid()), || {
+                    rt.block_on(load(
+                        Route::Proxy(p.addr, INTERCEPTED),
+                        p.tls.clone(),
+                        connections,
+                        duration,
+                        reuse,
+                    ))
+                })
             })
             .collect();
         table.rates(
@@ -99,19 +121,23 @@ fn main() {
         ))
     };
     if want("token") {
-        let direct_token = token(
-            Route::Direct(origin.addr),
-            direct_tls.clone(),
-            "/services/oauth2/token",
-        );
+        let direct_token = with_cpu(origin.pid(), None, || {
+            token(
+                Route::Direct(origin.addr),
+                direct_tls.clone(),
+                "/services/oauth2/token",
+            )
+        });
         let observed: Vec<Stats> = proxies
             .iter()
             .map(|p| {
-                token(
-                    Route::Proxy(p.addr, INTERCEPTED),
-                    p.tls.clone(),
-                    "/services/oauth2/token",
-                )
+                with_cpu(origin.pid(), Some(p.pid()), || {
+                    token(
+                        Route::Proxy(p.addr, INTERCEPTED),
+                        p.tls.clone(),
+                        "/services/oauth2/token",
+                    )
+                })
             })
             .collect();
         table.rates(
@@ -122,17 +148,45 @@ fn main() {
         let plain: Vec<Stats> = proxies
             .iter()
             .map(|p| {
-                token(
-                    Route::Proxy(p.addr, INTERCEPTED),
-                    p.tls.clone(),
-                    "/not-the-token-endpoint",
-                )
+                with_cpu(origin.pid(), Some(p.pid()), || {
+                    token(
+                        Route::Proxy(p.addr, INTERCEPTED),
+                        p.tls.clone(),
+                        "/not-the-token-endpoint",
+                    )
+                })
             })
             .collect();
         table.rates(
             "the same POST to a path only forwarded (the proxy doing nothing)",
             &direct_token,
             &plain,
+        );
+        // The annotated answer is ~40 times the origin's: this row tells the cost of the
+        // bigger answer apart from the cost of the work.
+        let direct_sized = with_cpu(origin.pid(), None, || {
+            token(
+                Route::Direct(origin.addr),
+                direct_tls.clone(),
+                "/not-the-token-endpoint-annotated-size",
+            )
+        });
+        let sized: Vec<Stats> = proxies
+            .iter()
+            .map(|p| {
+                with_cpu(origin.pid(), Some(p.pid()), || {
+                    token(
+                        Route::Proxy(p.addr, INTERCEPTED),
+                        p.tls.clone(),
+                        "/not-the-token-endpoint-annotated-size",
+                    )
+                })
+            })
+            .collect();
+        table.rates(
+            &format!("the same POST only forwarded, the origin answering {ANNOTATED_SIZE} bytes (the annotated answer's size)"),
+            &direct_sized,
+            &sized,
         );
     }
     if want("tunnel") {
@@ -193,6 +247,7 @@ fn mib(kib: u64) -> f64 {
 struct Table {
     names: Vec<String>,
     rows: Vec<String>,
+    cpu_rows: Vec<String>,
 }
 
 impl Table {
@@ -200,6 +255,7 @@ impl Table {
         Self {
             names: names.iter().map(|n| n.to_string()).collect(),
             rows: Vec::new(),
+            cpu_rows: Vec::new(),
         }
     }
 
@@ -223,6 +279,12 @@ impl Table {
             direct.pct(99.0),
             cells.join(" | "),
             self.versus(&through.iter().map(Stats::rate).collect::<Vec<_>>()),
+        ));
+        let cpu = |s: &Stats| s.cpu.map_or_else(|| "n/a".to_owned(), |c| c.to_string());
+        self.cpu_rows.push(format!(
+            "| {scenario} | {} | {} |",
+            cpu(direct),
+            through.iter().map(cpu).collect::<Vec<_>>().join(" | ")
         ));
     }
 
@@ -261,6 +323,17 @@ impl Table {
             "---|".repeat(self.names.len() + usize::from(!versus.is_empty()))
         );
         for row in &self.rows {
+            println!("{row}");
+        }
+        if self.cpu_rows.is_empty() {
+            return;
+        }
+        println!(
+            "\n| CPU per request, µs: load generator / origin / **proxy** | direct | {} |",
+            self.names.join(" | ")
+        );
+        println!("|---|---|{}", "---|".repeat(self.names.len()));
+        for row in &self.cpu_rows {
             println!("{row}");
         }
     }
@@ -310,6 +383,60 @@ struct Stats {
     requests: usize,
     elapsed: Duration,
     latencies_us: Vec<u32>,
+    /// CPU time per request of each process, when measured.
+    cpu: Option<Cpu>,
+}
+
+/// CPU time per request, µs: throughput moves with whatever else the two cores are doing,
+/// CPU per request much less, and it shows who pays for what.
+#[derive(Clone, Copy)]
+struct Cpu {
+    client: f64,
+    origin: f64,
+    proxy: Option<f64>,
+}
+
+impl std::fmt::Display for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.1} / {:.1}", self.client, self.origin)?;
+        match self.proxy {
+            Some(proxy) => write!(f, " / **{proxy:.1}**"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// CPU time of all of a process's threads so far (`/proc/PID/task/*/schedstat`, in ns).
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// Runs a load and adds the CPU time per request of the load generator (this process), the
+/// origin, and the proxy when there is one.
+fn with_cpu(origin: u32, proxy: Option<u32>, run: impl FnOnce() -> Stats) -> Stats {
+    let pids = [Some(std::process::id()), Some(origin), proxy];
+    let before: Vec<Option<u64>> = pids.iter().map(|p| p.and_then(cpu_ns)).collect();
+    let mut stats = run();
+    let per_request = |i: usize| -> Option<f64> {
+        let spent = pids[i].and_then(cpu_ns)? - before[i]?;
+        Some(spent as f64 / 1000.0 / stats.requests.max(1) as f64)
+    };
+    if let (Some(client), Some(origin)) = (per_request(0), per_request(1)) {
+        stats.cpu = Some(Cpu {
+            client,
+            origin,
+            proxy: per_request(2),
+        });
+    }
+    stats
 }
 
 impl Stats {
@@ -488,6 +615,7 @@ async fn load_of(
         requests: latencies_us.len(),
         elapsed,
         latencies_us,
+        cpu: None,
     }
 }
 
@@ -516,7 +644,7 @@ async fn bulk(route: Route, tls: Tls, streams: usize, duration: Duration) -> f64
 }
 
 struct Nginx {
-    _child: Running,
+    child: Running,
     addr: SocketAddr,
     /// The same server on a second port, where tunnelled traffic goes: a proxy can tell the
     /// two apart by address.
@@ -525,6 +653,10 @@ struct Nginx {
 }
 
 impl Nginx {
+    fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
     fn start(dir: &Path) -> Self {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -553,6 +685,10 @@ impl Nginx {
         let tunnel_addr = free_addr();
         let tunnel_port = tunnel_addr.port();
         let d = dir.display();
+        let sized = {
+            let head = r#"{"error":"invalid_grant","error_description":"expired access/refresh token","padding":""#;
+            format!("{head}{}\"}}", "x".repeat(ANNOTATED_SIZE - head.len() - 2))
+        };
         let conf = format!(
             "daemon off; worker_processes 1; master_process off; pid {d}/nginx.pid; error_log stderr warn;
 events {{ worker_connections 4096; }}
@@ -568,6 +704,7 @@ http {{
     location = /hello {{ return 200 \"hello from origin\\n\"; }}
     location = /services/oauth2/token {{ default_type application/json; return 400 '{{\"error\":\"invalid_grant\",\"error_description\":\"expired access/refresh token\"}}'; }}
     location = /not-the-token-endpoint {{ default_type application/json; return 400 '{{\"error\":\"invalid_grant\",\"error_description\":\"expired access/refresh token\"}}'; }}
+    location = /not-the-token-endpoint-annotated-size {{ default_type application/json; return 400 '{sized}'; }}
     location /files/ {{ alias {d}/files/; }}
   }}
 }}
@@ -585,7 +722,7 @@ http {{
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         wait_for_port(addr);
         Self {
-            _child: Running(child),
+            child: Running(child),
             addr,
             tunnel_addr,
             ca_pem,
@@ -603,10 +740,15 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn grantdoctor(dir: &Path, origin: &Nginx) -> Self {
+    fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    fn grantdoctor(dir: &Path, origin: &Nginx, binary: &Path, name: &'static str) -> Self {
+        let origin_ca = origin.ca_pem.clone();
         let (tunnel, origin) = (origin.tunnel_addr, origin.addr);
         let addr = free_addr();
-        let child = Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
+        let child = Command::new(binary)
             .args(["run", "--log-format", "json", "--listen", &addr.to_string()])
             .args(["--admin", "127.0.0.1:0", "--max-connections", "8192"])
             .arg("--ca-dir")
@@ -614,15 +756,20 @@ impl Proxy {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--upstream-ca")
-            .arg(dir.join("origin-ca.pem"))
+            .arg(origin_ca)
             .args(["--resolve", &format!("{INTERCEPTED}:443={origin}")])
             .args(["--resolve", &format!("{TUNNELLED}:443={tunnel}")])
+            .args(
+                std::env::var("E2E_ANNOTATE")
+                    .map(|mode| vec!["--annotate".to_owned(), mode])
+                    .unwrap_or_default(),
+            )
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
         wait_for_port(addr);
         Self {
-            name: "grantdoctor",
+            name,
             child: Running(child),
             addr,
             tls: client_tls(&dir.join("certs/ca.pem")),
