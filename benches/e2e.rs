@@ -6,7 +6,8 @@
 //! Knobs: `E2E_SECONDS` (per scenario, default 5), `E2E_CONNECTIONS` (default 32),
 //! `E2E_IDLE_CONNECTIONS` (held open for the memory figure, default 1000), `E2E_BASELINE`
 //! (another grantdoctor binary, e.g. a build of the previous commit, run alongside as
-//! "baseline" to compare two builds in one run), `E2E_ANNOTATE` (grantdoctor's `--annotate`).
+//! "baseline" to compare two builds in one run), `E2E_ANNOTATE` (grantdoctor's `--annotate`),
+//! `E2E_HUDSUCKER` (a hudsucker proxy that does nothing, `benches/peers/hudsucker-noop`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,9 @@ fn main() {
     }
     if let Ok(mitmdump) = std::env::var("E2E_MITMDUMP") {
         proxies.push(Proxy::mitmproxy(dir.path(), &origin, Path::new(&mitmdump)));
+    }
+    if let Ok(hudsucker) = std::env::var("E2E_HUDSUCKER") {
+        proxies.push(Proxy::hudsucker(dir.path(), &origin, Path::new(&hudsucker)));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -817,6 +821,32 @@ impl Proxy {
         }
         Self {
             name: "mitmproxy",
+            child: Running(child),
+            addr,
+            tls: client_tls(&ca),
+        }
+    }
+
+    /// `benches/peers/hudsucker-noop`: hudsucker with handlers that do nothing, the same
+    /// interception and tunnel split and the same `--resolve` mapping as grantdoctor.
+    fn hudsucker(dir: &Path, origin: &Nginx, binary: &Path) -> Self {
+        let (tunnel, origin_addr) = (origin.tunnel_addr, origin.addr);
+        let addr = free_addr();
+        let ca = dir.join("hudsucker-ca.pem");
+        let child = Command::new(binary)
+            .args(["--listen", &addr.to_string(), "--intercept", INTERCEPTED])
+            .arg("--ca-out")
+            .arg(&ca)
+            .arg("--origin-ca")
+            .arg(&origin.ca_pem)
+            .args(["--resolve", &format!("{INTERCEPTED}:443={origin_addr}")])
+            .args(["--resolve", &format!("{TUNNELLED}:443={tunnel}")])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("hudsucker-noop runs");
+        wait_for_port(addr);
+        Self {
+            name: "hudsucker (does nothing)",
             child: Running(child),
             addr,
             tls: client_tls(&ca),
