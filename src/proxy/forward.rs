@@ -132,6 +132,14 @@ const HOP_BY_HOP: &[&str] = &[
 /// Removes the headers that describe one connection rather than the message, including the
 /// ones a `Connection` header names. `TE: trailers` survives: gRPC-style clients depend on it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of these: one pass over the names tells, without the lookups
+    // (each a hash) that removing every listed name would cost.
+    let any = headers
+        .keys()
+        .any(|name| name == header::TE || HOP_BY_HOP.contains(&name.as_str()));
+    if !any {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -51,12 +52,15 @@ pub async fn serve(
         authority: target.authority_for(&name.to_ascii_lowercase()),
         observed: true,
     };
+    // Parsed once: every request's URI is built from it and the request's own path.
+    let authority = route.authority.parse::<Authority>().ok();
     let header_timeout = state.options.header_timeout;
     let max_header_bytes = state.options.max_header_bytes.max(8192);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
         let route = route.clone();
-        async move { Ok::<_, Infallible>(handle(req, route, &state).await) }
+        let authority = authority.clone();
+        async move { Ok::<_, Infallible>(handle(req, route, authority, &state).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -75,12 +79,30 @@ pub async fn serve(
 async fn handle(
     mut req: Request<Incoming>,
     route: Route,
+    authority: Option<Authority>,
     state: &ProxyState,
 ) -> Response<ProxyBody> {
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    *req.uri_mut() = match format!("https://{}{path}", route.authority).parse::<Uri>() {
-        Ok(uri) => uri,
-        Err(_) => return reply::error(ErrorKind::BadRequest, "request target is not a valid path"),
+    let uri = match authority {
+        Some(authority) => {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(Scheme::HTTPS);
+            parts.authority = Some(authority);
+            parts.path_and_query = Some(
+                req.uri()
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            );
+            Uri::from_parts(parts).ok()
+        }
+        None => {
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            format!("https://{}{path}", route.authority).parse().ok()
+        }
     };
+    let Some(uri) = uri else {
+        return reply::error(ErrorKind::BadRequest, "request target is not a valid path");
+    };
+    *req.uri_mut() = uri;
     state.dispatch(req, route).await
 }
