@@ -91,6 +91,27 @@ async fn curl_gets_through_with_the_bundle() {
 }
 
 #[tokio::test]
+async fn a_request_target_that_is_not_a_path_is_refused_with_a_reason() {
+    let (_origin, proxy) = start();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--http1.1", "-X", "OPTIONS", "--request-target", "*"])
+        .args(["-w", "\n%{http_code}", "-x"])
+        .arg(proxy.proxy_url())
+        .arg("--cacert")
+        .arg(proxy.ca_dir().join("bundle.pem"))
+        .arg("https://login.salesforce.com/")
+        .output()
+        .expect("curl runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        "grantdoctor: request target is not a valid path\n\n400",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
 async fn a_gzip_response_arrives_byte_for_byte() {
     let (_origin, proxy) = start();
     let client = client_via(&proxy, &[&proxy.ca_pem()], true);

@@ -84,16 +84,23 @@ async fn handle(
 ) -> Response<ProxyBody> {
     let uri = match authority {
         Some(authority) => {
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(Scheme::HTTPS);
-            parts.authority = Some(authority);
-            parts.path_and_query = Some(
-                req.uri()
-                    .path_and_query()
-                    .cloned()
-                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
-            );
-            Uri::from_parts(parts).ok()
+            let path = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            // `*` and other targets that are not a path stay refused, as they were when the
+            // URI was formatted and parsed whole.
+            path.as_str()
+                .starts_with('/')
+                .then(|| {
+                    let mut parts = http::uri::Parts::default();
+                    parts.scheme = Some(Scheme::HTTPS);
+                    parts.authority = Some(authority);
+                    parts.path_and_query = Some(path);
+                    Uri::from_parts(parts).ok()
+                })
+                .flatten()
         }
         None => {
             let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
