@@ -114,6 +114,7 @@ fn main() {
             &through,
         );
     }
+    // One token-endpoint-shaped POST load to `path`: directly, and through every proxy.
     let token = |route: Route, tls: Tls, path| {
         rt.block_on(load_of(
             route,
@@ -124,73 +125,39 @@ fn main() {
             Exchange::Refresh(path),
         ))
     };
+    let direct_post = |path| {
+        with_cpu(origin.pid(), None, || {
+            token(Route::Direct(origin.addr), direct_tls.clone(), path)
+        })
+    };
+    let through_post = |path| -> Vec<Stats> {
+        proxies
+            .iter()
+            .map(|p| {
+                with_cpu(origin.pid(), Some(p.pid()), || {
+                    token(Route::Proxy(p.addr, INTERCEPTED), p.tls.clone(), path)
+                })
+            })
+            .collect()
+    };
     if want("token") {
-        let direct_token = with_cpu(origin.pid(), None, || {
-            token(
-                Route::Direct(origin.addr),
-                direct_tls.clone(),
-                "/services/oauth2/token",
-            )
-        });
-        let observed: Vec<Stats> = proxies
-            .iter()
-            .map(|p| {
-                with_cpu(origin.pid(), Some(p.pid()), || {
-                    token(
-                        Route::Proxy(p.addr, INTERCEPTED),
-                        p.tls.clone(),
-                        "/services/oauth2/token",
-                    )
-                })
-            })
-            .collect();
+        let direct_token = direct_post("/services/oauth2/token");
         table.rates(
-        &format!("failed refresh at the token endpoint (observe, diagnose, annotate), keep-alive, {connections} conns"),
-        &direct_token,
-        &observed,
-    );
-        let plain: Vec<Stats> = proxies
-            .iter()
-            .map(|p| {
-                with_cpu(origin.pid(), Some(p.pid()), || {
-                    token(
-                        Route::Proxy(p.addr, INTERCEPTED),
-                        p.tls.clone(),
-                        "/not-the-token-endpoint",
-                    )
-                })
-            })
-            .collect();
+            &format!("failed refresh at the token endpoint (observe, diagnose, annotate), keep-alive, {connections} conns"),
+            &direct_token,
+            &through_post("/services/oauth2/token"),
+        );
         table.rates(
             "the same POST to a path only forwarded (the proxy doing nothing)",
             &direct_token,
-            &plain,
+            &through_post("/not-the-token-endpoint"),
         );
         // The annotated answer is ~40 times the origin's: this row tells the cost of the
         // bigger answer apart from the cost of the work.
-        let direct_sized = with_cpu(origin.pid(), None, || {
-            token(
-                Route::Direct(origin.addr),
-                direct_tls.clone(),
-                "/not-the-token-endpoint-annotated-size",
-            )
-        });
-        let sized: Vec<Stats> = proxies
-            .iter()
-            .map(|p| {
-                with_cpu(origin.pid(), Some(p.pid()), || {
-                    token(
-                        Route::Proxy(p.addr, INTERCEPTED),
-                        p.tls.clone(),
-                        "/not-the-token-endpoint-annotated-size",
-                    )
-                })
-            })
-            .collect();
         table.rates(
             &format!("the same POST only forwarded, the origin answering {ANNOTATED_SIZE} bytes (the annotated answer's size)"),
-            &direct_sized,
-            &sized,
+            &direct_post("/not-the-token-endpoint-annotated-size"),
+            &through_post("/not-the-token-endpoint-annotated-size"),
         );
     }
     if want("tunnel") {

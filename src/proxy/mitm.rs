@@ -82,30 +82,22 @@ async fn handle(
     authority: Option<Authority>,
     state: &ProxyState,
 ) -> Response<ProxyBody> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // `*` and other targets that are not a path are refused, as is a name that makes no
+    // authority.
     let uri = match authority {
-        Some(authority) => {
-            let path = req
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/"));
-            // `*` and other targets that are not a path stay refused, as they were when the
-            // URI was formatted and parsed whole.
-            path.as_str()
-                .starts_with('/')
-                .then(|| {
-                    let mut parts = http::uri::Parts::default();
-                    parts.scheme = Some(Scheme::HTTPS);
-                    parts.authority = Some(authority);
-                    parts.path_and_query = Some(path);
-                    Uri::from_parts(parts).ok()
-                })
-                .flatten()
+        Some(authority) if path.as_str().starts_with('/') => {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(Scheme::HTTPS);
+            parts.authority = Some(authority);
+            parts.path_and_query = Some(path);
+            Uri::from_parts(parts).ok()
         }
-        None => {
-            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            format!("https://{}{path}", route.authority).parse().ok()
-        }
+        _ => None,
     };
     let Some(uri) = uri else {
         return reply::error(ErrorKind::BadRequest, "request target is not a valid path");
