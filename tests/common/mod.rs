@@ -5,6 +5,7 @@
 pub mod emulator;
 pub mod jwt;
 pub mod origin;
+pub mod raw;
 pub mod stack;
 
 use std::io::{BufRead, BufReader};
