@@ -41,6 +41,7 @@ fn main() {
                 ..Retention::default()
             },
             t0,
+            Default::default(),
         )
         .unwrap();
         for i in 0..grants {
@@ -102,6 +103,7 @@ fn main() {
             ..Retention::default()
         },
         t0 + grants as i64 * 2_592,
+        Default::default(),
     )
     .unwrap();
     println!(

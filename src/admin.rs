@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
@@ -13,14 +12,15 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::body::{self, ProxyBody};
+use crate::health::Readiness;
 use crate::metrics::Metrics;
 
 /// What the admin port reports on.
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub ca_pem: String,
-    /// Set once the proxy listener is bound and the CA loaded; cleared when draining.
-    pub ready: AtomicBool,
+    /// Draining (503) or degraded (200, with the reason) — shared with the proxy and ledger.
+    pub health: Arc<crate::health::Health>,
 }
 
 impl Admin {
@@ -58,14 +58,20 @@ impl Admin {
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
-            "/readyz" if self.ready.load(Ordering::Relaxed) => {
-                text(StatusCode::OK, "text/plain", "ready\n".into())
-            }
-            "/readyz" => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                "not ready\n".into(),
-            ),
+            "/readyz" => match self.health.readiness() {
+                Readiness::Ready => text(StatusCode::OK, "text/plain", "ok\n".into()),
+                // Still 200: a failing part does not stop the traffic that flows through.
+                Readiness::Degraded(reason) => text(
+                    StatusCode::OK,
+                    "text/plain",
+                    format!("degraded: {reason}\n"),
+                ),
+                Readiness::Draining => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "draining\n".into(),
+                ),
+            },
             "/metrics" => text(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

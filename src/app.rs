@@ -66,7 +66,12 @@ pub async fn serve(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default();
-    observer.ledger = crate::ledger::GrantLedger::open(&args.data_dir, retention, now)
+    let health = Arc::new(crate::health::Health::default());
+    let hooks = crate::ledger::StoreHooks {
+        health: health.clone(),
+        write_errors: observer.metrics.ledger_write_errors.clone(),
+    };
+    observer.ledger = crate::ledger::GrantLedger::open(&args.data_dir, retention, now, hooks)
         .map_err(|e| anyhow::anyhow!("opening the ledger: {e}"))?;
     tracing::info!(
         event = "ledger_loaded",
@@ -94,6 +99,7 @@ pub async fn serve(
     let mut state = ProxyState::new(policy, tls, overrides, client, Arc::new(observer), options);
     state.access = access;
     state.gateway = args.gateway.clone();
+    state.health = health;
     let state = Arc::new(state);
     let proxy = Proxy::bind(args.listen, state)
         .await
@@ -109,16 +115,13 @@ pub async fn serve(
     let admin = Arc::new(crate::admin::Admin {
         metrics,
         ca_pem,
-        ready: std::sync::atomic::AtomicBool::new(true),
+        health: proxy.state().health.clone(),
     });
     let admin_task = tokio::spawn(admin.clone().serve(admin_listener));
     let addr = proxy.local_addr()?;
     tracing::info!(event = "listening", addr = %addr, admin = %admin_addr, ca = %args.ca_dir.join("ca.pem").display());
     ready(addr, admin_addr);
     proxy.run(shutdown).await;
-    admin
-        .ready
-        .store(false, std::sync::atomic::Ordering::Relaxed);
     admin_task.abort();
     tracing::info!(event = "stopped");
     Ok(())

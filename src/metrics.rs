@@ -29,6 +29,9 @@ pub struct Metrics {
     pub recoveries: Family<Labels, Counter>,
     pub coalesced: Family<Labels, Counter>,
     pub guard: Family<Labels, Counter>,
+    pub accept_failures: Family<Labels, Counter>,
+    pub client_errors: Family<Labels, Counter>,
+    pub ledger_write_errors: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -53,6 +56,9 @@ impl Default for Metrics {
             recoveries: Family::default(),
             coalesced: Family::default(),
             guard: Family::default(),
+            accept_failures: Family::default(),
+            client_errors: Family::default(),
+            ledger_write_errors: Counter::default(),
             registry: Registry::default(),
         };
         let families = [
@@ -107,10 +113,25 @@ impl Default for Metrics {
                 "Refreshes with a rotated-away token, by decision (replayed, blocked)",
                 &metrics.guard,
             ),
+            (
+                "accept_failures",
+                "Failed accepts on the proxy listener, by reason (fd_limit, memory, other)",
+                &metrics.accept_failures,
+            ),
+            (
+                "client_errors",
+                "Requests refused as the client's fault, by kind",
+                &metrics.client_errors,
+            ),
         ];
         for (name, help, family) in families {
             registry.register(name, help, family.clone());
         }
+        registry.register(
+            "ledger_write_errors",
+            "Ledger batches that failed to reach the database (kept and retried)",
+            metrics.ledger_write_errors.clone(),
+        );
         registry.register(
             "active_connections",
             "Client connections open now",
@@ -138,22 +159,6 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
         out
-    }
-}
-
-/// Decrements the active-connection gauge when a connection ends.
-pub struct ActiveConnection<'a>(&'a Metrics);
-
-impl<'a> ActiveConnection<'a> {
-    pub fn open(metrics: &'a Metrics) -> Self {
-        metrics.active_connections.inc();
-        Self(metrics)
-    }
-}
-
-impl Drop for ActiveConnection<'_> {
-    fn drop(&mut self) {
-        self.0.active_connections.dec();
     }
 }
 

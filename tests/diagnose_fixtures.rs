@@ -134,7 +134,7 @@ fn every_fixture_names_its_cause_and_together_they_cover_the_catalogue() {
                 let req = request_facts(&exchange.request, &fp);
                 let resp = response_facts(&exchange.response, &fp);
                 for i in 0..exchange.repeat {
-                    for w in ledger.record(&req, &resp, exchange.at + i as i64) {
+                    for w in ledger.record(&req, &resp, exchange.at + i as i64).0 {
                         warned.insert(w.id.to_owned());
                     }
                 }
@@ -161,7 +161,7 @@ fn every_fixture_names_its_cause_and_together_they_cover_the_catalogue() {
                 .map(|(client, p)| (client.clone(), p.parse::<DeclaredPolicy>().unwrap()))
                 .collect();
             let diagnosis = diagnose::diagnose(&req, &resp, &view, &policies, case.now);
-            for w in ledger.record(&req, &resp, case.now) {
+            for w in ledger.record(&req, &resp, case.now).0 {
                 warned.insert(w.id.to_owned());
             }
             let top = diagnosis

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::oauth::{RequestFacts, ResponseFacts};
 
-pub use store::Retention;
+pub use store::{Commit, Retention, StoreHooks};
 pub use view::{ConcurrentRefresh, LedgerView, TokenHistory};
 
 /// Live approvals per (user, app) before Salesforce evicts the oldest.
@@ -251,11 +251,12 @@ impl GrantLedger {
         data_dir: &std::path::Path,
         retention: Retention,
         now: i64,
+        hooks: StoreHooks,
     ) -> Result<Self, String> {
         std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
         let path = data_dir.join("ledger.sqlite3");
-        let (store, rows) =
-            store::open(&path, retention, now).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (store, rows) = store::open(&path, retention, now, hooks)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Self {
             state: Mutex::new(persist::restore(rows)),
             store: Some(store),
@@ -292,14 +293,32 @@ impl GrantLedger {
         view::build(&self.lock(), req, now)
     }
 
-    /// Records the exchange (in memory, and on disk when persisted); returns its warnings.
-    pub fn record(&self, req: &RequestFacts, resp: &ResponseFacts, now: i64) -> Vec<Warning> {
+    /// Records the exchange (in memory, and on disk when persisted); returns its warnings,
+    /// and the commit to wait for before the client sees a new refresh token: after a crash,
+    /// a rotation the disk lost would let the guard forward the dead token.
+    pub fn record(
+        &self,
+        req: &RequestFacts,
+        resp: &ResponseFacts,
+        now: i64,
+    ) -> (Vec<Warning>, Option<Commit>) {
         let mut state = self.lock();
         let warnings = Self::apply(&mut state, req, resp, now);
-        if let Some(store) = &self.store {
-            store.write(persist::rows_for(&state, req, resp, now));
+        let Some(store) = &self.store else {
+            return (warnings, None);
+        };
+        let rows = persist::rows_for(&state, req, resp, now);
+        drop(state);
+        let issues_refresh_token = resp
+            .success
+            .as_ref()
+            .is_some_and(|s| s.refresh_token_fp.is_some());
+        if issues_refresh_token {
+            (warnings, store.write_durably(rows))
+        } else {
+            store.write(rows);
+            (warnings, None)
         }
-        warnings
     }
 
     fn apply(

@@ -1,6 +1,11 @@
 //! The ledger on disk: an embedded SQLite database under `--data-dir`, so history survives
 //! restarts and deploys. One table of JSON records keyed by kind and key; writes go through a
-//! background thread in batches so a token exchange never waits on the disk.
+//! background thread in batches. Most exchanges never wait on the disk; one whose loss would
+//! let the guard forward a dead token (a rotation, a newly issued refresh token) waits for
+//! its commit, which concurrent commits share (group commit).
+//!
+//! A batch that fails (disk full, I/O error) is kept and retried with back-off; the outage
+//! is logged once, counted, and reported on `/readyz` as degraded until a commit succeeds.
 //!
 //! Must never: store a secret. Records hold fingerprints, ids, hosts and times only.
 
@@ -35,9 +40,33 @@ impl Default for Retention {
     }
 }
 
+/// What the writer reports to: readiness and the error counter.
+#[derive(Clone, Default)]
+pub struct StoreHooks {
+    pub health: std::sync::Arc<crate::health::Health>,
+    pub write_errors: prometheus_client::metrics::counter::Counter,
+}
+
+/// Rows to write, and who waits for their commit.
+struct Batch {
+    rows: Vec<Row>,
+    committed: Option<tokio::sync::oneshot::Sender<bool>>,
+}
+
+/// A durable write's outcome: `true` once committed, `false` if the commit failed (the rows
+/// stay queued for retry).
+pub struct Commit(tokio::sync::oneshot::Receiver<bool>);
+
+impl Commit {
+    /// Waits for the commit, at most `bound`: a stuck disk must not hold a client's answer.
+    pub async fn wait(self, bound: std::time::Duration) -> bool {
+        matches!(tokio::time::timeout(bound, self.0).await, Ok(Ok(true)))
+    }
+}
+
 /// The writer side of the database.
 pub(crate) struct Store {
-    tx: Option<mpsc::SyncSender<Vec<Row>>>,
+    tx: Option<mpsc::SyncSender<Batch>>,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -52,6 +81,14 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Batches queued for the writer before `write` waits for it.
 const PENDING_BATCHES: usize = 4096;
+
+/// Unwritten rows kept across failed commits before they are folded to the last value per
+/// record (which bounds them by the number of distinct records, losing nothing).
+const FOLD_PENDING_AT: usize = 100_000;
+
+/// Back-off between retries of a failed commit.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
@@ -71,7 +108,11 @@ pub(crate) fn open(
     path: &Path,
     retention: Retention,
     now: i64,
+    hooks: StoreHooks,
 ) -> rusqlite::Result<(Store, Vec<Row>)> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        tracing::warn!(event = "ledger_empty", path = %path.display(), reason = "the ledger file is empty (0 bytes): starting with no history; whatever it held before is lost");
+    }
     let conn = Connection::open(path)?;
     conn.execute_batch(SCHEMA)?;
     let oldest = now - retention.max_age_days as i64 * 86_400_000;
@@ -103,10 +144,10 @@ pub(crate) fn open(
         .collect()
     };
     // Bounded: a writer that falls behind slows exchanges down rather than growing memory.
-    let (tx, rx) = mpsc::sync_channel::<Vec<Row>>(PENDING_BATCHES);
+    let (tx, rx) = mpsc::sync_channel::<Batch>(PENDING_BATCHES);
     let writer = std::thread::Builder::new()
         .name("ledger-writer".into())
-        .spawn(move || write_loop(conn, rx))
+        .spawn(move || Writer::new(conn, hooks).run(rx))
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     Ok((
         Store {
@@ -118,12 +159,28 @@ pub(crate) fn open(
 }
 
 impl Store {
+    /// Queues rows; they reach the disk within a few milliseconds.
     pub fn write(&self, rows: Vec<Row>) {
         if let Some(tx) = &self.tx
             && !rows.is_empty()
         {
-            let _ = tx.send(rows);
+            let _ = tx.send(Batch {
+                rows,
+                committed: None,
+            });
         }
+    }
+
+    /// Queues rows and returns their commit, to wait for before answering.
+    pub fn write_durably(&self, rows: Vec<Row>) -> Option<Commit> {
+        let tx = self.tx.as_ref()?;
+        let (done, commit) = tokio::sync::oneshot::channel();
+        tx.send(Batch {
+            rows,
+            committed: Some(done),
+        })
+        .ok()?;
+        Some(Commit(commit))
     }
 }
 
@@ -137,22 +194,112 @@ impl Drop for Store {
     }
 }
 
-fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Vec<Row>>) {
-    while let Ok(first) = rx.recv() {
-        // Gather for a moment: under load one transaction (and one wake-up of this thread)
-        // carries many exchanges instead of one each.
-        std::thread::sleep(GATHER);
-        let mut batch = first;
-        while let Ok(more) = rx.try_recv() {
-            batch.extend(more);
+/// The writer thread's state: the connection, the rows not yet committed and who waits.
+struct Writer {
+    conn: Connection,
+    hooks: StoreHooks,
+    pending: Vec<Row>,
+    waiting: Vec<tokio::sync::oneshot::Sender<bool>>,
+    /// The pause before the next retry, while commits fail.
+    retry: Option<std::time::Duration>,
+}
+
+impl Writer {
+    fn new(conn: Connection, hooks: StoreHooks) -> Self {
+        Self {
+            conn,
+            hooks,
+            pending: Vec::new(),
+            waiting: Vec::new(),
+            retry: None,
         }
-        if let Err(e) = write_batch(&mut conn, &batch) {
-            tracing::warn!(event = "ledger_write_failed", reason = %e, rows = batch.len());
+    }
+
+    fn take(&mut self, batch: Batch) {
+        self.pending.extend(batch.rows);
+        self.waiting.extend(batch.committed);
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Batch>) {
+        loop {
+            let received = match self.retry {
+                None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(pause) => rx.recv_timeout(pause),
+            };
+            match received {
+                Ok(batch) => self.take(batch),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    if !self.pending.is_empty() {
+                        self.commit();
+                    }
+                    return;
+                }
+            }
+            // Write-behind rows gather for a moment, so that under load one transaction (and
+            // one wake-up of this thread) carries many exchanges. A waiting caller is not
+            // kept: whatever queued meanwhile shares its commit.
+            if self.waiting.is_empty() && self.retry.is_none() {
+                std::thread::sleep(GATHER);
+            }
+            while let Ok(more) = rx.try_recv() {
+                self.take(more);
+            }
+            self.commit();
+        }
+    }
+
+    fn commit(&mut self) {
+        match write_batch(&mut self.conn, &self.pending) {
+            Ok(()) => {
+                self.pending.clear();
+                for waiter in self.waiting.drain(..) {
+                    let _ = waiter.send(true);
+                }
+                if self.retry.take().is_some() && self.hooks.health.restore("ledger") {
+                    tracing::info!(event = "ledger_write_recovered");
+                }
+            }
+            Err(e) => {
+                self.hooks.write_errors.inc();
+                // The answer goes out anyway: the record is in memory, and is retried here.
+                for waiter in self.waiting.drain(..) {
+                    let _ = waiter.send(false);
+                }
+                let reason = format!("ledger writes failing: {e}");
+                if self.hooks.health.degrade("ledger", reason) {
+                    tracing::warn!(event = "ledger_write_failed", reason = %e, rows = self.pending.len(), note = "rows are kept and retried; /readyz reports degraded until a commit succeeds");
+                }
+                if self.pending.len() > FOLD_PENDING_AT {
+                    fold(&mut self.pending);
+                }
+                self.retry = Some(
+                    self.retry
+                        .map_or(RETRY_FIRST, |pause| (pause * 2).min(RETRY_MAX)),
+                );
+            }
         }
     }
 }
 
+/// Keeps only the last row per record, in the order of those last rows.
+fn fold(rows: &mut Vec<Row>) {
+    let mut last = std::collections::HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        last.insert((row.kind, row.key.clone()), i);
+    }
+    let mut i = 0;
+    rows.retain(|row| {
+        let keep = last.get(&(row.kind, row.key.clone())) == Some(&i);
+        i += 1;
+        keep
+    });
+}
+
 fn write_batch(conn: &mut Connection, batch: &[Row]) -> rusqlite::Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
     let tx = conn.transaction()?;
     {
         let mut upsert = tx.prepare_cached(

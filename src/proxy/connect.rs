@@ -14,6 +14,7 @@ use crate::body::{self, ProxyBody};
 use crate::upstream;
 
 use super::hello::{Opening, peek_opening};
+use super::lifecycle::Hold;
 use super::reply::{self, ErrorKind};
 use super::{ProxyState, mitm, tunnel};
 
@@ -30,7 +31,7 @@ pub async fn handle(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<
     response
 }
 
-async fn open(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<ProxyBody> {
+async fn open(mut req: Request<Incoming>, state: Arc<ProxyState>) -> Response<ProxyBody> {
     let Some(authority) = req.uri().authority().cloned() else {
         return reply::error(
             ErrorKind::BadRequest,
@@ -78,7 +79,11 @@ async fn open(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<ProxyB
             }
         }
     };
+    // The tunnel keeps the connection's place under --max-connections (and in the drain)
+    // until it closes.
+    let hold = req.extensions_mut().remove::<Hold>();
     tokio::spawn(async move {
+        let _hold = hold;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let target = Target { host, port };

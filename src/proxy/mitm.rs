@@ -14,6 +14,7 @@ use hyper_util::server::conn::auto;
 use crate::body::ProxyBody;
 
 use super::connect::Target;
+use super::lifecycle::{CANCEL_WINDOW, MAX_CANCELLED, Requests, until_draining};
 use super::reply::{self, ErrorKind};
 use super::rewind::Rewind;
 use super::{ProxyState, Route};
@@ -56,11 +57,20 @@ pub async fn serve(
     let authority = route.authority.parse::<Authority>().ok();
     let header_timeout = state.options.header_timeout;
     let max_header_bytes = state.options.max_header_bytes.max(8192);
+    let mut draining = state.draining.subscribe();
+    let metrics = state.metrics.clone();
+    let requests = Arc::new(Requests::default());
+    let tracked = requests.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
         let route = route.clone();
         let authority = authority.clone();
-        async move { Ok::<_, Infallible>(handle(req, route, authority, &state).await) }
+        let request = tracked.start();
+        async move {
+            let response = handle(req, route, authority, &state).await;
+            request.finish();
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -71,7 +81,32 @@ pub async fn serve(
     builder
         .http2()
         .max_header_list_size(max_header_bytes as u32);
-    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    // Idle means no request in flight: before the first one, and between keep-alive
+    // requests. A graceful shutdown lets requests in flight finish (h2: GOAWAY first).
+    let ended = tokio::select! {
+        result = conn.as_mut() => Some(result),
+        () = until_draining(&mut draining) => None,
+        () = requests.idle_for(header_timeout) => {
+            crate::metrics::Metrics::count(&metrics.limits, &[("limit", "intercept_idle")]);
+            tracing::debug!(event = "intercept_closed", host = name, reason = "no request within the header timeout");
+            None
+        }
+        () = requests.abusive() => {
+            crate::metrics::Metrics::count(&metrics.limits, &[("limit", "client_cancels")]);
+            tracing::warn!(event = "client_refused", host = name, reason = "too many streams cancelled after dispatch: connection told to go away", limit = MAX_CANCELLED, window_s = CANCEL_WINDOW.as_secs());
+            None
+        }
+    };
+    let result = match ended {
+        Some(result) => result,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(event = "intercept_closed", host = name, reason = %e);
     }
 }

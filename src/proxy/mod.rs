@@ -10,6 +10,7 @@ mod forward;
 pub mod gateway;
 mod hello;
 mod intercept;
+mod lifecycle;
 mod mitm;
 pub mod reply;
 mod rewind;
@@ -20,10 +21,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
@@ -36,7 +38,9 @@ pub use access::AccessPolicy;
 pub use forward::{Forward, strip_hop_by_hop};
 pub use hello::{Opening, peek_opening};
 pub use intercept::{DEFAULT_INTERCEPT, InterceptPolicy};
+use lifecycle::{Held, Hold};
 use reply::ErrorKind;
+use rewind::Rewind;
 
 /// Where a request is going, attached to it as an extension by the connection that read it.
 #[derive(Debug, Clone)]
@@ -100,6 +104,8 @@ pub struct ProxyState {
     pub gateway: Vec<gateway::GatewayRule>,
     connections: Arc<tokio::sync::Semaphore>,
     draining: tokio::sync::watch::Sender<bool>,
+    /// Readiness: the drain marks it at once, before the listener closes.
+    pub health: Arc<crate::health::Health>,
     /// The proxy's own listeners: a request to one of them would loop back into the proxy.
     pub own_addrs: std::sync::OnceLock<Vec<SocketAddr>>,
     pub policy: InterceptPolicy,
@@ -131,6 +137,7 @@ impl ProxyState {
             gateway: Vec::new(),
             connections: Arc::new(tokio::sync::Semaphore::new(options.max_connections)),
             draining: tokio::sync::watch::channel(false).0,
+            health: Arc::default(),
             own_addrs: std::sync::OnceLock::new(),
             metrics,
             policy,
@@ -189,39 +196,30 @@ impl Proxy {
         self.listener.local_addr()
     }
 
-    /// Accepts connections until `shutdown` completes, then drains: open connections finish
-    /// the request they are serving (idle keep-alive connections close at once), bounded by
-    /// the drain timeout; tunnels end with the process.
+    /// Accepts connections until `shutdown` completes, then drains: `/readyz` fails at once,
+    /// open connections finish the request they are serving (idle keep-alive connections
+    /// close at once, intercepted ones after their in-flight requests), bounded by the drain
+    /// timeout. A tunnel holds its connection's place until it closes, so blind tunnels are
+    /// waited for too.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut failing = AcceptFailures::default();
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        if !self.state.access.admits(peer.ip()) {
-                            tracing::warn!(event = "client_refused", peer = %peer, reason = "not in --allow-clients");
-                            continue;
-                        }
-                        let Ok(permit) = self.state.connections.clone().try_acquire_owned() else {
-                            crate::metrics::Metrics::count(&self.state.metrics.limits, &[("limit", "max_connections")]);
-                            tokio::spawn(refuse(stream, "503 Service Unavailable", "too many connections: the proxy is at --max-connections"));
-                            continue;
-                        };
-                        let state = self.state.clone();
-                        tokio::spawn(async move {
-                            serve_client(stream, peer, state).await;
-                            drop(permit);
-                        });
+                        failing.recovered();
+                        self.admit(stream, peer);
                     }
                     Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(event = "accept_failed", reason = %e);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let pause = failing.failed(&e, &self.state.metrics);
+                        tokio::time::sleep(pause).await;
                     }
                 },
                 () = &mut shutdown => break,
             }
         }
+        self.state.health.start_draining();
         drop(self.listener);
         let _ = self.state.draining.send(true);
         let max = self.state.options.max_connections as u32;
@@ -236,26 +234,90 @@ impl Proxy {
             Err(_) => tracing::warn!(event = "drain_timeout", open_connections = open),
         }
     }
+
+    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
+        if !self.state.access.admits(peer.ip()) {
+            tracing::warn!(event = "client_refused", peer = %peer, reason = "not in --allow-clients");
+            return;
+        }
+        let Ok(permit) = self.state.connections.clone().try_acquire_owned() else {
+            crate::metrics::Metrics::count(
+                &self.state.metrics.limits,
+                &[("limit", "max_connections")],
+            );
+            tokio::spawn(refuse(
+                stream,
+                "503 Service Unavailable",
+                "too many connections: the proxy is at --max-connections",
+            ));
+            return;
+        };
+        let held = Held::new(permit, self.state.metrics.clone());
+        tokio::spawn(serve_client(stream, peer, self.state.clone(), held));
+    }
 }
 
-async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
+/// Failures of `accept` (out of file descriptors, most often): backed off exponentially
+/// instead of retried in a loop, counted, and logged once per outage.
+#[derive(Default)]
+struct AcceptFailures {
+    /// Failures since the last success, and the current pause.
+    run: Option<(u64, Duration)>,
+}
+
+impl AcceptFailures {
+    const FIRST_PAUSE: Duration = Duration::from_millis(10);
+    const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+    fn failed(&mut self, e: &std::io::Error, metrics: &crate::metrics::Metrics) -> Duration {
+        let reason = match e.raw_os_error() {
+            Some(libc::EMFILE) | Some(libc::ENFILE) => "fd_limit",
+            Some(libc::ENOBUFS) | Some(libc::ENOMEM) => "memory",
+            _ => "other",
+        };
+        crate::metrics::Metrics::count(&metrics.accept_failures, &[("reason", reason)]);
+        let (count, pause) = match self.run {
+            None => {
+                tracing::warn!(event = "accept_failed", reason = %e, kind = reason, note = "backing off; further failures are counted in grantdoctor_accept_failures_total until accept succeeds");
+                (1, Self::FIRST_PAUSE)
+            }
+            Some((count, pause)) => (count + 1, (pause * 2).min(Self::MAX_PAUSE)),
+        };
+        self.run = Some((count, pause));
+        pause
+    }
+
+    fn recovered(&mut self) {
+        if let Some((failures, _)) = self.run.take() {
+            tracing::info!(event = "accept_recovered", failures);
+        }
+    }
+}
+
+async fn serve_client(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<ProxyState>,
+    held: Arc<Held>,
+) {
     let metrics = state.metrics.clone();
-    let _active = crate::metrics::ActiveConnection::open(&metrics);
     let _ = stream.set_nodelay(true);
-    match check_request_line(&stream, state.options.header_timeout).await {
-        LineCheck::Ok => {}
+    let prefix = match read_request_line(&mut stream, state.options.header_timeout).await {
+        LineCheck::Ok(prefix) => prefix,
         LineCheck::Gone => return,
         LineCheck::Bad(reason) => {
             tracing::info!(event = "bad_request", peer = %peer, reason);
             reject(stream, reason).await;
             return;
         }
-    }
+    };
     let header_timeout = state.options.header_timeout;
     let max_header_bytes = state.options.max_header_bytes.max(8192);
     let mut draining = state.draining.subscribe();
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let hold = Hold::new(held);
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let state = state.clone();
+        req.extensions_mut().insert(hold.clone());
         async move { Ok::<_, Infallible>(front(req, state).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -263,12 +325,12 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyState
         .header_read_timeout(header_timeout)
         .max_buf_size(max_header_bytes)
         .preserve_header_case(true)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(Rewind::new(prefix, stream)), service)
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        _ = draining.changed() => {
+        () = lifecycle::until_draining(&mut draining) => {
             // Finish the request in flight, then close; an idle connection closes now.
             conn.as_mut().graceful_shutdown();
             conn.await
@@ -374,6 +436,22 @@ impl ProxyState {
         req: Request<Incoming>,
         route: Route,
     ) -> Response<ProxyBody> {
+        if let Some(size) = oversized_head(&req, self.options.max_header_bytes) {
+            crate::metrics::Metrics::count(&self.metrics.limits, &[("limit", "max_header_bytes")]);
+            tracing::info!(
+                event = "bad_request",
+                host = route.host,
+                reason = "request head over --max-header-bytes",
+                bytes = size
+            );
+            return reply::error(
+                ErrorKind::HeadTooLarge,
+                format_args!(
+                    "the request head is {size} bytes, over --max-header-bytes {}",
+                    self.options.max_header_bytes
+                ),
+            );
+        }
         let (mut parts, incoming) = req.into_parts();
         parts.extensions.insert(route);
         let req = Request::from_parts(parts, body::boxed(incoming));
@@ -384,41 +462,56 @@ impl ProxyState {
     }
 }
 
+/// The size of a request's head (request line and header fields, as HTTP/1.1 would carry
+/// them) when it is over `max`. hyper's own buffer limit is looser, and h2 counts differently:
+/// one measure for every listener mode.
+fn oversized_head<B>(req: &Request<B>, max: usize) -> Option<usize> {
+    let mut size = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    for (name, value) in req.headers() {
+        size += name.as_str().len() + value.len() + 4;
+    }
+    (size > max).then_some(size)
+}
+
 enum LineCheck {
-    Ok,
+    /// The bytes read so far (the request line and whatever followed it), for hyper.
+    Ok(Bytes),
     Gone,
     Bad(&'static str),
 }
 
-/// hyper answers an unparsable request with a bare `400`; we look at the request line first
-/// so the client learns what was wrong. Peeking leaves the bytes in the socket for hyper.
+/// hyper answers an unparsable request with a bare `400`; we read the request line first so
+/// the client learns what was wrong, then hand what was read to hyper. Reading (not peeking)
+/// means a line that arrives a byte at a time costs one wake-up per packet, not a poll loop.
 /// The reason never echoes the input: a request line can carry credentials in its query.
-async fn check_request_line(stream: &TcpStream, timeout: Duration) -> LineCheck {
+async fn read_request_line(stream: &mut TcpStream, timeout: Duration) -> LineCheck {
     const MAX_LINE: usize = 8192;
-    let mut buf = vec![0u8; MAX_LINE];
+    let mut buf = BytesMut::with_capacity(2048);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
-        let n = match peeked {
+        let scanned = buf.len();
+        let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await;
+        match read {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return LineCheck::Gone,
-            Ok(Ok(n)) => n,
-        };
+            Ok(Ok(_)) => {}
+        }
         if buf[0] == 0x16 {
             return LineCheck::Bad(
                 "received a TLS handshake, but the proxy listener speaks plain HTTP: use http:// in HTTPS_PROXY",
             );
         }
-        if let Some(end) = buf[..n].iter().position(|&b| b == b'\n') {
-            return match validate_request_line(&buf[..end]) {
-                Ok(()) => LineCheck::Ok,
+        if let Some(end) = buf[scanned..].iter().position(|&b| b == b'\n') {
+            return match validate_request_line(&buf[..scanned + end]) {
+                Ok(()) => LineCheck::Ok(buf.freeze()),
                 Err(reason) => LineCheck::Bad(reason),
             };
         }
-        if n == MAX_LINE {
+        if buf.len() >= MAX_LINE {
             return LineCheck::Bad("request line longer than 8192 bytes");
         }
-        // The line is split across packets: wait for more without consuming anything.
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        if buf.capacity() == buf.len() {
+            buf.reserve(2048);
+        }
     }
 }
 

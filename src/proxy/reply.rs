@@ -18,6 +18,10 @@ pub enum ErrorKind {
     UpstreamTimeout,
     /// Gateway mode: no rule serves the request.
     NoRoute,
+    /// The request head is over `--max-header-bytes`.
+    HeadTooLarge,
+    /// The client's request body broke off or was malformed (bad chunked encoding).
+    BadRequestBody,
 }
 
 impl ErrorKind {
@@ -32,12 +36,15 @@ impl ErrorKind {
             Self::Loop => "loop",
             Self::UpstreamTimeout => "upstream-timeout",
             Self::NoRoute => "no-route",
+            Self::HeadTooLarge => "head-too-large",
+            Self::BadRequestBody => "bad-request-body",
         }
     }
 
     fn status(self) -> StatusCode {
         match self {
-            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::BadRequest | Self::BadRequestBody => StatusCode::BAD_REQUEST,
+            Self::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::PortNotAllowed | Self::Loop => StatusCode::FORBIDDEN,
             Self::UpstreamUnreachable | Self::UpstreamFailed => StatusCode::BAD_GATEWAY,

@@ -44,6 +44,10 @@ pub const TOKEN_PATH: &str = "/services/oauth2/token";
 /// Default replay window of the rotated-token guard.
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(5);
 
+/// How long a new refresh token waits for its record to reach the disk before it goes out
+/// anyway (a stuck disk must not hold the client's answer; the row stays queued).
+const COMMIT_BOUND: Duration = Duration::from_secs(2);
+
 /// A digest of a whole token request (host, body, credentials): identical requests, and only
 /// they, share a key.
 type ExchangeKey = [u8; 32];
@@ -464,7 +468,16 @@ async fn observe<S: Upstream>(
         _ => None,
     };
     drop(in_flight);
-    let warnings = observer.ledger.record(&facts, &outcome, now);
+    let (warnings, commit) = observer.ledger.record(&facts, &outcome, now);
+    if let Some(commit) = commit
+        && !commit.wait(COMMIT_BOUND).await
+    {
+        tracing::debug!(
+            event = "ledger_commit_late",
+            host,
+            reason = "the new refresh token goes out before its record is on disk"
+        );
+    }
     let event_id = event_id();
     let mut body = raw;
     let known = view.token.as_ref();

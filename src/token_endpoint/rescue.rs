@@ -222,7 +222,8 @@ async fn jwt_exchange<S: Upstream>(
     };
     let status = parts.status.as_u16();
     let view = observer.ledger.view(&facts, now);
-    let warnings = observer.ledger.record(&facts, &outcome, now);
+    // A JWT bearer exchange issues no refresh token: nothing to wait for.
+    let (warnings, _) = observer.ledger.record(&facts, &outcome, now);
     for warning in &warnings {
         Metrics::count(&observer.metrics.warnings, &[("id", warning.id)]);
         tracing::warn!(event = "warning", id = warning.id, message = %warning.message, host = route.host, grant_type = oauth::JWT_BEARER, client_id = short_client_id(&key.client_id));

@@ -1,0 +1,84 @@
+//! What `/readyz` reports: ready, degraded (a part is failing but traffic still flows), or
+//! draining (the listener is closing, so a load balancer must stop sending now).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Readiness shared by the proxy, the ledger and the admin port.
+#[derive(Debug, Default)]
+pub struct Health {
+    draining: AtomicBool,
+    /// Failing parts by name, with the reason each last gave.
+    degraded: Mutex<BTreeMap<&'static str, String>>,
+}
+
+/// What `/readyz` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Degraded(String),
+    Draining,
+}
+
+impl Health {
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Marks `part` failing; true when it was healthy until now (the start of an outage).
+    pub fn degrade(&self, part: &'static str, reason: impl Into<String>) -> bool {
+        self.lock().insert(part, reason.into()).is_none()
+    }
+
+    /// Marks `part` healthy again; true when it was failing (the end of an outage).
+    pub fn restore(&self, part: &'static str) -> bool {
+        self.lock().remove(part).is_some()
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        if self.draining() {
+            return Readiness::Draining;
+        }
+        let degraded = self.lock();
+        if degraded.is_empty() {
+            return Readiness::Ready;
+        }
+        Readiness::Degraded(
+            degraded
+                .iter()
+                .map(|(part, reason)| format!("{part}: {reason}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, String>> {
+        self.degraded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draining_outranks_degraded_and_outages_are_reported_once() {
+        let health = Health::default();
+        assert_eq!(health.readiness(), Readiness::Ready);
+        assert!(health.degrade("ledger", "disk full"));
+        assert!(!health.degrade("ledger", "disk still full"));
+        assert_eq!(
+            health.readiness(),
+            Readiness::Degraded("ledger: disk still full".into())
+        );
+        health.start_draining();
+        assert_eq!(health.readiness(), Readiness::Draining);
+        assert!(health.restore("ledger"));
+        assert!(!health.restore("ledger"));
+    }
+}
