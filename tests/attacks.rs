@@ -328,3 +328,279 @@ async fn a_malformed_chunked_body_is_refused_as_the_clients_fault_in_every_mode(
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/2 floods and bombs on an intercepted connection
+
+/// An intercepted connection that negotiated h2, split for reading and writing at once.
+async fn h2_raw(
+    proxy: &ProxyProcess,
+) -> (
+    tokio::io::ReadHalf<raw::Tls>,
+    tokio::io::WriteHalf<raw::Tls>,
+) {
+    let tls = raw::tls_through(proxy.addr, LOGIN, &proxy.ca_pem(), &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (read, mut write) = tokio::io::split(tls);
+    write.write_all(&raw::client_preface()).await.unwrap();
+    (read, write)
+}
+
+/// How the proxy ended a connection we were abusing.
+#[derive(Debug, PartialEq)]
+enum Ending {
+    GoAway(u32),
+    Closed,
+}
+
+/// Reads frames until a GOAWAY or the close; `None` if neither comes within `limit`.
+async fn ending<S: tokio::io::AsyncRead + Unpin>(read: &mut S, limit: Duration) -> Option<Ending> {
+    tokio::time::timeout(limit, async {
+        loop {
+            match raw::read_frame(read).await {
+                None => return Ending::Closed,
+                Some(f) if f.kind == kind::GOAWAY => {
+                    return Ending::GoAway(f.error_code().unwrap());
+                }
+                Some(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// The proxy still serves a fresh intercepted h2 request after an attack.
+async fn still_serves_h2(proxy: &ProxyProcess) {
+    let tls = raw::tls_through(proxy.addr, LOGIN, &proxy.ca_pem(), &[b"h2"]).await;
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    let req = http::Request::get(format!("https://{LOGIN}/after-the-attack"))
+        .body(())
+        .unwrap();
+    let (response, _) = send.send_request(req, true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        raw::healthy(proxy.admin.unwrap()),
+        "/healthz after the attack"
+    );
+}
+
+#[tokio::test]
+async fn an_h2_rapid_reset_before_dispatch_gets_a_goaway_and_the_proxy_stays_healthy() {
+    let (_recorder, proxy) = recorder_and_proxy(&[]);
+    let tls = raw::tls_through(proxy.addr, LOGIN, &proxy.ca_pem(), &[b"h2"]).await;
+    let (mut send, conn) = h2::client::handshake(tls).await.unwrap();
+    // A current-thread runtime: the connection task writes only when this loop yields, so each
+    // HEADERS reaches the proxy in the same write as its RST_STREAM, before any dispatch.
+    let conn = tokio::spawn(conn);
+    let started = Instant::now();
+    let mut reset = 0u32;
+    while !conn.is_finished() && reset < 100_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no GOAWAY or close after {reset} reset streams"
+        );
+        send = match send.ready().await {
+            Ok(send) => send,
+            Err(_) => break,
+        };
+        let req = http::Request::get(format!("https://{LOGIN}/reset-{reset}"))
+            .body(())
+            .unwrap();
+        let Ok((_response, mut stream)) = send.send_request(req, true) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        reset += 1;
+        if reset % 50 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the connection ends in time")
+        .unwrap();
+    eprintln!("rapid reset: connection ended after {reset} resets: {ended:?}");
+    if let Err(e) = &ended {
+        if e.is_go_away() {
+            assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{e}");
+        }
+    }
+    assert!(reset < 100_000, "100,000 reset streams were accepted");
+    still_serves_h2(&proxy).await;
+}
+
+#[tokio::test]
+async fn a_continuation_flood_is_cut_off_and_the_proxy_stays_healthy() {
+    let (recorder, proxy) = recorder_and_proxy(&[]);
+    let (mut read, mut write) = h2_raw(&proxy).await;
+    let block = raw::hpack_get(LOGIN, "/continuation-flood");
+    // HEADERS without END_HEADERS, then CONTINUATION frames that never end the block.
+    write
+        .write_all(&raw::frame(kind::HEADERS, raw::END_STREAM, 1, &block))
+        .await
+        .unwrap();
+    let flood = tokio::spawn(async move {
+        let mut field = vec![0x00];
+        raw::hpack_string(&mut field, b"x-flood");
+        raw::hpack_string(&mut field, &[b'a'; 100]);
+        let batch: Vec<u8> = (0..100)
+            .flat_map(|_| raw::frame(kind::CONTINUATION, 0, 1, &field))
+            .collect();
+        let mut sent = 0usize;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20)
+            && raw::write_or_stall(&mut write, &batch, Duration::from_secs(5)).await
+        {
+            sent += 100;
+        }
+        (sent, started.elapsed())
+    });
+    let started = Instant::now();
+    let end = ending(&mut read, Duration::from_secs(5)).await;
+    let closed_after = started.elapsed();
+    assert!(
+        end.is_some(),
+        "the connection stayed open through 5 s of CONTINUATION frames"
+    );
+    if let Some(Ending::GoAway(code)) = end {
+        assert_eq!(code, raw::ENHANCE_YOUR_CALM);
+    }
+    drop(read);
+    let (sent, writing) = flood.await.unwrap();
+    eprintln!(
+        "continuation flood: {end:?} after {closed_after:?}; {sent} frames written in {writing:?}"
+    );
+    assert!(recorder.seen_with("/continuation-flood").is_empty());
+    still_serves_h2(&proxy).await;
+}
+
+/// Writes `frame` over and over without reading, until the proxy stops reading or closes, or
+/// `count` were written; returns how many were.
+async fn flood_without_reading(
+    write: &mut tokio::io::WriteHalf<raw::Tls>,
+    frame: &[u8],
+    count: usize,
+) -> usize {
+    let batch: Vec<u8> = (0..1000).flat_map(|_| frame.to_vec()).collect();
+    let mut sent = 0;
+    while sent < count && raw::write_or_stall(write, &batch, Duration::from_secs(2)).await {
+        sent += 1000;
+    }
+    sent
+}
+
+async fn a_control_frame_flood_is_bounded(frame: Vec<u8>, what: &str) {
+    let _heavy = heavy();
+    let (_recorder, proxy) = recorder_and_proxy(&[]);
+    let pid = proxy.pid();
+    let (mut read, mut write) = h2_raw(&proxy).await;
+    let before = raw::rss_kib(pid);
+    let started = Instant::now();
+    let sent = flood_without_reading(&mut write, &frame, 500_000).await;
+    let took = started.elapsed();
+    let grown = raw::peak_kib(pid).saturating_sub(before);
+    // Reading now: the acks, then either the close or an open connection.
+    let end = ending(&mut read, Duration::from_secs(2)).await;
+    eprintln!("{what} flood: {sent} frames in {took:?}, RSS peak +{grown} KiB, then {end:?}");
+    assert!(
+        grown < 64 * 1024,
+        "{what} flood: the proxy's RSS grew by {grown} KiB"
+    );
+    if let Some(Ending::GoAway(code)) = end {
+        assert_eq!(code, raw::ENHANCE_YOUR_CALM, "{what} flood");
+    }
+    still_serves_h2(&proxy).await;
+}
+
+#[tokio::test]
+async fn a_settings_flood_leaves_the_proxy_bounded_and_healthy() {
+    // SETTINGS_MAX_CONCURRENT_STREAMS = 100, each one to be acknowledged.
+    let payload = [0, 3, 0, 0, 0, 100];
+    a_control_frame_flood_is_bounded(raw::frame(kind::SETTINGS, 0, 0, &payload), "SETTINGS").await;
+}
+
+#[tokio::test]
+async fn a_ping_flood_leaves_the_proxy_bounded_and_healthy() {
+    a_control_frame_flood_is_bounded(raw::frame(kind::PING, 0, 0, &[7; 8]), "PING").await;
+}
+
+/// A header block whose dynamic-table entry of about 4 KB is referenced `refs` times.
+fn hpack_bomb(path: &str, refs: usize) -> Vec<u8> {
+    let mut block = raw::hpack_get(LOGIN, path);
+    // Literal with incremental indexing, new name: it becomes dynamic entry 62.
+    block.push(0x40);
+    raw::hpack_string(&mut block, b"x-bomb");
+    raw::hpack_string(&mut block, &[b'b'; 4000]);
+    block.extend(std::iter::repeat_n(0xbe, refs));
+    block
+}
+
+/// Sends one header block on stream 1 and says how the proxy answered it.
+async fn answer_to_header_block(proxy: &ProxyProcess, block: &[u8]) -> String {
+    let (mut read, mut write) = h2_raw(proxy).await;
+    assert!(block.len() <= 16_384, "one frame of the default size");
+    write
+        .write_all(&raw::frame(
+            kind::HEADERS,
+            raw::END_STREAM | raw::END_HEADERS,
+            1,
+            block,
+        ))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match raw::read_frame(&mut read).await {
+                None => return "closed".to_owned(),
+                Some(f) if f.kind == kind::GOAWAY => {
+                    return format!("goaway {}", f.error_code().unwrap());
+                }
+                Some(f) if f.kind == kind::RST_STREAM && f.stream == 1 => {
+                    return format!("reset {}", f.error_code().unwrap());
+                }
+                Some(f) if f.kind == kind::HEADERS && f.stream == 1 => {
+                    return format!("status {:?}", raw::response_status(&f.payload));
+                }
+                Some(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("the proxy answers the header block in time")
+}
+
+#[tokio::test]
+async fn an_hpack_bomb_is_refused_and_the_proxy_stays_healthy() {
+    let (recorder, proxy) = recorder_and_proxy(&[]);
+    let pid = proxy.pid();
+    let before = raw::rss_kib(pid);
+    // Just over the 64 KiB header list limit: a 431.
+    let over = answer_to_header_block(&proxy, &hpack_bomb("/hpack-over", 20)).await;
+    assert_eq!(over, "status Some(431)");
+    // 11,000 references: about 44 MB decoded from 15 KB.
+    let bomb = answer_to_header_block(&proxy, &hpack_bomb("/hpack-bomb", 11_000)).await;
+    eprintln!("hpack: over the limit: {over}; bomb: {bomb}");
+    assert!(
+        bomb == "status Some(431)"
+            || bomb == format!("goaway {}", raw::ENHANCE_YOUR_CALM)
+            || bomb.starts_with("reset")
+            || bomb == "closed",
+        "{bomb}"
+    );
+    let grown = raw::peak_kib(pid).saturating_sub(before);
+    assert!(grown < 32 * 1024, "RSS grew by {grown} KiB");
+    assert!(recorder.seen_with("/hpack-over").is_empty());
+    assert!(recorder.seen_with("/hpack-bomb").is_empty());
+    // The same entry referenced twice (12 KB, within the origin's own limit too) is served:
+    // the refusal is about size.
+    let under = answer_to_header_block(&proxy, &hpack_bomb("/hpack-under", 2)).await;
+    assert_eq!(under, "status Some(200)");
+    still_serves_h2(&proxy).await;
+}
