@@ -604,3 +604,205 @@ async fn an_hpack_bomb_is_refused_and_the_proxy_stays_healthy() {
     assert_eq!(under, "status Some(200)");
     still_serves_h2(&proxy).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Large bodies and compression bombs
+
+const TEN_MIB: usize = 10 * 1024 * 1024;
+
+/// A client of the proxy's plain listener (absolute-form for http:// URLs).
+fn absolute_form_client(proxy: &ProxyProcess) -> reqwest::Client {
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(proxy.proxy_url()).unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_mib_bodies_stream_through_whole_without_being_held() {
+    let _heavy = heavy();
+    let (recorder, proxy) = recorder_and_proxy(&[]);
+    let pid = proxy.pid();
+    let before = raw::rss_kib(pid);
+    let body = vec![b'z'; TEN_MIB];
+    let plain = absolute_form_client(&proxy);
+    let h1 = common::client_via(&proxy, &[&proxy.ca_pem()], false);
+    let h2 = common::client_via(&proxy, &[&proxy.ca_pem()], true);
+    let cases = [
+        (
+            &plain,
+            "http://origin.test/upload-absolute",
+            "absolute-form",
+        ),
+        (
+            &h1,
+            "https://login.salesforce.com/upload-h1",
+            "intercepted h1",
+        ),
+        (
+            &h2,
+            "https://acme.my.salesforce.com/upload-h2",
+            "intercepted h2",
+        ),
+    ];
+    for (client, url, how) in cases {
+        let started = Instant::now();
+        let response = client.post(url).body(body.clone()).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{how}");
+        assert_eq!(
+            response.text().await.unwrap(),
+            format!("received {TEN_MIB}"),
+            "{how}"
+        );
+        let path = url.rsplit_once('/').unwrap().1;
+        let seen = recorder.seen_with(path);
+        assert_eq!(seen.len(), 1, "{how}: {seen:?}");
+        assert!(
+            seen[0].complete && seen[0].body_len == TEN_MIB as u64,
+            "{how}"
+        );
+        assert!(seen[0].body.iter().all(|&b| b == b'z'), "{how}");
+        eprintln!("{how}: 10 MiB through in {:?}", started.elapsed());
+    }
+    let grown = raw::peak_kib(pid).saturating_sub(before);
+    eprintln!("10 MiB bodies: the proxy's RSS peak grew by {grown} KiB");
+    assert!(
+        grown < 8 * 1024,
+        "the proxy's RSS grew by {grown} KiB: a body was held, not streamed"
+    );
+    assert!(raw::healthy(proxy.admin.unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_mib_refresh_of_a_rotated_token_gets_no_token_and_is_not_held() {
+    let _heavy = heavy();
+    let stack = common::stack::Stack::start(&[]);
+    stack
+        .emu
+        .control(
+            "PATCH",
+            "apps/3MVG9web",
+            serde_json::json!({"rotation": true}),
+        )
+        .await;
+    let login = stack
+        .web_login(
+            "3MVG9web",
+            "web-secret",
+            "alice@acme.com",
+            "api refresh_token",
+        )
+        .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let first = login.body["refresh_token"].as_str().unwrap().to_owned();
+    let rotated = stack.refresh(LOGIN, "3MVG9web", &first).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let second = rotated.body["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(first, second);
+    // Past the replay window of the twin that rotated it.
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+
+    let pid = stack.proxy.pid();
+    let before = raw::rss_kib(pid);
+    let mut body =
+        format!("grant_type=refresh_token&client_id=3MVG9web&refresh_token={first}&pad=")
+            .into_bytes();
+    body.resize(TEN_MIB, b'p');
+    let started = Instant::now();
+    let response = stack
+        .client
+        .post(format!("https://{LOGIN}/services/oauth2/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await;
+    let grown = raw::peak_kib(pid).saturating_sub(before);
+    // The client may see the answer, or its upload cut short once the answer is decided.
+    let answer = match response {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, format!("{e:?}")),
+    };
+    eprintln!(
+        "10 MiB rotated refresh: {} in {:?}, RSS peak +{grown} KiB: {}",
+        answer.0,
+        started.elapsed(),
+        answer.1.chars().take(200).collect::<String>()
+    );
+    assert!(
+        !((200..300).contains(&answer.0) && answer.1.contains("access_token")),
+        "a padded refresh of a rotated token got tokens: {}",
+        answer.1
+    );
+    assert!(
+        grown < 32 * 1024,
+        "the proxy's RSS grew by {grown} KiB on a 10 MiB token request"
+    );
+    assert!(raw::healthy(stack.proxy.admin.unwrap()));
+    // The family is alive: the newest token still refreshes.
+    let next = stack.refresh(LOGIN, "3MVG9web", &second).await;
+    assert_eq!(next.status, 200, "{}", next.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bombs_from_the_token_endpoint_pass_byte_for_byte_without_growing_the_proxy() {
+    let _heavy = heavy();
+    let (_recorder, proxy) = recorder_and_proxy(&[]);
+    let pid = proxy.pid();
+    let client = common::client_via(&proxy, &[&proxy.ca_pem()], false);
+    // 200 MiB from about 200 KB (under the response cap, so the decoder's own cap is what
+    // holds), and 1 GiB from about 1 MB (over the response cap).
+    for mib in [200, 1024] {
+        let bomb = raw::gzip_bomb(mib);
+        let before = raw::rss_kib(pid);
+        let started = Instant::now();
+        let response = client
+            .post(format!("https://{LOGIN}/services/oauth2/token?bomb={mib}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("grant_type=refresh_token&client_id=3MVG9web&refresh_token=5Aep861bomb")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let annotated = response.headers().get("grantdoctor-cause").is_some();
+        let encoding = response.headers().get("content-encoding").cloned();
+        let got = response.bytes().await.unwrap();
+        let grown = raw::peak_kib(pid).saturating_sub(before);
+        eprintln!(
+            "gzip bomb of {mib} MiB ({} bytes): {status} in {:?}, RSS peak +{grown} KiB",
+            bomb.len(),
+            started.elapsed()
+        );
+        assert_eq!(status, 400);
+        assert!(!annotated, "a bomb was inspected and annotated");
+        assert_eq!(encoding.unwrap(), "gzip");
+        assert!(got.as_ref() == bomb.as_slice(), "the bomb was altered");
+        assert!(
+            grown < 32 * 1024,
+            "the proxy's RSS grew by {grown} KiB on a {mib} MiB bomb"
+        );
+    }
+    let reasons: Vec<String> = proxy
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "not_inspected")
+        .map(|e| e["reason"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(raw::healthy(proxy.admin.unwrap()));
+}
+
+#[test]
+fn the_gzip_bomb_is_a_valid_gzip_stream() {
+    use std::io::Read;
+    let bomb = raw::gzip_bomb(3);
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bomb.as_slice())
+        .read_to_end(&mut out)
+        .expect("CRC and length check out");
+    assert_eq!(out.len(), 3 << 20);
+    assert!(out.iter().all(|&b| b == 0));
+}
