@@ -372,3 +372,111 @@ fn the_readme_never_tells_node_20_users_to_set_node_use_env_proxy_alone() {
     assert!(readme.contains("keytool -importcert -cacerts -noprompt"));
     assert!(readme.contains("-Djdk.http.auth.tunneling.disabledSchemes="));
 }
+
+/// The `sh` blocks of a section of a Markdown file, in order.
+fn sh_blocks(file: &str, heading: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(root().join(file)).unwrap();
+    let start = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("{file}: no {heading}"));
+    let section = &text[start..];
+    let section = &section[..section[heading.len()..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + heading.len())];
+    section
+        .split("```sh\n")
+        .skip(1)
+        .map(|block| block[..block.find("```").unwrap()].to_owned())
+        .collect()
+}
+
+/// A one-line `grantdoctor ...` command of the docs, as arguments.
+fn command_words(block: &str) -> Vec<String> {
+    let line = block
+        .lines()
+        .find(|l| l.starts_with("grantdoctor "))
+        .unwrap_or_else(|| panic!("a grantdoctor command in {block}"));
+    line.split_whitespace().skip(1).map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn the_emulator_rehearsal_in_the_docs_runs_as_written() {
+    on_path("jq", "jq");
+    on_path("curl", "curl");
+    let blocks = sh_blocks("docs/emulator.md", "## Rehearsal");
+    assert!(blocks.len() >= 7, "{blocks:?}");
+    let work = tempfile::tempdir().unwrap();
+    let at = |p: &str| work.path().join(p).display().to_string();
+
+    // The emulator and the proxy as the docs start them, on port 0 and with their files in the
+    // work directory instead of the repository.
+    let mut emulator = command_words(&blocks[0]);
+    emulator.extend(["--listen", "127.0.0.1:0", "--ca-dir"].map(String::from));
+    emulator.push(at("emulator-certs"));
+    emulator.extend(["--log-format", "json"].map(String::from));
+    let emulator = common::Spawned::start(&emulator);
+    let emu_port = emulator.addr.port().to_string();
+
+    let mut proxy: Vec<String> = command_words(&blocks[1])
+        .into_iter()
+        .map(|w| {
+            w.replace("emulator-certs/", &format!("{}/", at("emulator-certs")))
+                .replace("127.0.0.1:8443", &format!("127.0.0.1:{emu_port}"))
+        })
+        .collect();
+    proxy.extend(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"].map(String::from));
+    proxy.extend([
+        "--ca-dir".into(),
+        at("certs"),
+        "--data-dir".into(),
+        at("data"),
+    ]);
+    proxy.extend(["--log-format", "json"].map(String::from));
+    let proxy = common::Spawned::start(&proxy);
+
+    let script = blocks[2..]
+        .join("\n")
+        .replace("localhost:8443", &format!("localhost:{emu_port}"))
+        .replace("127.0.0.1:8080", &proxy.addr.to_string());
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_grantdoctor"))
+        .parent()
+        .unwrap();
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let mut command = Command::new("bash");
+    command
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(work.path())
+        .env("PATH", path)
+        .env_remove("https_proxy")
+        .env_remove("no_proxy");
+    let output = bounded(command, Duration::from_secs(90));
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "the rehearsal failed: {said}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The four diagnoses the docs promise, in their order, each in the body and the headers.
+    let mut rest = said.as_str();
+    for cause in [
+        "sf.refresh.revoked",
+        "sf.refresh.approval_limit_evicted",
+        "sf.refresh.rotated_token_reused",
+        "sf.refresh.policy_immediate_expiry",
+    ] {
+        let body = format!("\"cause\":\"{cause}\"");
+        let at_body = rest
+            .find(&body)
+            .unwrap_or_else(|| panic!("{cause} next in: {said}"));
+        rest = &rest[at_body..];
+        let header = format!("grantdoctor-cause: {cause}");
+        assert!(rest.contains(&header), "{header} in: {said}");
+    }
+    assert!(
+        said.contains("grantdoctor-blocked: rotated-refresh-token"),
+        "{said}"
+    );
+}
