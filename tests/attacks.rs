@@ -806,3 +806,504 @@ fn the_gzip_bomb_is_a_valid_gzip_stream() {
     assert_eq!(out.len(), 3 << 20);
     assert!(out.iter().all(|&b| b == 0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Exhaustion: certificate cache, idle connections
+
+/// The first bytes of a TLS handshake for `name`, as a real client would send them.
+fn client_hello(config: &std::sync::Arc<rustls::ClientConfig>, name: &str) -> Vec<u8> {
+    let name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let mut conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).unwrap();
+    }
+    out
+}
+
+/// CONNECT to `name`, send `hello` (a ClientHello for it), and wait for the server's first
+/// flight (so the leaf for `name` was chosen); the certificate is not checked, only its
+/// minting matters.
+async fn hello_through(proxy: std::net::SocketAddr, name: &str, hello: &[u8]) -> bool {
+    use tokio::io::AsyncReadExt;
+    let Ok(mut stream) = tokio::net::TcpStream::connect(proxy).await else {
+        return false;
+    };
+    // No TIME_WAIT left behind by thousands of short connections.
+    let _ = stream.set_zero_linger();
+    let connect = format!("CONNECT {name}:443 HTTP/1.1\r\nHost: {name}:443\r\n\r\n");
+    if stream.write_all(connect.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    if !head.starts_with(b"HTTP/1.1 200") || stream.write_all(hello).await.is_err() {
+        return false;
+    }
+    // A TLS handshake record (the ServerHello) in answer.
+    matches!(stream.read(&mut buf).await, Ok(n) if n > 0 && buf[0] == 0x16)
+}
+
+/// Distinct server names asked for. 20,000 took 34 s in the debug build on two cores with this
+/// client (46 to 76 s with a full TLS client per name): the proxy spends about 2.4 ms of CPU
+/// minting a leaf and answering each handshake. 10,000 is still ten times the leaf cache's
+/// capacity of 1,024, so every name past the first thousand evicts one.
+const SERVER_NAMES: usize = 10_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_server_names_keep_the_leaf_cache_bounded() {
+    let _heavy = heavy();
+    let (_recorder, proxy) = recorder_and_proxy(&[]);
+    let pid = proxy.pid();
+    let config = raw::client_tls(&proxy.ca_pem(), &[b"http/1.1"]);
+    // One ClientHello, its name's digits rewritten per connection: the client costs nothing
+    // next to the proxy.
+    let template = client_hello(&config, "org00000.my.salesforce.com");
+    let at = template
+        .windows(8)
+        .position(|w| w == b"org00000")
+        .expect("the server name in the ClientHello")
+        + 3;
+    let hello_for = move |i: usize| {
+        let mut hello = template.clone();
+        hello[at..at + 5].copy_from_slice(format!("{i:05}").as_bytes());
+        (format!("org{i:05}.my.salesforce.com"), hello)
+    };
+    // Warm up: the process's steady state with a few leaves minted.
+    for i in 90_000..90_050 {
+        let (name, hello) = hello_for(i);
+        assert!(hello_through(proxy.addr, &name, &hello).await, "{name}");
+    }
+    let before = raw::rss_kib(pid);
+    let cpu_before = cpu_time(pid);
+    let started = Instant::now();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hello_for = std::sync::Arc::new(hello_for);
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let next = next.clone();
+            let hello_for = hello_for.clone();
+            let addr = proxy.addr;
+            tokio::spawn(async move {
+                let mut failed = 0;
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= SERVER_NAMES {
+                        return failed;
+                    }
+                    let (name, hello) = hello_for(i);
+                    if !hello_through(addr, &name, &hello).await {
+                        failed += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for worker in workers {
+        failed += worker.await.unwrap();
+    }
+    let took = started.elapsed();
+    let after = raw::rss_kib(pid);
+    eprintln!(
+        "{SERVER_NAMES} server names in {took:?} ({failed} failed; proxy CPU {:?}): RSS {before} -> {after} KiB",
+        cpu_time(pid) - cpu_before
+    );
+    assert_eq!(failed, 0, "handshakes that got no server answer");
+    assert!(
+        after.saturating_sub(before) < 16 * 1024,
+        "RSS grew by {} KiB over {SERVER_NAMES} leaves: the cache is not bounded",
+        after.saturating_sub(before)
+    );
+    still_serves_h2(&proxy).await;
+}
+
+/// Raises this process's soft limit of open files to its hard limit (children inherit it).
+fn raise_nofile_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut numbers = line
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u64>().ok());
+    let (soft, hard) = (numbers.next().unwrap(), numbers.next().unwrap());
+    if soft < hard {
+        let status = std::process::Command::new("prlimit")
+            .arg(format!("--pid={}", std::process::id()))
+            .arg(format!("--nofile={hard}:{hard}"))
+            .status()
+            .expect("prlimit (util-linux) runs");
+        assert!(status.success());
+    }
+    hard
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_idle_connections_are_held_and_the_admin_port_answers() {
+    let _heavy = heavy();
+    let limit = raise_nofile_limit();
+    assert!(
+        limit >= 11_000,
+        "the open-file limit {limit} is too low for this test"
+    );
+    let (_recorder, proxy) =
+        recorder_and_proxy(&["--max-connections", "6000", "--header-timeout", "60"]);
+    let pid = proxy.pid();
+    let admin = proxy.admin.unwrap();
+    // One served request first, so the figure is of idle connections, not of start-up.
+    let plain = absolute_form_client(&proxy);
+    let warm = plain.get("http://origin.test/warm").send().await.unwrap();
+    assert_eq!(warm.status(), 200);
+    drop(plain);
+    let before = raw::rss_kib(pid);
+    let fds_before = raw::open_fds(pid);
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(5000);
+    for _ in 0..50 {
+        let batch: Vec<_> = (0..100)
+            .map(|_| tokio::spawn(tokio::net::TcpStream::connect(proxy.addr)))
+            .collect();
+        for connect in batch {
+            held.push(connect.await.unwrap().expect("the listener accepts"));
+        }
+    }
+    // Until the proxy holds every one of them.
+    // (The warm-up's connection may close meanwhile.)
+    while raw::open_fds(pid) < fds_before + 4990 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the proxy holds {} of 5,000 connections",
+            raw::open_fds(pid) - fds_before
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = raw::rss_kib(pid);
+    let per_connection = (after.saturating_sub(before) * 1024) / 5000;
+    eprintln!(
+        "5,000 idle connections in {:?}: RSS {before} -> {after} KiB, {per_connection} bytes each",
+        started.elapsed()
+    );
+    assert!(raw::healthy(admin), "/healthz with 5,000 idle connections");
+    let metrics = raw::admin_get(admin, "/metrics")
+        .expect("/metrics answers")
+        .1;
+    let active = metrics
+        .lines()
+        .find(|l| l.starts_with("grantdoctor_active_connections "))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(
+        active.is_some_and(|a| a >= 5000.0),
+        "active connections: {active:?}"
+    );
+    // And a real request still goes through beside them.
+    let client = absolute_form_client(&proxy);
+    let response = client
+        .get("http://origin.test/beside")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        per_connection < 64 * 1024,
+        "{per_connection} bytes per idle connection"
+    );
+    drop(held);
+}
+
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets in every output
+
+/// Every file under `dir`, read as bytes.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push((path, bytes));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_log_the_admin_port_the_ledger_or_an_error_body() {
+    use common::stack::Stack;
+    let mut stack = Stack::start(&[]);
+    let mut secrets: Vec<(&str, String)> = vec![
+        ("client secret", "web-secret".into()),
+        ("client secret", "cc-secret".into()),
+        ("password", "Pa55wordTOKEN123".into()),
+        ("wrong password", "Wr0ng-Passw0rd-SECRET".into()),
+        (
+            "made-up refresh token",
+            "5Aep861.SECRET-made-up-refresh".into(),
+        ),
+        (
+            "access token in a query",
+            "00Dxx0000001gPL!SECRET-query-token".into(),
+        ),
+    ];
+    // Authorization code, access and refresh tokens: the web-server flow, then a refresh.
+    let code = stack
+        .authorize("3MVG9web", "alice@acme.com", "api refresh_token", None)
+        .await;
+    let login = stack
+        .exchange_code("3MVG9web", "web-secret", &code, None)
+        .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    secrets.push(("authorization code", code));
+    let refresh = login.body["refresh_token"].as_str().unwrap().to_owned();
+    secrets.push(("refresh token", refresh.clone()));
+    secrets.push((
+        "access token",
+        login.body["access_token"].as_str().unwrap().into(),
+    ));
+    let refreshed = stack
+        .token(
+            LOGIN,
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", "3MVG9web"),
+                ("client_secret", "web-secret"),
+                ("refresh_token", &refresh),
+            ],
+        )
+        .await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    secrets.push((
+        "access token",
+        refreshed.body["access_token"].as_str().unwrap().into(),
+    ));
+    // The password flow, right and wrong.
+    let password = |pw: &'static str| {
+        let stack = &stack;
+        async move {
+            stack
+                .token(
+                    LOGIN,
+                    &[
+                        ("grant_type", "password"),
+                        ("client_id", "3MVG9web"),
+                        ("client_secret", "web-secret"),
+                        ("username", "alice@acme.com"),
+                        ("password", pw),
+                    ],
+                )
+                .await
+        }
+    };
+    let good = password("Pa55wordTOKEN123").await;
+    assert_eq!(good.status, 200, "{}", good.body);
+    secrets.push((
+        "access token",
+        good.body["access_token"].as_str().unwrap().into(),
+    ));
+    let bad = password("Wr0ng-Passw0rd-SECRET").await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    // A JWT bearer assertion, accepted, and one that is not (expired).
+    let now = common::jwt::now_secs();
+    for exp in [now + 120, now - 600] {
+        let assertion = common::jwt::sign(&serde_json::json!({
+            "iss": "3MVG9jwt", "sub": "alice@acme.com",
+            "aud": "https://login.salesforce.com", "exp": exp,
+        }));
+        let answer = stack
+            .token(
+                LOGIN,
+                &[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                    ("assertion", &assertion),
+                ],
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            if exp > now { 200 } else { 400 },
+            "{}",
+            answer.body
+        );
+        if let Some(access) = answer.body["access_token"].as_str() {
+            secrets.push(("access token", access.into()));
+        }
+        secrets.push(("JWT assertion", assertion.clone()));
+        secrets.push((
+            "JWT signature",
+            assertion.rsplit('.').next().unwrap().into(),
+        ));
+    }
+    // Client credentials.
+    let cc = stack
+        .token(
+            "acme.my.salesforce.com",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "3MVG9cc"),
+                ("client_secret", "cc-secret"),
+            ],
+        )
+        .await;
+    assert_eq!(cc.status, 200, "{}", cc.body);
+    secrets.push((
+        "access token",
+        cc.body["access_token"].as_str().unwrap().into(),
+    ));
+    // A refresh token nobody issued: diagnosed and annotated.
+    let dead = stack
+        .refresh(LOGIN, "3MVG9web", "5Aep861.SECRET-made-up-refresh")
+        .await;
+    assert_eq!(dead.status, 400);
+    assert!(!dead.cause().is_empty(), "the failure was diagnosed");
+    let mut bodies = vec![
+        ("annotated failure", dead.body.to_string()),
+        ("password failure", bad.body.to_string()),
+    ];
+    // An access token used against the API, and on requests that fail in the proxy itself.
+    let access = secrets
+        .iter()
+        .find(|(what, _)| *what == "access token")
+        .unwrap()
+        .1
+        .clone();
+    let api = stack
+        .client
+        .get("https://acme.my.salesforce.com/services/data/")
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 200);
+    // Unreachable upstream, named in the URL with a token in the query.
+    let unreachable = stack
+        .client
+        .post("https://ghost.my.salesforce.com/services/oauth2/token?access_token=00Dxx0000001gPL!SECRET-query-token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .bearer_auth(&access)
+        .body(format!(
+            "grant_type=refresh_token&client_id=3MVG9web&client_secret=web-secret&refresh_token={refresh}"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let status = unreachable.status().as_u16();
+    assert_eq!(status, 502);
+    bodies.push(("unreachable upstream", unreachable.text().await.unwrap()));
+    // A malformed request line carrying a token: refused with a reason that does not echo it.
+    let malformed = common::raw_exchange(
+        stack.proxy.addr,
+        b"GET http://origin.test/?access_token=00Dxx0000001gPL!SECRET-query-token  HTTP/1.1 extra\r\nHost: origin.test\r\n\r\n",
+    );
+    assert!(malformed.starts_with("HTTP/1.1 400"), "{malformed}");
+    bodies.push(("malformed request", malformed));
+    let not_proxy = common::raw_exchange(
+        stack.proxy.addr,
+        format!("POST /services/oauth2/token?refresh_token={refresh} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert!(not_proxy.starts_with("HTTP/1.1 4"), "{not_proxy}");
+    bodies.push(("origin-form request", not_proxy));
+
+    // What the admin port shows.
+    let admin = stack.proxy.admin.unwrap();
+    let mut outputs: Vec<(String, Vec<u8>)> = Vec::new();
+    for path in [
+        "/metrics",
+        "/events",
+        "/events?limit=1000",
+        "/api/events",
+        "/api/families",
+        "/",
+    ] {
+        if let Some((200, body)) = raw::admin_get(admin, path) {
+            outputs.push((format!("admin {path}"), body.into_bytes()));
+        }
+    }
+    assert!(
+        outputs
+            .iter()
+            .any(|(what, body)| what.starts_with("admin /events")
+                && String::from_utf8_lossy(body).contains("invalid_grant")),
+        "the events were served: {:?}",
+        outputs.iter().map(|(w, _)| w).collect::<Vec<_>>()
+    );
+    // Stop the proxy so the ledger is on disk, then read every file it wrote.
+    stack.proxy.process.terminate();
+    let log = stack.proxy.raw_log();
+    assert!(
+        log.contains("\"token_issued\"") || log.contains("\"token_refreshed\""),
+        "{log}"
+    );
+    outputs.push(("stdout log".into(), log.into_bytes()));
+    for (what, body) in bodies {
+        outputs.push((format!("error body: {what}"), body.into_bytes()));
+    }
+    let files = files_under(&stack.proxy.dir.path().join("data"));
+    assert!(
+        files.iter().map(|(_, b)| b.len()).sum::<usize>() > 4096,
+        "the ledger was written: {:?}",
+        files
+            .iter()
+            .map(|(p, b)| (p.file_name().unwrap().to_owned(), b.len()))
+            .collect::<Vec<_>>()
+    );
+    for (path, bytes) in files {
+        outputs.push((
+            format!("file {}", path.file_name().unwrap().to_string_lossy()),
+            bytes,
+        ));
+    }
+
+    eprintln!(
+        "searched: {:?}",
+        outputs
+            .iter()
+            .map(|(w, b)| (w, b.len()))
+            .collect::<Vec<_>>()
+    );
+    // The search finds what is there: the user's name (no secret) is in the log and the ledger.
+    let found_in = |needle: &[u8]| {
+        outputs
+            .iter()
+            .filter(|(_, b)| b.windows(needle.len()).any(|w| w == needle))
+            .count()
+    };
+    assert!(
+        found_in(b"alice@acme.com") >= 2,
+        "the outputs name the user"
+    );
+    let mut leaks = Vec::new();
+    for (what, secret) in &secrets {
+        assert!(secret.len() >= 8, "{what} too short to search for");
+        for (output, bytes) in &outputs {
+            if bytes.windows(secret.len()).any(|w| w == secret.as_bytes()) {
+                leaks.push(format!("{what} in {output}"));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "secrets leaked: {leaks:#?}");
+    drop(stack);
+}
