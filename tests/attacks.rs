@@ -300,8 +300,7 @@ async fn smuggling_probes_on_an_intercepted_connection_are_refused_or_normalised
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a malformed chunked request body is answered 502 upstream-failed, not 400"]
-async fn a_malformed_chunked_body_is_refused_as_the_clients_fault_in_every_mode() {
+async fn a_malformed_chunked_body_in_absolute_form_is_refused_as_the_clients_fault() {
     let (recorder, proxy) = recorder_and_proxy(&[]);
     run_probes(
         &recorder,
@@ -311,6 +310,12 @@ async fn a_malformed_chunked_body_is_refused_as_the_clients_fault_in_every_mode(
         absolute_form(proxy.addr),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "defect: a malformed chunked body on an intercepted connection is answered 502 upstream-failed, not 400"]
+async fn a_malformed_chunked_body_on_an_intercepted_connection_is_refused_as_the_clients_fault() {
+    let (recorder, proxy) = recorder_and_proxy(&[]);
     run_probes(
         &recorder,
         LOGIN,
@@ -384,7 +389,7 @@ async fn still_serves_h2(proxy: &ProxyProcess) {
 }
 
 #[tokio::test]
-async fn an_h2_rapid_reset_before_dispatch_gets_a_goaway_and_the_proxy_stays_healthy() {
+async fn an_h2_rapid_reset_before_dispatch_is_cut_off_and_the_proxy_stays_healthy() {
     let (_recorder, proxy) = recorder_and_proxy(&[]);
     let tls = raw::tls_through(proxy.addr, LOGIN, &proxy.ca_pem(), &[b"h2"]).await;
     let (mut send, conn) = h2::client::handshake(tls).await.unwrap();
@@ -856,7 +861,7 @@ async fn hello_through(proxy: std::net::SocketAddr, name: &str, hello: &[u8]) ->
 const SERVER_NAMES: usize = 20_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thousands_of_server_names_keep_the_leaf_cache_bounded() {
+async fn twenty_thousand_server_names_keep_the_leaf_cache_bounded() {
     let _heavy = HEAVY.lock().await;
     let (_recorder, proxy) = recorder_and_proxy(&[]);
     let pid = proxy.pid();
@@ -1309,4 +1314,54 @@ async fn no_secret_reaches_the_log_the_admin_port_the_ledger_or_an_error_body() 
     }
     assert!(leaks.is_empty(), "secrets leaked: {leaks:#?}");
     drop(stack);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_intercepted_h2_connections_cost_little() {
+    let _heavy = HEAVY.lock().await;
+    let (_recorder, proxy) =
+        recorder_and_proxy(&["--max-connections", "6000", "--header-timeout", "60"]);
+    let pid = proxy.pid();
+    // One served intercepted request first: leaf minted, upstream client built.
+    still_serves_h2(&proxy).await;
+    let before = raw::rss_kib(pid);
+    let started = Instant::now();
+    let count = 1000;
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count / 50 {
+        let batch: Vec<_> = (0..50)
+            .map(|_| {
+                let addr = proxy.addr;
+                let ca = proxy.ca_pem();
+                tokio::spawn(async move {
+                    let (read, mut write) = {
+                        let tls = raw::tls_through(addr, LOGIN, &ca, &[b"h2"]).await;
+                        tokio::io::split(tls)
+                    };
+                    write.write_all(&raw::client_preface()).await.unwrap();
+                    let mut read = read;
+                    // The proxy's SETTINGS: its side of the connection is set up.
+                    let settings = raw::read_frame(&mut read).await.expect("SETTINGS");
+                    assert_eq!(settings.kind, kind::SETTINGS);
+                    (read, write)
+                })
+            })
+            .collect();
+        for connection in batch {
+            held.push(connection.await.unwrap());
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = raw::rss_kib(pid);
+    let per_connection = (after.saturating_sub(before) * 1024) / count as u64;
+    eprintln!(
+        "{count} idle intercepted h2 connections in {:?}: RSS {before} -> {after} KiB, {per_connection} bytes each",
+        started.elapsed()
+    );
+    assert!(raw::healthy(proxy.admin.unwrap()));
+    assert!(
+        per_connection < 128 * 1024,
+        "{per_connection} bytes per idle intercepted connection"
+    );
+    drop(held);
 }
