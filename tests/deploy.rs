@@ -37,10 +37,12 @@ fn venv_tool(name: &str) -> PathBuf {
     path
 }
 
-/// A program on PATH, from the Debian package named.
+/// A program on PATH (or in the sbin directories, which a PATH may lack), from the Debian
+/// package named.
 fn system_tool(name: &str, package: &str) -> PathBuf {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
+            .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
             .map(|dir| dir.join(name))
             .find(|p| p.is_file())
     });
@@ -801,4 +803,58 @@ fn the_systemd_unit_is_hardened_and_creates_the_ca_before_the_first_start() {
     };
     let first = ca_init();
     assert_eq!(ca_init(), first, "a second ca init keeps the CA");
+}
+
+#[test]
+fn the_metrics_relay_serves_metrics_of_the_loopback_admin_port_and_nothing_else() {
+    let nginx = system_tool("nginx", "nginx-light");
+    let docs = yaml_documents(&manifests()[0]);
+    let config = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .expect("the relay's configuration")["data"]["nginx.conf"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let proxy = common::ProxyProcess::start(&[]);
+    let admin = proxy.admin.expect("an admin listener");
+    // The relay's ports moved to free loopback ports, its /tmp to a directory of its own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config
+        .replace("/tmp/", &format!("{}/", dir.path().display()))
+        .replace("listen 9091;", &format!("listen 127.0.0.1:{port};"))
+        .replace("http://127.0.0.1:9090", &format!("http://{admin}"));
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(&conf, config).unwrap();
+    let mut relay = Command::new(nginx)
+        .arg("-c")
+        .arg(&conf)
+        .args(["-g", "daemon off;"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let relay_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(relay_addr).is_err() {
+        assert!(Instant::now() < deadline, "the relay does not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let metrics = common::raw_exchange(relay_addr, b"GET /metrics HTTP/1.0\r\n\r\n");
+    let events = common::raw_exchange(relay_addr, b"GET /events HTTP/1.0\r\n\r\n");
+    let posted = common::raw_exchange(
+        relay_addr,
+        b"POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
+    );
+    let _ = relay.kill();
+    let _ = relay.wait();
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("# TYPE grantdoctor_"), "{metrics}");
+    assert!(events.starts_with("HTTP/1.1 404"), "{events}");
+    assert!(posted.starts_with("HTTP/1.1 403"), "{posted}");
 }
