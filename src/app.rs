@@ -38,7 +38,7 @@ pub async fn serve(
     let tls = InterceptTls::new(cache)?;
     let overrides = ResolveOverrides::new(&args.resolve);
     let client_tls = crate::tls::upstream_client_config(&args.upstream_ca)?;
-    let options = ProxyOptions {
+    let mut options = ProxyOptions {
         connect_ports: args.connect_ports.clone(),
         max_connections: args.max_connections.max(1),
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
@@ -48,13 +48,21 @@ pub async fn serve(
         max_header_bytes: args.max_header_bytes,
         ..ProxyOptions::default()
     };
+    options.max_connections = descriptor_budget(options.max_connections);
     let access =
-        crate::proxy::AccessPolicy::new(args.proxy_auth.as_deref(), args.allow_clients.clone());
+        crate::proxy::AccessPolicy::new(args.proxy_auth.as_deref(), args.allow_clients.clone())
+            .map_err(|reason| anyhow::Error::new(crate::cli::UsageError(reason)))?;
     access
         .check_listener(args.listen)
         .map_err(|reason| anyhow::Error::new(crate::cli::UsageError(reason)))?;
     let recovery = recovery(&args).map_err(anyhow::Error::new)?;
-    let client = upstream::client(client_tls, overrides.clone(), &UpstreamOptions::default());
+    let own = upstream::OwnListeners::default();
+    let client = upstream::client(
+        client_tls,
+        overrides.clone(),
+        own.clone(),
+        &UpstreamOptions::default(),
+    );
     let fingerprints = crate::oauth::Fingerprinter::load_or_create(&args.data_dir)
         .with_context(|| format!("the fingerprint key in {}", args.data_dir.display()))?;
     let mut observer = crate::token_endpoint::Observer::new(fingerprints);
@@ -100,6 +108,7 @@ pub async fn serve(
     state.access = access;
     state.gateway = args.gateway.clone();
     state.health = health;
+    state.own_addrs = own;
     let state = Arc::new(state);
     let proxy = Proxy::bind(args.listen, state)
         .await
@@ -108,7 +117,7 @@ pub async fn serve(
         .await
         .with_context(|| format!("binding the admin listener on {}", args.admin))?;
     let admin_addr = admin_listener.local_addr()?;
-    let _ = proxy
+    proxy
         .state()
         .own_addrs
         .set(vec![proxy.local_addr()?, admin_addr]);
@@ -125,6 +134,33 @@ pub async fn serve(
     admin_task.abort();
     tracing::info!(event = "stopped");
     Ok(())
+}
+
+/// Raises the descriptor limit and fits `--max-connections` under it.
+fn descriptor_budget(wanted: usize) -> usize {
+    let limits = match crate::fd_limit::raise() {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!(event = "fd_limit", reason = %e, note = "could not read the descriptor limit");
+            return wanted;
+        }
+    };
+    if let Some(before) = limits.raised_from {
+        tracing::info!(event = "fd_limit", raised_from = before, soft = limits.soft);
+    }
+    let effective = crate::fd_limit::connections_within(wanted, limits.soft);
+    if effective < wanted {
+        tracing::warn!(
+            event = "fd_limit",
+            soft = limits.soft,
+            hard = limits.hard,
+            max_connections = wanted,
+            effective,
+            reason = "the descriptor limit allows fewer connections than --max-connections; the rest are answered 503",
+            fix = "raise the hard limit: LimitNOFILE=65536 (systemd), ulimit -Hn, or the container runtime's nofile"
+        );
+    }
+    effective
 }
 
 /// Runs the emulator until SIGINT or SIGTERM.
@@ -355,6 +391,7 @@ pub fn check_config(args: RunArgs) -> anyhow::Result<()> {
         InterceptPolicy::new(&args.intercept).map_err(usage)?;
     }
     crate::proxy::AccessPolicy::new(args.proxy_auth.as_deref(), args.allow_clients.clone())
+        .map_err(usage)?
         .check_listener(args.listen)
         .map_err(usage)?;
     crate::tls::upstream_client_config(&args.upstream_ca)

@@ -32,6 +32,7 @@ pub mod demo;
 pub mod diagnose;
 pub mod emulator;
 pub mod explain;
+pub mod fd_limit;
 pub mod health;
 pub mod ledger;
 pub mod logs;

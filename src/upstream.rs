@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -78,9 +78,81 @@ impl ResolveOverrides {
     }
 }
 
+/// The proxy's own listeners, known once they are bound. A name is compared by the
+/// addresses it resolves to, not by its spelling: `127.1`, `0`, `2130706433`, `[::ffff:
+/// 127.0.0.1]` or the machine's host name all reach the same sockets.
+#[derive(Debug, Clone, Default)]
+pub struct OwnListeners(Arc<std::sync::OnceLock<Vec<SocketAddr>>>);
+
+/// A dial that would reach one of the proxy's own listeners.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is grantdoctor itself: the request would loop")]
+pub struct Loops(pub SocketAddr);
+
+impl OwnListeners {
+    pub fn set(&self, addrs: Vec<SocketAddr>) {
+        let _ = self.0.set(addrs);
+    }
+
+    pub fn get(&self) -> Option<&[SocketAddr]> {
+        self.0.get().map(Vec::as_slice)
+    }
+
+    /// Whether a connection to `target` would reach one of the listeners.
+    pub fn contain(&self, target: SocketAddr) -> bool {
+        let Some(own) = self.0.get() else {
+            return false;
+        };
+        let ip = target.ip().to_canonical();
+        own.iter().filter(|o| o.port() == target.port()).any(|o| {
+            let listening = o.ip().to_canonical();
+            listening == ip
+                || (listening.is_unspecified() && this_machine(ip))
+                || (listening.is_loopback() && (ip.is_loopback() || ip.is_unspecified()))
+        })
+    }
+
+    /// Resolves `host:port` as a dial would and refuses it if it would loop.
+    pub async fn check(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+        match addrs.iter().find(|a| self.contain(**a)) {
+            Some(looping) => Err(std::io::Error::other(Loops(*looping))),
+            None => Ok(addrs),
+        }
+    }
+}
+
+/// Whether `ip` is an address of this machine (connecting to 0.0.0.0 reaches it too): only
+/// such an address can be bound.
+fn this_machine(ip: IpAddr) -> bool {
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// The loop in an error's chain, if that is what failed.
+pub fn loop_in(err: &(dyn std::error::Error + 'static)) -> Option<SocketAddr> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(Loops(addr)) = e.downcast_ref::<Loops>() {
+            return Some(*addr);
+        }
+        if let Some(Loops(addr)) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<Loops>())
+        {
+            return Some(*addr);
+        }
+        current = e.source();
+    }
+    None
+}
+
 /// Opens the TCP connection for a blind tunnel, honouring the overrides.
 pub async fn dial(
     overrides: &ResolveOverrides,
+    own: &OwnListeners,
     host: &str,
     port: u16,
     timeout: Duration,
@@ -89,8 +161,9 @@ pub async fn dial(
         let stream = match overrides.lookup(host, port) {
             Some(addr) => TcpStream::connect(addr).await?,
             None => {
-                TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
-                    .await?
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let addrs = own.check(host, port).await?;
+                TcpStream::connect(&addrs[..]).await?
             }
         };
         stream.set_nodelay(true)?;
@@ -107,19 +180,21 @@ pub async fn dial(
 
 /// An `HttpConnector` that dials the override address when one matches, leaving the URI that
 /// TLS verifies (and the pool keys on) untouched.
+/// Names without an override are first checked against the proxy's own listeners.
 #[derive(Clone)]
 pub struct OverridingConnector {
     inner: HttpConnector,
     overrides: ResolveOverrides,
+    own: OwnListeners,
 }
 
 impl tower::Service<Uri> for OverridingConnector {
     type Response = <HttpConnector as tower::Service<Uri>>::Response;
-    type Error = <HttpConnector as tower::Service<Uri>>::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
@@ -127,12 +202,28 @@ impl tower::Service<Uri> for OverridingConnector {
             Some("https") => 443,
             _ => 80,
         });
-        let target = uri
+        let overridden = uri
             .host()
             .and_then(|host| self.overrides.lookup(host, port))
-            .and_then(|addr| Uri::from_str(&format!("http://{addr}")).ok())
-            .unwrap_or(uri);
-        Box::pin(self.inner.call(target))
+            .and_then(|addr| Uri::from_str(&format!("http://{addr}")).ok());
+        if let Some(target) = overridden {
+            let connect = self.inner.call(target);
+            return Box::pin(async move { connect.await.map_err(Into::into) });
+        }
+        let mut inner = self.inner.clone();
+        let own = self.own.clone();
+        Box::pin(async move {
+            if own.get().is_some() {
+                let host = uri.host().unwrap_or_default();
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                if let Err(e) = own.check(host, port).await
+                    && let Some(addr) = loop_in(&e)
+                {
+                    return Err(Box::new(Loops(addr)) as Self::Error);
+                }
+            }
+            inner.call(uri).await.map_err(Into::into)
+        })
     }
 }
 
@@ -158,6 +249,7 @@ pub type UpstreamClient = Client<HttpsConnector<OverridingConnector>, ProxyBody>
 pub fn client(
     tls: rustls::ClientConfig,
     overrides: ResolveOverrides,
+    own: OwnListeners,
     options: &UpstreamOptions,
 ) -> UpstreamClient {
     let mut http = HttpConnector::new();
@@ -171,6 +263,7 @@ pub fn client(
         .wrap_connector(OverridingConnector {
             inner: http,
             overrides,
+            own,
         });
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(options.pool_idle_timeout)
@@ -202,6 +295,36 @@ mod tests {
             let err = bad.parse::<ResolveRule>().unwrap_err();
             assert!(err.contains('`'), "{bad}: {err}");
         }
+    }
+
+    #[tokio::test]
+    async fn every_spelling_of_a_listener_is_the_listener() {
+        let own = OwnListeners::default();
+        own.set(vec!["127.0.0.1:9090".parse().unwrap()]);
+        for alias in [
+            "127.0.0.1",
+            "127.1",
+            "0",
+            "0.0.0.0",
+            "2130706433",
+            "0x7f000001",
+            "localhost",
+            "::ffff:127.0.0.1",
+        ] {
+            let err = own.check(alias, 9090).await.expect_err(alias);
+            assert!(loop_in(&err).is_some(), "{alias}: {err}");
+        }
+        assert!(
+            own.check("127.0.0.1", 9091).await.is_ok(),
+            "another port is not the listener"
+        );
+        let any = OwnListeners::default();
+        any.set(vec!["0.0.0.0:8080".parse().unwrap()]);
+        assert!(any.contain("127.0.0.2:8080".parse().unwrap()));
+        assert!(
+            !any.contain("192.0.2.1:8080".parse().unwrap()),
+            "not an address of this machine"
+        );
     }
 
     #[test]

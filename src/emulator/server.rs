@@ -23,6 +23,20 @@ use super::world::{HostCtx, LoggedRequest, TokenRequest, TokenSuccess, World};
 /// Bodies larger than this are refused: nothing Salesforce accepts comes close.
 const MAX_BODY: usize = 1024 * 1024;
 
+/// A refresh between its two halves; dropped unfinished, it clears the in-flight mark.
+struct PendingRefresh<'a> {
+    emulator: &'a Emulator,
+    ticket: Option<super::world::RefreshTicket>,
+}
+
+impl Drop for PendingRefresh<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.emulator.world().abandon_refresh(ticket);
+        }
+    }
+}
+
 /// The emulated Salesforce: its world and its clock.
 #[derive(Default)]
 pub struct Emulator {
@@ -133,14 +147,21 @@ impl Emulator {
 
     /// A refresh stays in flight for `refresh_latency_ms`, so concurrent refreshes of one token
     /// collide the way they do at Salesforce (E4).
+    /// A client that hangs up mid-refresh drops this future: the token is no longer in
+    /// flight then, however the request ended.
     async fn refresh(&self, request: &TokenRequest) -> Result<TokenSuccess, OAuthError> {
         let (ticket, latency) = {
             let mut world = self.world();
             let ticket = world.begin_refresh(request, self.clock.now_ms())?;
             (ticket, world.settings.refresh_latency_ms)
         };
+        let mut pending = PendingRefresh {
+            emulator: self,
+            ticket: Some(ticket),
+        };
         tokio::time::sleep(Duration::from_millis(latency)).await;
         let now = self.clock.now_ms();
+        let ticket = pending.ticket.take().expect("taken once");
         self.world().finish_refresh(ticket, now)
     }
 

@@ -909,6 +909,13 @@ impl World {
         })
     }
 
+    /// A refresh whose client went away before its answer: nothing changes but the mark.
+    pub fn abandon_refresh(&mut self, ticket: RefreshTicket) {
+        if let Some(record) = self.refresh.get_mut(&ticket.token) {
+            record.in_flight = false;
+        }
+    }
+
     /// Second half of a refresh: a new access token, and under rotation a new refresh token.
     pub fn finish_refresh(
         &mut self,

@@ -28,6 +28,18 @@ pub struct SuccessFacts {
     pub instance_url: Option<String>,
 }
 
+/// Whether `body` looks like JSON but is nested deeper than the parser goes (serde_json's
+/// recursion limit): no token response is, so it is passed through, not diagnosed.
+pub fn nested_too_deep(body: &[u8]) -> bool {
+    let starts_json = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'{' | b'['));
+    starts_json
+        && serde_json::from_slice::<serde::de::IgnoredAny>(body)
+            .is_err_and(|e| e.to_string().contains("recursion limit"))
+}
+
 impl ResponseFacts {
     /// `body` is the decoded body (no Content-Encoding left).
     pub fn parse(status: u16, body: &[u8], fp: &Fingerprinter) -> Self {
@@ -100,6 +112,15 @@ fn parse_identity_url(id: &str) -> (Option<String>, Option<String>, Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_nested_past_the_parser_limit_is_told_apart() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(nested_too_deep(deep.as_bytes()));
+        assert!(!nested_too_deep(br#"{"error":"invalid_grant"}"#));
+        assert!(!nested_too_deep(b"<html>bad gateway</html>"));
+        assert!(!nested_too_deep(b"{not json"));
+    }
 
     #[test]
     fn a_success_yields_org_user_scope_and_a_refresh_fingerprint() {

@@ -11,21 +11,30 @@ use crate::net::{Cidr, constant_time_eq};
 /// The access rules of the listener.
 #[derive(Debug, Clone, Default)]
 pub struct AccessPolicy {
-    /// The expected `Proxy-Authorization` value (`Basic …`), when authentication is on.
+    /// The expected `Basic` credentials (base64 of `USER:PASS`), when authentication is on.
     expected: Option<String>,
     allow: Vec<Cidr>,
 }
 
 impl AccessPolicy {
-    /// `proxy_auth` is `USER:PASS`.
-    pub fn new(proxy_auth: Option<&str>, allow: Vec<Cidr>) -> Self {
-        let expected = proxy_auth.map(|creds| {
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(creds)
-            )
-        });
-        Self { expected, allow }
+    /// `proxy_auth` is `USER:PASS`, neither empty: an empty user or password would be a
+    /// credential anyone can guess (and an empty variable one nobody can send).
+    pub fn new(proxy_auth: Option<&str>, allow: Vec<Cidr>) -> Result<Self, String> {
+        let expected = match proxy_auth {
+            None => None,
+            Some(creds) => match creds.split_once(':') {
+                Some((user, pass)) if !user.is_empty() && !pass.is_empty() => {
+                    Some(base64::engine::general_purpose::STANDARD.encode(creds))
+                }
+                _ => {
+                    return Err(
+                        "--proxy-auth (GRANTDOCTOR_PROXY_AUTH) must be USER:PASS with neither part empty"
+                            .into(),
+                    );
+                }
+            },
+        };
+        Ok(Self { expected, allow })
     }
 
     /// Refuses a listener that anyone on the network could use.
@@ -46,9 +55,15 @@ impl AccessPolicy {
         let Some(expected) = &self.expected else {
             return true;
         };
+        // The scheme is case-insensitive (RFC 9110 §11.1); the credentials are not.
         headers
             .get(http::header::PROXY_AUTHORIZATION)
-            .is_some_and(|v| constant_time_eq(v.as_bytes(), expected.as_bytes()))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .is_some_and(|(scheme, creds)| {
+                scheme.eq_ignore_ascii_case("basic")
+                    && constant_time_eq(creds.trim_start().as_bytes(), expected.as_bytes())
+            })
     }
 }
 
@@ -69,20 +84,30 @@ mod tests {
         assert!(err.contains("--proxy-auth"), "{err}");
         assert!(
             AccessPolicy::new(Some("u:p"), vec![])
+                .unwrap()
                 .check_listener("0.0.0.0:8080".parse().unwrap())
                 .is_ok()
         );
         let allow = vec!["10.0.0.0/8".parse().unwrap()];
         assert!(
             AccessPolicy::new(None, allow)
+                .unwrap()
                 .check_listener("0.0.0.0:8080".parse().unwrap())
                 .is_ok()
         );
     }
 
     #[test]
+    fn empty_users_and_passwords_are_refused() {
+        for bad in [":", "user:", ":pass", "", "nocolon"] {
+            assert!(AccessPolicy::new(Some(bad), vec![]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn credentials_and_addresses_are_checked() {
-        let policy = AccessPolicy::new(Some("user:pass"), vec!["10.0.0.0/8".parse().unwrap()]);
+        let policy =
+            AccessPolicy::new(Some("user:pass"), vec!["10.0.0.0/8".parse().unwrap()]).unwrap();
         let mut headers = HeaderMap::new();
         assert!(!policy.authorizes(&headers));
         headers.insert("proxy-authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
@@ -92,6 +117,11 @@ mod tests {
             "Basic dXNlcjp3cm9uZw==".parse().unwrap(),
         );
         assert!(!policy.authorizes(&headers));
+        headers.insert("proxy-authorization", "basic dXNlcjpwYXNz".parse().unwrap());
+        assert!(
+            policy.authorizes(&headers),
+            "the scheme is case-insensitive"
+        );
         assert!(policy.admits("10.2.3.4".parse().unwrap()));
         assert!(!policy.admits("192.0.2.1".parse().unwrap()));
     }

@@ -64,8 +64,24 @@ async fn open(mut req: Request<Incoming>, state: Arc<ProxyState>) -> Response<Pr
     let origin = if intercept_hint {
         None
     } else {
-        match upstream::dial(&state.overrides, &host, port, state.options.connect_timeout).await {
+        match upstream::dial(
+            &state.overrides,
+            &state.own_addrs,
+            &host,
+            port,
+            state.options.connect_timeout,
+        )
+        .await
+        {
             Ok(stream) => Some(stream),
+            Err(e) if upstream::loop_in(&e).is_some() => {
+                return reply::error(
+                    ErrorKind::Loop,
+                    format_args!(
+                        "CONNECT {authority}: that is grantdoctor itself, the tunnel would loop"
+                    ),
+                );
+            }
             Err(e) => {
                 crate::metrics::Metrics::count(
                     &state.metrics.upstream_errors,
@@ -184,6 +200,7 @@ async fn tunnel_to(
         // The CONNECT host looked intercepted but the SNI did not: dial now, after the 200.
         None => match upstream::dial(
             &state.overrides,
+            &state.own_addrs,
             &target.host,
             target.port,
             state.options.connect_timeout,

@@ -4,10 +4,12 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Request, Response, Version};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{self, ProxyBody};
 use crate::upstream::UpstreamClient;
@@ -20,6 +22,7 @@ pub struct Forward {
     client: UpstreamClient,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     response_timeout: std::time::Duration,
+    origins: OriginLimits,
 }
 
 impl Forward {
@@ -27,12 +30,76 @@ impl Forward {
         client: UpstreamClient,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
         response_timeout: std::time::Duration,
+        per_origin: usize,
     ) -> Self {
         Self {
             client,
             metrics,
             response_timeout,
+            origins: OriginLimits::new(per_origin),
         }
+    }
+}
+
+/// Requests in flight per origin, each holding its place until its response body ends. On
+/// an HTTP/1.1 origin each is a connection: without a bound, clients that cancel and resend
+/// (h2 streams reset after dispatch) make the pool open connections without end.
+#[derive(Clone)]
+struct OriginLimits {
+    per_origin: usize,
+    origins: Arc<dashmap::DashMap<String, Arc<Semaphore>>>,
+}
+
+impl OriginLimits {
+    fn new(per_origin: usize) -> Self {
+        Self {
+            per_origin: per_origin.max(1),
+            origins: Arc::default(),
+        }
+    }
+
+    fn of(&self, authority: &str) -> Arc<Semaphore> {
+        if let Some(limit) = self.origins.get(authority) {
+            return limit.clone();
+        }
+        self.origins
+            .entry(authority.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_origin)))
+            .clone()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its origin's place until it ends.
+    struct Permitted {
+        #[pin]
+        inner: hyper::body::Incoming,
+        permit: Option<OwnedSemaphorePermit>,
+    }
+}
+
+impl http_body::Body for Permitted {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.permit.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -49,6 +116,7 @@ impl tower::Service<Request<ProxyBody>> for Forward {
         let client = self.client.clone();
         let metrics = self.metrics.clone();
         let response_timeout = self.response_timeout;
+        let origins = self.origins.clone();
         Box::pin(async move {
             let host_class = req
                 .extensions()
@@ -75,7 +143,30 @@ impl tower::Service<Request<ProxyBody>> for Forward {
             // The pooled connection picks the wire version by ALPN; an h2 request on an
             // HTTP/1.1 connection would be refused.
             *req.version_mut() = Version::HTTP_11;
-            let Ok(sent) = tokio::time::timeout(response_timeout, client.request(req)).await else {
+            let deadline = tokio::time::Instant::now() + response_timeout;
+            let limit = origins.of(&authority);
+            let permit = match limit.try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    crate::metrics::Metrics::count(&metrics.limits, &[("limit", "per_origin")]);
+                    match tokio::time::timeout_at(deadline, origins.of(&authority).acquire_owned())
+                        .await
+                    {
+                        Ok(Ok(permit)) => permit,
+                        _ => {
+                            return Ok(reply::error(
+                                reply::ErrorKind::UpstreamTimeout,
+                                format_args!(
+                                    "upstream {authority}: {} requests already in flight, none ended within {} s",
+                                    origins.per_origin,
+                                    response_timeout.as_secs()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            };
+            let Ok(sent) = tokio::time::timeout_at(deadline, client.request(req)).await else {
                 crate::metrics::Metrics::count(&metrics.limits, &[("limit", "response_timeout")]);
                 tracing::warn!(event = "upstream_error", host = %authority, reason = "no response headers in time", connect = false);
                 return Ok(reply::error(
@@ -101,7 +192,19 @@ impl tower::Service<Request<ProxyBody>> for Forward {
                     );
                     let (mut parts, incoming) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
-                    Ok(Response::from_parts(parts, body::boxed(incoming)))
+                    let body = Permitted {
+                        inner: incoming,
+                        permit: Some(permit),
+                    };
+                    Ok(Response::from_parts(parts, body::boxed(body)))
+                }
+                Err(err) if reply::client_body_error(&err).is_some() => {
+                    crate::metrics::Metrics::count(
+                        &metrics.client_errors,
+                        &[("kind", "request_body")],
+                    );
+                    tracing::info!(event = "bad_request", host = %authority, reason = "the client's request body could not be read", detail = %reply::root_cause(&err));
+                    Ok(reply::upstream_error(&authority, &err))
                 }
                 Err(err) => {
                     let kind = if err.is_connect() {

@@ -113,6 +113,11 @@ impl Requests {
         }
     }
 
+    /// Requests dispatched so far.
+    pub fn served(&self) -> u64 {
+        self.lock().served
+    }
+
     /// Completes once no request has been in flight for `idle`.
     pub async fn idle_for(&self, idle: Duration) {
         loop {

@@ -87,7 +87,19 @@ pub async fn serve(
     // requests. A graceful shutdown lets requests in flight finish (h2: GOAWAY first).
     let ended = tokio::select! {
         result = conn.as_mut() => Some(result),
-        () = until_draining(&mut draining) => None,
+        () = until_draining(&mut draining) => {
+            // A client that has just opened the tunnel is about to send its request: serve
+            // that one before closing, rather than close under it.
+            let deadline = tokio::time::Instant::now() + header_timeout;
+            let mut ended = None;
+            while ended.is_none() && requests.served() == 0 && tokio::time::Instant::now() < deadline {
+                tokio::select! {
+                    result = conn.as_mut() => ended = Some(result),
+                    () = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+                }
+            }
+            ended
+        }
         () = requests.idle_for(header_timeout) => {
             crate::metrics::Metrics::count(&metrics.limits, &[("limit", "intercept_idle")]);
             tracing::debug!(event = "intercept_closed", host = name, reason = "no request within the header timeout");

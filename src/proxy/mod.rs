@@ -107,7 +107,7 @@ pub struct ProxyState {
     /// Readiness: the drain marks it at once, before the listener closes.
     pub health: Arc<crate::health::Health>,
     /// The proxy's own listeners: a request to one of them would loop back into the proxy.
-    pub own_addrs: std::sync::OnceLock<Vec<SocketAddr>>,
+    pub own_addrs: crate::upstream::OwnListeners,
     pub policy: InterceptPolicy,
     pub tls: InterceptTls,
     pub overrides: ResolveOverrides,
@@ -131,6 +131,7 @@ impl ProxyState {
                 client,
                 metrics.clone(),
                 options.response_timeout,
+                options.max_connections,
             ));
         Self {
             access: AccessPolicy::default(),
@@ -138,7 +139,7 @@ impl ProxyState {
             connections: Arc::new(tokio::sync::Semaphore::new(options.max_connections)),
             draining: tokio::sync::watch::channel(false).0,
             health: Arc::default(),
-            own_addrs: std::sync::OnceLock::new(),
+            own_addrs: crate::upstream::OwnListeners::default(),
             metrics,
             policy,
             tls,
@@ -270,9 +271,11 @@ impl AcceptFailures {
     const MAX_PAUSE: Duration = Duration::from_secs(1);
 
     fn failed(&mut self, e: &std::io::Error, metrics: &crate::metrics::Metrics) -> Duration {
-        let reason = match e.raw_os_error() {
-            Some(libc::EMFILE) | Some(libc::ENFILE) => "fd_limit",
-            Some(libc::ENOBUFS) | Some(libc::ENOMEM) => "memory",
+        use rustix::io::Errno;
+        let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+        let reason = match errno {
+            Some(Errno::MFILE) | Some(Errno::NFILE) => "fd_limit",
+            Some(Errno::NOBUFS) | Some(Errno::NOMEM) => "memory",
             _ => "other",
         };
         crate::metrics::Metrics::count(&metrics.accept_failures, &[("reason", reason)]);

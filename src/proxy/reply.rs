@@ -85,12 +85,37 @@ pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// The client's own request body, when that is what failed (a malformed chunked encoding,
+/// a body cut short): the client's fault, not the upstream's.
+pub fn client_body_error(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(body) = e.downcast_ref::<crate::body::BodyError>() {
+            return Some(root_cause(body));
+        }
+        current = e.source();
+    }
+    None
+}
+
 /// The 502 for an upstream request that failed, separating "never connected" from "broke".
 pub fn upstream_error(
     authority: &str,
     err: &hyper_util::client::legacy::Error,
 ) -> Response<ProxyBody> {
     let cause = root_cause(err);
+    if let Some(addr) = crate::upstream::loop_in(err) {
+        return error(
+            ErrorKind::Loop,
+            format_args!("{authority} ({addr}) is grantdoctor itself: the request would loop"),
+        );
+    }
+    if let Some(body) = client_body_error(err) {
+        return error(
+            ErrorKind::BadRequestBody,
+            format_args!("the request body could not be read: {body}"),
+        );
+    }
     if err.is_connect() {
         error(
             ErrorKind::UpstreamUnreachable,

@@ -258,18 +258,21 @@ async fn exchange<S: Upstream>(
     let (parts, incoming) = req.into_parts();
     let bytes = match buffer_capped(incoming, observer.max_request_body).await {
         Ok(Buffered::Complete(bytes)) => bytes,
-        Ok(Buffered::TooLarge(rest)) => {
-            let response = inner
-                .oneshot_infallible(Request::from_parts(parts, rest))
-                .await;
-            observer.count_exchange("", "not_inspected");
-            not_inspected(
-                &host,
-                "request body over the cap",
-                response.status().as_u16(),
-                started,
+        Ok(Buffered::TooLarge(_)) => {
+            // Forwarded unread, a padded refresh of a rotated token would pass the guard and
+            // revoke its family. Salesforce's own token requests are a few hundred bytes.
+            observer.count_exchange("", "refused");
+            crate::metrics::Metrics::count(
+                &observer.metrics.client_errors,
+                &[("kind", "token_request_too_large")],
             );
-            return Ok(response);
+            tracing::warn!(
+                event = "token_request_refused",
+                host,
+                reason = "token request body over the cap: not forwarded, since the refresh token in it could not be checked",
+                cap_bytes = observer.max_request_body,
+            );
+            return Ok(oversized_token_request(observer.max_request_body));
         }
         Err(e) => {
             tracing::info!(event = "not_inspected", host, reason = "client request body unreadable", detail = %reply::root_cause(&e));
@@ -336,6 +339,30 @@ async fn exchange<S: Upstream>(
             Ok(refresh_detached(inner, observer.clone(), ex, credentials, Some(leader)).await)
         }
     }
+}
+
+/// The answer to a token request too large to inspect, in Salesforce's error shape so that
+/// clients handle it as any other refusal.
+fn oversized_token_request(cap: usize) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "error": "invalid_request",
+        "error_description": format!(
+            "grantdoctor: token request body over {cap} bytes, refused unread (token requests are a few hundred bytes)"
+        ),
+    })
+    .to_string();
+    let mut response = Response::new(body::full(body));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    headers.insert(
+        "grantdoctor-error",
+        http::HeaderValue::from_static("token-request-too-large"),
+    );
+    response
 }
 
 /// A refresh runs to its end even if its client goes away: once it is upstream, Salesforce
@@ -687,6 +714,13 @@ async fn read_response(
         Err(reason) => return Err(Unreadable::Undecodable(parts, raw, reason)),
     };
     let outcome = ResponseFacts::parse(parts.status.as_u16(), &decoded, &observer.fingerprints);
+    if !outcome.json && oauth::nested_too_deep(&decoded) {
+        return Err(Unreadable::Undecodable(
+            parts,
+            raw,
+            "the JSON body is nested deeper than the parser's limit: not a Salesforce token response",
+        ));
+    }
     Ok(ReadResponse {
         now: upstream_now(&parts.headers),
         parts,
