@@ -208,7 +208,7 @@ async fn a_corrupt_gzip_token_response_passes_unchanged_and_is_logged_as_not_ins
 }
 
 #[tokio::test]
-async fn an_oversized_token_request_is_forwarded_whole_and_not_inspected() {
+async fn an_oversized_token_request_is_refused_unread_in_salesforces_shape() {
     let (_origin, proxy) = start();
     let client = client_via(&proxy, &[&proxy.ca_pem()], false);
     let body = format!(
@@ -222,11 +222,17 @@ async fn an_oversized_token_request_is_forwarded_whole_and_not_inspected() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        response.headers()["x-received-bytes"],
-        body.len().to_string().as_str()
+    assert_eq!(response.status().as_u16(), 400);
+    assert!(
+        response.headers().get("x-received-bytes").is_none(),
+        "never forwarded"
     );
-    assert!(response.headers().get("grantdoctor-cause").is_none());
-    let event = proxy.wait_for_event(|e| e["event"] == "not_inspected");
-    assert_eq!(event["reason"], "request body over the cap");
+    assert_eq!(
+        response.headers()["grantdoctor-error"],
+        "token-request-too-large"
+    );
+    let answer: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(answer["error"], "invalid_request");
+    let event = proxy.wait_for_event(|e| e["event"] == "token_request_refused");
+    assert_eq!(event["cap_bytes"], 65536);
 }
