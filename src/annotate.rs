@@ -24,7 +24,7 @@ pub enum AnnotateMode {
 }
 
 impl AnnotateMode {
-    fn headers(self) -> bool {
+    pub(crate) fn headers(self) -> bool {
         matches!(self, Self::Headers | Self::All)
     }
     fn body(self) -> bool {
@@ -144,7 +144,9 @@ fn member_text(
         out.push_str(&json(c.id));
         out.push_str(",\"confidence\":");
         out.push_str(&json(&((c.confidence * 100.0).round() / 100.0)));
-        out.push(',');
+        out.push_str(",\"basis\":\"");
+        out.push_str(c.basis.as_str());
+        out.push_str("\",");
         out.push_str(&texts.summary);
         out.push_str(",\"evidence\":");
         out.push_str(&json(&c.evidence));
@@ -196,6 +198,9 @@ pub fn apply(
             }
         };
         set(headers, "grantdoctor-cause", top);
+        if let Some(basis) = diagnosis.top().map(|c| c.basis) {
+            set(headers, "grantdoctor-basis", basis.as_str());
+        }
         set(headers, "grantdoctor-causes", &diagnosis.header_value());
         set(headers, "grantdoctor-event", event_id);
         if let Some(note) = recovery {
@@ -216,7 +221,12 @@ pub fn apply(
         return raw;
     };
     if append_description && let Some(top) = diagnosis.top() {
-        annotated = append_hint(&annotated, top.id);
+        let hint = if top.basis == crate::diagnose::Basis::Prior {
+            format!("perhaps {}; not observed, a guess", top.id)
+        } else {
+            top.id.to_owned()
+        };
+        annotated = append_hint(&annotated, &hint);
     }
     let encoding = headers
         .get(header::CONTENT_ENCODING)
@@ -249,7 +259,7 @@ fn splice_member(text: &str, member: &str) -> Option<String> {
 }
 
 /// `--annotate-description append`: "... (grantdoctor: <cause id>)" after the description.
-fn append_hint(text: &str, cause: &str) -> String {
+fn append_hint(text: &str, hint: &str) -> String {
     let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
         return text.to_owned();
     };
@@ -257,7 +267,7 @@ fn append_hint(text: &str, cause: &str) -> String {
         return text.to_owned();
     };
     let old = serde_json::to_string(description).expect("a string serialises");
-    let new = serde_json::to_string(&format!("{description} (grantdoctor: {cause})"))
+    let new = serde_json::to_string(&format!("{description} (grantdoctor: {hint})"))
         .expect("a string serialises");
     text.replacen(
         &format!("\"error_description\":{old}"),
@@ -281,6 +291,7 @@ mod tests {
                 "causes": [{
                     "id": d.causes[0].id,
                     "confidence": (d.causes[0].confidence * 100.0).round() / 100.0,
+                    "basis": "evidence",
                     "summary": meta.summary,
                     "evidence": d.causes[0].evidence,
                     "fix": meta.fix,
@@ -319,8 +330,10 @@ mod tests {
             causes: vec![Finding {
                 id: "sf.refresh.approval_limit_evicted",
                 confidence: 0.95,
+                basis: crate::diagnose::Basis::Evidence,
                 evidence: vec!["5 newer refresh tokens".into()],
             }],
+            ..Diagnosis::default()
         }
     }
 
@@ -357,6 +370,7 @@ mod tests {
             headers["grantdoctor-causes"],
             "sf.refresh.approval_limit_evicted;q=0.95"
         );
+        assert_eq!(headers["grantdoctor-basis"], "evidence");
         assert_eq!(headers["content-length"], out.len().to_string().as_str());
     }
 

@@ -272,42 +272,7 @@ pub fn ca_show(args: &CaArgs) -> anyhow::Result<()> {
 }
 
 pub fn explain(args: crate::cli::ExplainArgs) -> anyhow::Result<()> {
-    use std::io::Read;
-    let error = match args.error {
-        Some(error) => error,
-        None => {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text)?;
-            text
-        }
-    };
-    if error.trim().is_empty() {
-        anyhow::bail!(
-            "nothing to explain: pass the error body as an argument or on standard input"
-        );
-    }
-    let question = crate::explain::Question {
-        error,
-        grant_type: args.grant_type,
-        host: args.host,
-        assertion: args.assertion,
-        status: args.status,
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
-    let (response, diagnosis) = crate::explain::diagnose(&question, now);
-    if args.json {
-        let member = crate::annotate::member("explain", &diagnosis);
-        println!("{}", serde_json::to_string_pretty(&member["causes"])?);
-    } else {
-        print!(
-            "{}",
-            crate::explain::render(&question, &response, &diagnosis)
-        );
-    }
-    Ok(())
+    crate::explain::run(args)
 }
 
 pub fn logs(args: crate::cli::LogsArgs) -> anyhow::Result<()> {

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub accept_failures: Family<Labels, Counter>,
     pub client_errors: Family<Labels, Counter>,
     pub ledger_write_errors: Counter,
+    pub upstream_requests_saved: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -59,6 +60,7 @@ impl Default for Metrics {
             accept_failures: Family::default(),
             client_errors: Family::default(),
             ledger_write_errors: Counter::default(),
+            upstream_requests_saved: Counter::default(),
             registry: Registry::default(),
         };
         let families = [
@@ -131,6 +133,11 @@ impl Default for Metrics {
             "ledger_write_errors",
             "Ledger batches that failed to reach the database (kept and retried)",
             metrics.ledger_write_errors.clone(),
+        );
+        registry.register(
+            "upstream_requests_saved",
+            "Token requests answered by grantdoctor that Salesforce would have refused (dead-token retries)",
+            metrics.upstream_requests_saved.clone(),
         );
         registry.register(
             "active_connections",

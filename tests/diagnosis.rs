@@ -735,3 +735,61 @@ async fn history_survives_a_restart() {
         answer.body
     );
 }
+
+#[tokio::test]
+async fn a_revocation_after_an_eviction_is_not_taken_for_immediate_expiry() {
+    let stack = Stack::start(&[]);
+    let mut tokens = Vec::new();
+    for _ in 0..6 {
+        tokens.push(refresh_token_of(&stack, "api refresh_token").await);
+    }
+    assert_eq!(stack.refresh(LOGIN, WEB, &tokens[5]).await.status, 200);
+    // The evicted token fails on its first use, and eviction explains it.
+    let evicted = stack.refresh(LOGIN, WEB, &tokens[0]).await;
+    assert_eq!(evicted.cause(), "sf.refresh.approval_limit_evicted");
+    // The user revokes the app; a token never used before now fails on its first use.
+    stack
+        .emu
+        .control("POST", &format!("users/{ALICE}/revoke"), json!({}))
+        .await;
+    let answer = stack.refresh(LOGIN, WEB, &tokens[1]).await;
+    assert_eq!(answer.status, 400);
+    let ids: Vec<&str> = answer.body["grantdoctor"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"sf.refresh.revoked"), "{}", answer.body);
+    let immediate = answer.finding("sf.refresh.policy_immediate_expiry");
+    assert!(
+        immediate["confidence"].as_f64().unwrap() < 0.9,
+        "one unexplained first use is no pattern: {}",
+        answer.body
+    );
+    assert!(
+        !answer
+            .evidence("sf.refresh.policy_immediate_expiry")
+            .contains("other refresh tokens of this app also failed"),
+        "the evicted token's failure was explained by the eviction: {}",
+        answer.body
+    );
+    // The token that had worked fails too; after that, every token of the user is explained
+    // by the revocation, first use or not.
+    let worked = stack.refresh(LOGIN, WEB, &tokens[5]).await;
+    assert_eq!(worked.cause(), "sf.refresh.revoked", "{}", worked.body);
+    let next = stack.refresh(LOGIN, WEB, &tokens[2]).await;
+    assert_eq!(next.cause(), "sf.refresh.revoked", "{}", next.body);
+    assert!(
+        next.evidence("sf.refresh.revoked")
+            .contains("which had worked"),
+        "{}",
+        next.body
+    );
+    assert!(
+        next.finding("sf.refresh.revoked")["confidence"]
+            .as_f64()
+            .unwrap()
+            >= 0.9
+    );
+}

@@ -310,7 +310,13 @@ async fn a_thousand_concurrent_failing_refreshes_make_one_jwt_exchange() {
         tokens.insert(token.expect("an access token"));
     }
     assert_eq!(tokens.len(), 1, "every caller got the one recovered token");
-    assert_eq!(upstream_count(&stack, "refresh_token").await, 1000);
+    // Once Salesforce declared the token dead, the breaker answers the rest (and still
+    // recovers them) without sending the refresh again.
+    let refreshes = upstream_count(&stack, "refresh_token").await;
+    assert!(
+        (1..1000).contains(&refreshes),
+        "{refreshes} refreshes upstream"
+    );
     assert_eq!(upstream_count(&stack, JWT_GRANT).await, 1);
 }
 

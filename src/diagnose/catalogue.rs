@@ -302,6 +302,70 @@ pub const CAUSES: &[CauseInfo] = &[
         [ERRORS_DOC]
     ),
     cause!(
+        "sf.refresh.token_malformed",
+        "The value sent is not a refresh token as Salesforce issued it: an access token, or a refresh token mangled in storage (quotes, whitespace, encoded twice, cut short).",
+        [
+            "Send the stored refresh token exactly as Salesforce returned it: decode it once, trim it, no quotes.",
+            "Check that the secret store or config templating did not alter it (an access token starts with the org id and `!`)."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.request.scope_on_refresh",
+        "Salesforce refuses a `scope` parameter on a refresh (and on client credentials): the scope is fixed at authorization.",
+        [
+            "Do not send `scope` on a refresh: many OAuth libraries add it by default; turn that off."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.jwt.refresh_scope_missing",
+        "The connected app used for the JWT bearer flow lacks the refresh_token scope, or the user is not pre-authorized for it.",
+        [
+            "Add the `refresh_token, offline_access` scope to the connected app's selected OAuth scopes.",
+            "Pre-authorize the user: policy \"Admin approved users are pre-authorized\" and the user's profile or a permission set on the app."
+        ],
+        [JWT_DOC]
+    ),
+    cause!(
+        "sf.jwt.identity_propagating",
+        "A user, org or pre-authorization created minutes ago has not reached every Salesforce server yet.",
+        ["Retry with back-off for a few minutes before changing any setting."],
+        [JWT_DOC]
+    ),
+    cause!(
+        "sf.cc.no_valid_scopes",
+        "The app used for client credentials has no scope Salesforce accepts for this flow.",
+        ["Give the connected app the `api` scope (`full` alone is not enough)."],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "sf.client.secret_changed",
+        "The consumer secret this client sends is not the one that worked before: the secret was rotated or staged.",
+        [
+            "Deploy the current consumer secret everywhere this app runs (every replica, job and secret store)."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "gd.dead_token_retried",
+        "Salesforce already declared this refresh token dead; grantdoctor answered the retry itself instead of sending it again.",
+        [
+            "Stop retrying a dead refresh token: re-authorize (or let JWT bearer recovery do it).",
+            "Each retry sent to Salesforce counts against the user's login rate and fills Login History."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
+        "gd.upstream_unreachable",
+        "grantdoctor could not reach Salesforce at all (DNS, connect or TLS): the answer is the proxy's own, not Salesforce's.",
+        [
+            "Check the proxy's own network path to Salesforce: DNS, egress, firewall, `--resolve` and `--upstream-ca`.",
+            "This is not a Salesforce failure: retrying the same path will fail the same way."
+        ],
+        [ERRORS_DOC]
+    ),
+    cause!(
         "sf.unknown",
         "grantdoctor could not tell the cause; the event carries every fact it recorded.",
         ["Check the user's Login History in Setup for the matching failed login."],
@@ -326,4 +390,5 @@ pub const WARNINGS: &[&str] = &[
     "warn.password_failures",
     "warn.login_rate",
     "warn.jwt_exp_far",
+    "warn.retry_storm",
 ];

@@ -17,12 +17,35 @@ use crate::oauth::{RequestFacts, ResponseFacts};
 pub use catalogue::{CAUSES, CauseInfo, WARNINGS, info};
 pub use hosts::HostKind;
 
+/// What a cause rests on: users must tell at a glance whether grantdoctor knows or guesses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Basis {
+    /// Decided by facts from the request, the answer or the ledger.
+    Evidence,
+    /// Salesforce's own records, read through an org connection, agree.
+    Confirmed,
+    /// Nothing observed decides it: a ranking of what usually causes this error.
+    Prior,
+}
+
+impl Basis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Evidence => "evidence",
+            Self::Confirmed => "confirmed",
+            Self::Prior => "prior",
+        }
+    }
+}
+
 /// One cause found likely, with what made it so.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
     pub id: &'static str,
     /// In [0, 1]: ≥ 0.9 when a recorded fact alone explains the error; ≤ 0.5 for priors.
     pub confidence: f64,
+    pub basis: Basis,
     pub evidence: Vec<String>,
 }
 
@@ -30,11 +53,37 @@ pub struct Finding {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Diagnosis {
     pub causes: Vec<Finding>,
+    /// A refresh token failed on its first use and nothing else recorded explains it: only
+    /// such failures count as evidence of an app whose tokens expire at once.
+    #[serde(skip)]
+    pub unexplained_first_use: bool,
 }
 
 impl Diagnosis {
     pub fn top(&self) -> Option<&Finding> {
         self.causes.first()
+    }
+
+    /// Whether the top cause rests on more than a prior: only then is it *the* cause.
+    pub fn decided(&self) -> bool {
+        self.top().is_some_and(|c| c.basis != Basis::Prior)
+    }
+
+    /// `id;q=0.95;basis=evidence, ...` for the log line, which carries every cause's basis.
+    pub fn log_value(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::with_capacity(64 * self.causes.len());
+        for (i, c) in self.causes.iter().enumerate() {
+            let separator = if i == 0 { "" } else { ", " };
+            let _ = write!(
+                out,
+                "{separator}{};q={:.2};basis={}",
+                c.id,
+                c.confidence,
+                c.basis.as_str()
+            );
+        }
+        out
     }
 
     /// `id;q=0.95, id;q=0.40` for the `grantdoctor-causes` header.
@@ -103,41 +152,64 @@ pub fn diagnose(
 
 /// Collects findings; one per id, the most confident kept.
 #[derive(Debug, Default)]
-pub(crate) struct Findings(Vec<Finding>);
+pub(crate) struct Findings {
+    found: Vec<Finding>,
+    unexplained_first_use: bool,
+}
 
 impl Findings {
+    /// A cause decided by what the request, the answer or the ledger showed.
     pub fn add(&mut self, id: &'static str, confidence: f64, evidence: Vec<String>) {
+        self.put(id, confidence, Basis::Evidence, evidence);
+    }
+
+    /// A cause ranked without anything observed deciding it; `evidence` says what would.
+    pub fn prior(&mut self, id: &'static str, confidence: f64, evidence: Vec<String>) {
+        self.put(id, confidence, Basis::Prior, evidence);
+    }
+
+    fn put(&mut self, id: &'static str, confidence: f64, basis: Basis, evidence: Vec<String>) {
         debug_assert!(
             CAUSES.iter().any(|c| c.id == id),
             "{id} not in the catalogue"
         );
-        match self.0.iter_mut().find(|f| f.id == id) {
+        match self.found.iter_mut().find(|f| f.id == id) {
             Some(existing) if existing.confidence >= confidence => {}
             Some(existing) => {
                 existing.confidence = confidence;
+                existing.basis = basis;
                 existing.evidence = evidence;
             }
-            None => self.0.push(Finding {
+            None => self.found.push(Finding {
                 id,
                 confidence,
+                basis,
                 evidence,
             }),
         }
     }
 
     pub fn has_certain(&self) -> bool {
-        self.0.iter().any(|f| f.confidence >= 0.9)
+        self.found.iter().any(|f| f.confidence >= 0.9)
+    }
+
+    pub fn first_use_unexplained(&mut self) {
+        self.unexplained_first_use = true;
     }
 
     fn finish(mut self) -> Diagnosis {
-        if self.0.is_empty() {
-            self.add(
+        if self.found.is_empty() {
+            self.prior(
                 "sf.unknown",
                 0.3,
                 vec!["no rule matched this error; the event carries every recorded fact".into()],
             );
         }
-        self.0.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
-        Diagnosis { causes: self.0 }
+        self.found
+            .sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+        Diagnosis {
+            causes: self.found,
+            unexplained_first_use: self.unexplained_first_use,
+        }
     }
 }

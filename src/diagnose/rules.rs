@@ -2,7 +2,7 @@
 //! request), then identity errors, then the refresh-token causes from history.
 
 use crate::ledger::{LedgerView, TokenHistory, fmt_ms};
-use crate::oauth::{JWT_BEARER, RequestFacts, ResponseFacts, TokenPresence};
+use crate::oauth::{JWT_BEARER, ProxyFailure, RequestFacts, ResponseFacts, TokenPresence};
 
 use super::hosts::{HostKind, same_org_family};
 use super::{DeclaredPolicy, Findings, Policies};
@@ -10,6 +10,9 @@ use super::{DeclaredPolicy, Findings, Policies};
 const DAY_MS: i64 = 86_400_000;
 const IDLE_CAP_MS: i64 = 30 * DAY_MS;
 const NEVER_SEEN: &str = "not observed: grantdoctor never saw this refresh token issued; its issue, uses and the user's later authorizations would decide";
+const NO_HISTORY: &str = "not observed: explained without history; run the traffic through grantdoctor (or give it an org connection) to decide";
+/// A new user, org or pre-authorization reaches every Salesforce server within minutes.
+const PROPAGATION_MS: i64 = 15 * 60_000;
 
 pub(super) fn apply(
     req: &RequestFacts,
@@ -19,6 +22,35 @@ pub(super) fn apply(
     now: i64,
     f: &mut Findings,
 ) {
+    match &resp.proxy_failure {
+        Some(ProxyFailure::Unreachable(reason)) => {
+            f.add(
+                "gd.upstream_unreachable",
+                0.97,
+                vec![
+                    format!("grantdoctor answered {} itself: {reason}", resp.status),
+                    "Salesforce never saw this request: the proxy's own network path failed".into(),
+                ],
+            );
+            return;
+        }
+        Some(ProxyFailure::Failed(reason)) => {
+            f.add(
+                "sf.transient",
+                0.8,
+                vec![format!(
+                    "grantdoctor answered {} itself: {reason}",
+                    resp.status
+                )],
+            );
+            return;
+        }
+        None => {}
+    }
+    if resp.description_is("scope parameter not supported") {
+        scope_on_refresh(req, f);
+        return;
+    }
     if resp.status >= 500 || !resp.json || resp.error_is("unknown_error") {
         let what = if !resp.json {
             format!("HTTP {} with a body that is not a JSON object", resp.status)
@@ -80,13 +112,32 @@ pub(super) fn apply(
         }
         "inactive_user" => f.add("sf.user.inactive", 0.95, vec![user_line(req)]),
         "invalid_grant" if desc("user hasn't approved this consumer") => {
-            let jwt = req.jwt.clone().unwrap_or_default();
-            f.add("sf.jwt.not_preauthorized", 0.9, vec![format!(
-                "sub = {} at {}: no admin pre-authorization and no earlier approval of this app that issued a refresh token",
-                jwt.sub.as_deref().unwrap_or("(none)"),
-                req.host
-            )]);
+            not_approved(req, view, now, f)
         }
+        "invalid_grant" if desc("inactive organization") => f.add(
+            "sf.org.inactive",
+            0.95,
+            vec![format!(
+                "Salesforce answered `inactive organization` at {}: the org is locked, suspended or expired",
+                req.host
+            )],
+        ),
+        "invalid_grant" if desc("no valid scopes defined") => f.add(
+            "sf.cc.no_valid_scopes",
+            0.95,
+            vec![format!(
+                "app {}: none of its selected scopes is allowed for the client credentials flow (it needs `api`)",
+                req.client_id.as_deref().unwrap_or("(unknown)")
+            )],
+        ),
+        "invalid_request" if desc("refresh_token scope is required") => f.add(
+            "sf.jwt.refresh_scope_missing",
+            0.95,
+            vec![format!(
+                "app {}: Salesforce requires the refresh_token scope and a pre-authorized user for this JWT bearer login",
+                req.client_id.as_deref().unwrap_or("(unknown)")
+            )],
+        ),
         "invalid_grant" if desc("invalid assertion") => invalid_assertion(req, f),
         "invalid_grant" if desc("audience is invalid") || desc("audience validation failed") => {
             audience(req, f)
@@ -155,17 +206,7 @@ pub(super) fn apply(
             }
             f.add("sf.jwt.external_client_app_host", confidence, evidence);
         }
-        "invalid_client" | "invalid_client_credentials" => {
-            let evidence = if req.has_client_secret {
-                format!(
-                    "a client secret was sent for client_id {}",
-                    req.client_id.as_deref().unwrap_or("(none)")
-                )
-            } else {
-                "no client secret was sent".into()
-            };
-            f.add("sf.client.invalid_secret", 0.9, vec![evidence]);
-        }
+        "invalid_client" | "invalid_client_credentials" => invalid_client(req, view, f),
         "invalid_client_id" => {
             let id = req.client_id.as_deref().unwrap_or("(none)");
             if grant == JWT_BEARER {
@@ -244,6 +285,9 @@ fn refresh_expired(
         return;
     }
     let Some(token) = &view.token else {
+        if malformed_token(req, view, f) {
+            return;
+        }
         if let Some(line) = no_refresh_authorization {
             f.add(
                 "sf.refresh.missing_refresh_scope",
@@ -251,6 +295,7 @@ fn refresh_expired(
                 vec![line, NEVER_SEEN.into()],
             );
         }
+        let unseen = if view.watched { NEVER_SEEN } else { NO_HISTORY };
         for (id, prior) in [
             ("sf.refresh.approval_limit_evicted", 0.4),
             ("sf.refresh.revoked", 0.35),
@@ -258,7 +303,7 @@ fn refresh_expired(
             ("sf.refresh.rotated_token_reused", 0.3),
             ("sf.refresh.policy_immediate_expiry", 0.25),
         ] {
-            f.add(id, prior, vec![NEVER_SEEN.into()]);
+            f.prior(id, prior, vec![unseen.into()]);
         }
         return;
     };
@@ -286,7 +331,7 @@ fn refresh_expired(
     if let Some(line) = wrong_host(token, &req.host) {
         f.add("sf.refresh.wrong_host", 0.95, vec![line, history.clone()]);
     }
-    if token.newer_approvals.len() >= crate::ledger::APPROVAL_LIMIT {
+    if token.newer_approvals.len() >= view.approval_limit {
         let times: Vec<String> = token.newer_approvals.iter().map(|t| fmt_ms(*t)).collect();
         f.add(
             "sf.refresh.approval_limit_evicted",
@@ -385,12 +430,24 @@ fn refresh_expired(
             ],
         );
     }
-    if token.uses == 0 && !f.has_certain() {
-        let confidence = if view.client_first_use_failures > 0 {
-            0.9
-        } else {
-            0.7
-        };
+    if view.user_revocations_recent > 0 {
+        f.add(
+            "sf.refresh.revoked",
+            0.9,
+            vec![
+                format!(
+                    "{} other refresh tokens of this user for this app, which had worked, failed in the last 10 minutes: the app's access was revoked (by the user, an admin, or a deactivation)",
+                    view.user_revocations_recent
+                ),
+                history.clone(),
+            ],
+        );
+    }
+    let first_use = token.uses == 0 && !f.has_certain();
+    if first_use {
+        // One unexplained first-use failure is as much a revocation as a policy; only another
+        // token of the app failing the same way makes the policy near certain.
+        let others = view.client_first_use_failures;
         let mut evidence = vec![
             format!(
                 "issued at {} and never refreshed successfully: this is its first use",
@@ -398,25 +455,30 @@ fn refresh_expired(
             ),
             history.clone(),
         ];
-        if view.client_first_use_failures > 0 {
+        if others > 0 {
             evidence.push(format!(
-                "{} other refresh tokens of this app also failed on their first use",
-                view.client_first_use_failures
+                "{others} other refresh tokens of this app also failed on their first use, with nothing else to explain them"
             ));
         }
-        f.add("sf.refresh.policy_immediate_expiry", confidence, evidence);
+        f.first_use_unexplained();
+        f.add(
+            "sf.refresh.policy_immediate_expiry",
+            if others > 0 { 0.9 } else { 0.7 },
+            evidence,
+        );
     }
-    if !f.has_certain() {
-        f.add("sf.refresh.revoked", 0.6, vec![
+    if first_use || !f.has_certain() {
+        f.add("sf.refresh.revoked", if first_use && view.client_first_use_failures > 0 { 0.45 } else { 0.6 }, vec![
             format!(
-                "known token, none of the other causes: {} newer authorizations (5 evict), not rotated, unused for {}",
+                "known token, none of the other causes: {} newer authorizations ({} evict), not rotated, unused for {}",
                 token.newer_approvals.len(),
+                view.approval_limit,
                 span(idle)
             ),
             history,
         ]);
         if token.uses > 0 {
-            f.add(
+            f.prior(
                 "sf.refresh.policy_absolute_expiry",
                 0.3,
                 vec![format!(
@@ -478,11 +540,16 @@ fn concurrent_refresh(view: &LedgerView, f: &mut Findings) {
             "another refresh with this token came back {} ms earlier",
             c.finished_ms_ago.unwrap_or_default()
         )]),
-        _ => f.add("sf.refresh.concurrent_refresh", 0.6, vec!["not observed: no other refresh with this token was seen in flight (another client, or another proxy?)".into()]),
+        _ => f.prior("sf.refresh.concurrent_refresh", 0.6, vec!["not observed: no other refresh with this token was seen in flight (another client, or another proxy?)".into()]),
     }
 }
 
 fn code_expired(view: &LedgerView, f: &mut Findings) {
+    if !view.watched {
+        f.prior("sf.code.expired", 0.5, vec![NO_HISTORY.into()]);
+        f.prior("sf.code.reused", 0.4, vec![NO_HISTORY.into()]);
+        return;
+    }
     match view.code_redeemed_at {
         Some(at) => f.add(
             "sf.code.reused",
@@ -494,7 +561,7 @@ fn code_expired(view: &LedgerView, f: &mut Findings) {
         ),
         None => {
             f.add("sf.code.expired", 0.6, vec!["the code was not seen redeemed before: it expired (or was garbled) before this exchange".into()]);
-            f.add(
+            f.prior(
                 "sf.code.reused",
                 0.3,
                 vec![
@@ -615,6 +682,18 @@ fn audience(req: &RequestFacts, f: &mut Findings) {
 fn password_failure(req: &RequestFacts, view: &LedgerView, f: &mut Findings) {
     let consecutive = view.password_failures + 1;
     let who = req.username.as_deref().unwrap_or("(no username)");
+    if !view.watched {
+        f.add(
+            "sf.password.bad_credentials",
+            0.8,
+            vec![
+                "Salesforce refused the username, the password or the security token appended to it"
+                    .into(),
+                NO_HISTORY.into(),
+            ],
+        );
+        return;
+    }
     f.add(
         "sf.password.bad_credentials",
         0.8,
@@ -683,4 +762,154 @@ fn malformed(req: &RequestFacts, f: &mut Findings) {
             .push("the request looks well-formed: is the grant type enabled on this app?".into());
     }
     f.add("sf.request.malformed", confidence, evidence);
+}
+
+fn scope_on_refresh(req: &RequestFacts, f: &mut Findings) {
+    if req.has_scope {
+        f.add(
+            "sf.request.scope_on_refresh",
+            0.97,
+            vec![format!(
+                "the {} request carried a `scope` parameter, which Salesforce refuses there",
+                req.grant()
+            )],
+        );
+    } else {
+        f.add(
+            "sf.request.scope_on_refresh",
+            0.7,
+            vec!["Salesforce says a scope was sent, but the request grantdoctor forwarded had no `scope` parameter (a query string?)".into()],
+        );
+    }
+}
+
+/// A presented refresh token that cannot be one, whatever its history.
+fn malformed_token(req: &RequestFacts, view: &LedgerView, f: &mut Findings) -> bool {
+    let Some(shape) = &req.refresh_shape else {
+        return false;
+    };
+    let mut evidence = Vec::new();
+    let mut confidence: f64 = 0.0;
+    let mut found = |c: f64, line: String| {
+        confidence = confidence.max(c);
+        evidence.push(line);
+    };
+    if shape.access_token {
+        found(
+            0.97,
+            "the value has the shape of an access token (a 15-character org id, then `!`): an access token was sent as the refresh token".into(),
+        );
+    }
+    if shape.quoted {
+        found(
+            0.95,
+            "the value is wrapped in quotes: it was stored or templated with them".into(),
+        );
+    }
+    if shape.whitespace {
+        found(
+            0.95,
+            "the value contains whitespace (a trailing newline from a file or secret store?)"
+                .into(),
+        );
+    }
+    if shape.double_encoded {
+        found(
+            0.93,
+            "the value still holds a %XX escape after decoding: it was percent-encoded twice"
+                .into(),
+        );
+    }
+    if let Some((min, max)) = view.client_refresh_lengths
+        && shape.len < min
+    {
+        found(
+            0.9,
+            format!(
+                "the value is {} characters long; refresh tokens issued to this app were {min}–{max}: it was cut short",
+                shape.len
+            ),
+        );
+    }
+    if evidence.is_empty() {
+        return false;
+    }
+    evidence.push("grantdoctor never saw this value issued or used".into());
+    f.add("sf.refresh.token_malformed", confidence, evidence);
+    true
+}
+
+fn not_approved(req: &RequestFacts, view: &LedgerView, now: i64, f: &mut Findings) {
+    let jwt = req.jwt.clone().unwrap_or_default();
+    let sub = jwt.sub.as_deref().unwrap_or("(none)");
+    let others_ok = view.jwt_other_subjects_ok;
+    f.add(
+        "sf.jwt.not_preauthorized",
+        if others_ok > 0 { 0.6 } else { 0.9 },
+        vec![format!(
+            "sub = {sub} at {}: no admin pre-authorization and no earlier approval of this app that issued a refresh token",
+            req.host
+        )],
+    );
+    if others_ok > 0 {
+        f.add(
+            "sf.jwt.identity_propagating",
+            0.8,
+            vec![format!(
+                "the same app logged in {others_ok} other users at {} by JWT bearer: its setup works; a user or pre-authorization added minutes ago may not have reached every server",
+                req.host
+            )],
+        );
+        return;
+    }
+    if !view.watched {
+        return;
+    }
+    let recent = |first: Option<i64>| first.is_none_or(|at| now - at <= PROPAGATION_MS);
+    let mut evidence = Vec::new();
+    if recent(view.subject_first_seen) {
+        evidence.push(match view.subject_first_seen {
+            Some(at) => format!("sub {sub} was first seen at {}, minutes ago", fmt_ms(at)),
+            None => format!("sub {sub} is seen for the first time"),
+        });
+    }
+    if recent(view.client_first_seen) {
+        evidence.push(match view.client_first_seen {
+            Some(at) => format!("this app was first seen at {}, minutes ago", fmt_ms(at)),
+            None => "this app is seen for the first time".into(),
+        });
+    }
+    if !evidence.is_empty() {
+        evidence.push("a new user, org or pre-authorization can take minutes to reach every Salesforce server".into());
+        f.add("sf.jwt.identity_propagating", 0.45, evidence);
+    }
+}
+
+fn invalid_client(req: &RequestFacts, view: &LedgerView, f: &mut Findings) {
+    let client = req.client_id.as_deref().unwrap_or("(none)");
+    let evidence = if req.has_client_secret {
+        format!("a client secret was sent for client_id {client}")
+    } else {
+        "no client secret was sent".into()
+    };
+    f.add("sf.client.invalid_secret", 0.9, vec![evidence]);
+    let Some(history) = &view.secret else {
+        return;
+    };
+    let mut evidence = Vec::new();
+    if let Some(at) = history.other_ok_at {
+        evidence.push(format!(
+            "client_id {client} last succeeded at {} with another client secret than the one sent now",
+            fmt_ms(at)
+        ));
+    }
+    if let Some(at) = history.same_ok_at {
+        evidence.push(format!(
+            "this same client secret worked for client_id {client} at {}: Salesforce no longer accepts it, so it was rotated",
+            fmt_ms(at)
+        ));
+    }
+    if !evidence.is_empty() {
+        f.add("sf.client.secret_changed", 0.93, evidence);
+    }
 }

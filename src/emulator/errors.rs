@@ -1,5 +1,6 @@
 //! The token endpoint's error answers, word for word as Salesforce sends them. Each constant
-//! names its row in `reference/salesforce-oauth.md` (E1–E39); tests pin the strings.
+//! names its row (E1–E39) in the error catalogue of `docs/emulator.md`, which gives the
+//! sources; tests pin the strings.
 
 /// An OAuth error body with its HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,19 @@ pub const REDIRECT_URI_MISMATCH: OAuthError = other(
     "redirect_uri_mismatch",
     "redirect_uri must match configuration",
 );
+/// E14 as seen on a refresh in client logs: the inactive org worded as a grant error.
+pub const INACTIVE_ORGANIZATION: OAuthError = grant("inactive organization");
+/// A `scope` parameter on a refresh or a client credentials request (reported by client
+/// projects; the error code is not confirmed, the description is what they match).
+pub const SCOPE_NOT_SUPPORTED: OAuthError =
+    other("invalid_request", "scope parameter not supported");
+/// JWT bearer with an app that lacks the refresh_token scope.
+pub const REFRESH_SCOPE_REQUIRED: OAuthError = other(
+    "invalid_request",
+    "refresh_token scope is required and the connected app should be installed and preauthorized",
+);
+/// Client credentials with an app that has no `api` scope.
+pub const NO_VALID_SCOPES: OAuthError = grant("no valid scopes defined");
 /// E34: more than the login rate limit for one user in an hour.
 pub const RATE_LIMIT_EXCEEDED: OAuthError =
     other("rate_limit_exceeded", "Number of logins exceeded");

@@ -62,6 +62,10 @@ pub struct UserSpec {
     /// Profile login IP ranges (CIDR); empty means unrestricted.
     #[serde(default)]
     pub ip_ranges: Vec<String>,
+    /// JWT bearer logins still refused with `user hasn't approved this consumer` although the
+    /// user is set up: a new user or pre-authorization that has not reached every server yet.
+    #[serde(default)]
+    pub propagating_logins: u32,
 }
 
 /// Refresh Token Policy of a connected app.
@@ -155,6 +159,7 @@ pub struct AppPatch {
     pub run_as: Option<String>,
     pub external_client_app: Option<bool>,
     pub require_secret_for_refresh: Option<bool>,
+    pub scopes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -165,6 +170,7 @@ pub struct UserPatch {
     pub password: Option<String>,
     pub security_token: Option<String>,
     pub ip_ranges: Option<Vec<String>>,
+    pub propagating_logins: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

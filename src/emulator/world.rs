@@ -325,6 +325,9 @@ impl World {
         if let Some(v) = patch.require_secret_for_refresh {
             s.require_secret_for_refresh = v;
         }
+        if let Some(v) = patch.scopes {
+            s.scopes = v;
+        }
         Ok(())
     }
 
@@ -347,6 +350,9 @@ impl World {
         }
         if let Some(v) = patch.ip_ranges {
             user.spec.ip_ranges = v;
+        }
+        if let Some(v) = patch.propagating_logins {
+            user.spec.propagating_logins = v;
         }
         Ok(())
     }
@@ -788,6 +794,19 @@ impl World {
         if !admin_only && !approved {
             return Err(errors::NOT_APPROVED);
         }
+        let has_refresh_scope = app
+            .spec
+            .scopes
+            .iter()
+            .any(|s| s == "refresh_token" || s == "offline_access");
+        if !has_refresh_scope {
+            return Err(errors::REFRESH_SCOPE_REQUIRED);
+        }
+        let user = self.users.get_mut(&username).expect("checked above");
+        if user.spec.propagating_logins > 0 {
+            user.spec.propagating_logins -= 1;
+            return Err(errors::NOT_APPROVED);
+        }
         self.admit(&username, &client_id, req.peer, now)?;
         let scope = granted_scope(
             &app_scopes_without_refresh(&self.apps[&client_id].spec.scopes),
@@ -829,6 +848,9 @@ impl World {
         }
         let app = self.visible_app(ctx, req.client_id())?;
         Self::check_secret(app, req.client_secret(), true)?;
+        if req.param("scope").is_some() {
+            return Err(errors::SCOPE_NOT_SUPPORTED);
+        }
         let client_id = app.client_id.clone();
         let run_as = app
             .spec
@@ -838,6 +860,9 @@ impl World {
             .map(str::to_ascii_lowercase)
             .filter(|u| self.users.contains_key(u))
             .ok_or(errors::NO_CC_USER)?;
+        if !self.apps[&client_id].spec.scopes.iter().any(|s| s == "api") {
+            return Err(errors::NO_VALID_SCOPES);
+        }
         self.admit(&run_as, &client_id, req.peer, now)?;
         let scope = granted_scope(
             &app_scopes_without_refresh(&self.apps[&client_id].spec.scopes),
@@ -860,6 +885,9 @@ impl World {
             req.client_secret(),
             app.spec.require_secret_for_refresh,
         )?;
+        if req.param("scope").is_some() {
+            return Err(errors::SCOPE_NOT_SUPPORTED);
+        }
         let token = req
             .param("refresh_token")
             .ok_or(errors::EXPIRED_REFRESH_TOKEN)?
@@ -901,7 +929,15 @@ impl World {
             return Err(errors::EXPIRED_REFRESH_TOKEN);
         }
         let username = family.username.clone();
-        self.admit(&username, &client_id, req.peer, now)?;
+        // On a refresh the inactive org is worded as a grant error (seen in client logs).
+        self.admit(&username, &client_id, req.peer, now)
+            .map_err(|e| {
+                if e == errors::INACTIVE_ORG {
+                    errors::INACTIVE_ORGANIZATION
+                } else {
+                    e
+                }
+            })?;
         self.refresh.get_mut(&token).expect("exists").in_flight = true;
         Ok(RefreshTicket {
             token,

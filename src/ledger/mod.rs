@@ -11,6 +11,7 @@
 //!
 //! Must never: hold a secret. Keys are fingerprints; usernames are fingerprinted too.
 
+mod dead;
 mod persist;
 mod store;
 mod view;
@@ -22,8 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::oauth::{RequestFacts, ResponseFacts};
 
+pub use dead::{Absorbed, BODY_KEPT_MAX, DeadToken, KeptCause, STORM_PER_MINUTE};
 pub use store::{Commit, Retention, StoreHooks};
-pub use view::{ConcurrentRefresh, LedgerView, TokenHistory};
+pub use view::{ConcurrentRefresh, LedgerView, SecretHistory, TokenHistory};
 
 /// Live approvals per (user, app) before Salesforce evicts the oldest.
 pub const APPROVAL_LIMIT: usize = 5;
@@ -118,6 +120,30 @@ pub(crate) struct Authorization {
 
 type UserKey = (Sym, Sym, Sym);
 
+/// What the ledger keeps per client id beyond its authorizations.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct ClientRecord {
+    /// When the client id was first seen in a token request.
+    pub first_seen: i64,
+    /// The client secret of the last success, fingerprinted, and when.
+    pub secret_fp: Option<Fp>,
+    pub secret_ok_at: Option<i64>,
+    /// A success with another secret before that one, and when it was last seen working.
+    pub previous_secret_ok_at: Option<i64>,
+    /// Shortest and longest refresh token issued to it, in characters.
+    pub refresh_len: Option<(usize, usize)>,
+}
+
+/// What a diagnosis concluded, as the ledger keeps it: the ledger records, the rules judge.
+#[derive(Debug, Clone, Default)]
+pub struct Judgement {
+    /// A refresh token failed on its first use and nothing else recorded explains it.
+    pub first_use_unexplained: bool,
+    /// Salesforce declared the presented refresh token dead and the diagnosis rests on
+    /// evidence: the breaker answers its retries from now on.
+    pub dead: Option<DeadToken>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub interned: std::collections::HashSet<Sym>,
@@ -136,8 +162,19 @@ pub(crate) struct State {
     pub org_changes: HashMap<String, (String, String, i64)>,
     /// Refresh failures per org id: (when, token fingerprint).
     pub refresh_failures_by_org: HashMap<String, VecDeque<(i64, Fp)>>,
-    /// Per client id: refresh tokens that failed on their first use.
+    /// Per client id: refresh tokens that failed on their first use, nothing else explaining it.
     pub first_use_failures: HashMap<String, u32>,
+    pub clients: HashMap<Sym, ClientRecord>,
+    /// JWT subjects (fingerprinted) by when they were first seen (memory only: propagation
+    /// is a matter of minutes).
+    pub subjects: HashMap<Fp, i64>,
+    /// Per (host, client id): subjects whose JWT bearer login succeeded.
+    pub jwt_subjects_ok: HashMap<(Sym, Sym), Vec<Fp>>,
+    /// Per JWT subject: failures of the last minute and when a storm was last warned about.
+    pub jwt_failures: HashMap<Fp, (VecDeque<i64>, Option<i64>)>,
+    pub dead: HashMap<dead::DeadKey, DeadToken>,
+    /// `--approval-limit`, when not Salesforce's documented 5.
+    pub approval_limit_set: Option<std::num::NonZeroUsize>,
 }
 
 /// Refresh tokens by fingerprint: entries in one dense vector and a small index into it.
@@ -181,6 +218,10 @@ pub const UNSEEN: &str = "unseen";
 const CODES_KEPT_MS: i64 = 3_600_000;
 
 impl State {
+    pub fn approval_limit(&self) -> usize {
+        self.approval_limit_set.map_or(APPROVAL_LIMIT, |n| n.get())
+    }
+
     /// The shared copy of `value`.
     pub fn intern(&mut self, value: &str) -> Sym {
         if let Some(existing) = self.interned.get(value) {
@@ -261,6 +302,58 @@ impl GrantLedger {
             state: Mutex::new(persist::restore(rows)),
             store: Some(store),
         })
+    }
+
+    /// Salesforce's approval limit as this deployment sees it (`--approval-limit`).
+    pub fn with_approval_limit(self, limit: usize) -> Self {
+        self.lock().approval_limit_set = std::num::NonZeroUsize::new(limit);
+        self
+    }
+
+    /// Records what the diagnosis of a failed exchange concluded.
+    pub fn judged(&self, req: &RequestFacts, judgement: Judgement, now: i64) {
+        let mut state = self.lock();
+        let fp = req.refresh_fp().map(fp_key);
+        if judgement.first_use_unexplained
+            && let Some(entry) = fp.and_then(|fp| state.refresh.get(&fp))
+            && entry.failures == 1
+        {
+            let client = entry.client_id.to_string();
+            *state.first_use_failures.entry(client).or_default() += 1;
+        }
+        let (Some(fp), Some(token)) = (fp, judgement.dead) else {
+            return;
+        };
+        let key = (
+            state.intern(&req.host),
+            state.intern(req.client_id.as_deref().unwrap_or("")),
+            fp,
+        );
+        dead::declare(&mut state, key.clone(), token);
+        let row = persist::dead_row(&state, &key, now);
+        drop(state);
+        if let Some(store) = &self.store {
+            store.write(row.into_iter().collect());
+        }
+    }
+
+    /// A retry of a refresh token Salesforce declared dead for this host and client id:
+    /// counted, and answered by the caller without forwarding.
+    pub fn absorb_dead(&self, req: &RequestFacts, now: i64) -> Option<Absorbed> {
+        let fp = fp_key(req.refresh_fp()?);
+        let mut state = self.lock();
+        let key = (
+            state.intern(&req.host),
+            state.intern(req.client_id.as_deref().unwrap_or("")),
+            fp,
+        );
+        let absorbed = dead::absorb(&mut state, &key, now)?;
+        let row = persist::dead_row(&state, &key, now);
+        drop(state);
+        if let Some(store) = &self.store {
+            store.write(row.into_iter().collect());
+        }
+        Some(absorbed)
     }
 
     /// How many refresh tokens the ledger knows (for logs and tests).
@@ -379,6 +472,24 @@ fn apply_success(
     }
     let new_fp = success.refresh_token_fp.as_deref().map(fp_key);
     let grant = req.grant();
+    note_client_success(state, &client, req, success, now);
+    if grant == crate::oauth::JWT_BEARER
+        && let Some(subject) = req.subject_fp.as_deref().map(fp_key)
+    {
+        state.subjects.entry(subject).or_insert(now);
+        let ok = state
+            .jwt_subjects_ok
+            .entry((host.clone(), client.clone()))
+            .or_default();
+        if !ok.contains(&subject) {
+            ok.push(subject);
+            // Enough to say "other users of this app log in"; the list must not grow forever.
+            if ok.len() > 32 {
+                ok.remove(0);
+            }
+        }
+        state.jwt_failures.remove(&subject);
+    }
     if grant == "refresh_token" {
         let presented = req.refresh_fp().map(fp_key);
         // A token issued before grantdoctor watched: from now on it is known, so that its
@@ -492,21 +603,22 @@ fn apply_success(
         list.drain(..list.len() - AUTHORIZATIONS_KEPT);
     }
     let live: Vec<&Approval> = list.iter().filter(|a| a.refresh_fp.is_some()).collect();
+    let limit = state.approval_limit_set.map_or(APPROVAL_LIMIT, |n| n.get());
     if new_fp.is_some() {
-        if live.len() == APPROVAL_LIMIT {
+        if live.len() == limit {
             warnings.push(Warning {
                 id: "warn.approval_limit_reached",
                 message: format!(
-                    "this is the {APPROVAL_LIMIT}th live refresh token for this user and app; the next authorization revokes the oldest, issued at {}",
+                    "this is live refresh token number {limit} for this user and app; the next authorization revokes the oldest, issued at {}",
                     fmt_ms(live[0].at)
                 ),
             });
-        } else if live.len() > APPROVAL_LIMIT {
-            let evicted = live[live.len() - APPROVAL_LIMIT - 1];
+        } else if live.len() > limit {
+            let evicted = live[live.len() - limit - 1];
             warnings.push(Warning {
                 id: "warn.approval_evicted",
                 message: format!(
-                    "authorization number {} for this user and app: Salesforce keeps {APPROVAL_LIMIT}, so the refresh token issued at {} is now revoked",
+                    "authorization number {} for this user and app: Salesforce keeps {limit}, so the refresh token issued at {} is now revoked",
                     live.len(),
                     fmt_ms(evicted.at)
                 ),
@@ -552,16 +664,42 @@ fn apply_failure(
             }
         }
     }
+    if req.grant() == crate::oauth::JWT_BEARER
+        && let Some(subject) = req.subject_fp.as_deref().map(fp_key)
+    {
+        state.subjects.entry(subject).or_insert(now);
+        let (recent, warned) = state.jwt_failures.entry(subject).or_default();
+        if let Some(count) = dead::tick(recent, warned, now) {
+            let sub = req
+                .jwt
+                .as_ref()
+                .and_then(|j| j.sub.as_deref())
+                .unwrap_or("");
+            warnings.push(Warning {
+                id: "warn.retry_storm",
+                message: format!(
+                    "{count} failing JWT bearer logins in the last minute for sub {sub} with client_id {}: each counts against the user's login rate; fix the cause before retrying",
+                    crate::oauth::short_client_id(req.client_id.as_deref().unwrap_or(""))
+                ),
+            });
+        }
+        if state.jwt_failures.len() > 10_000 {
+            state
+                .jwt_failures
+                .retain(|_, (recent, _)| recent.back().is_some_and(|t| now - t < 60_000));
+        }
+    }
+    if let Some(client) = req.client_id.as_deref().filter(|c| !c.is_empty()) {
+        let client = state.intern(client);
+        state.clients.entry(client).or_insert_with(|| ClientRecord {
+            first_seen: now,
+            ..ClientRecord::default()
+        });
+    }
     if req.grant() == "refresh_token"
         && let Some(fp) = req.refresh_fp().map(fp_key)
         && let Some(entry) = state.refresh.get_mut(&fp)
     {
-        if entry.uses == 0 && entry.failures == 0 {
-            *state
-                .first_use_failures
-                .entry(entry.client_id.to_string())
-                .or_default() += 1;
-        }
         entry.failures += 1;
         if let Some(org) = entry.org_id.clone() {
             let list = state
@@ -573,6 +711,39 @@ fn apply_failure(
                 list.pop_front();
             }
         }
+    }
+}
+
+/// What a success says about its client id: the secret that works, the refresh token lengths.
+fn note_client_success(
+    state: &mut State,
+    client: &Sym,
+    req: &RequestFacts,
+    success: &crate::oauth::SuccessFacts,
+    now: i64,
+) {
+    if client.is_empty() {
+        return;
+    }
+    let record = state
+        .clients
+        .entry(client.clone())
+        .or_insert_with(|| ClientRecord {
+            first_seen: now,
+            ..ClientRecord::default()
+        });
+    if let Some(secret) = req.client_secret_fp.as_deref().map(fp_key) {
+        if record.secret_fp.is_some_and(|old| old != secret) {
+            record.previous_secret_ok_at = record.secret_ok_at;
+        }
+        record.secret_fp = Some(secret);
+        record.secret_ok_at = Some(now);
+    }
+    if let Some(len) = success.refresh_token_len {
+        record.refresh_len = Some(match record.refresh_len {
+            Some((min, max)) => (min.min(len), max.max(len)),
+            None => (len, len),
+        });
     }
 }
 

@@ -14,6 +14,8 @@ const LATEST_BY_CLIENT: &str = "latest_by_client";
 const CODE: &str = "code";
 const PASSWORD_FAILURES: &str = "password_failures";
 const HOST: &str = "host";
+const CLIENT: &str = "client";
+const DEAD: &str = "dead";
 
 /// The record kinds, as stored.
 pub(crate) fn kind(name: &str) -> Option<&'static str> {
@@ -24,6 +26,8 @@ pub(crate) fn kind(name: &str) -> Option<&'static str> {
         CODE,
         PASSWORD_FAILURES,
         HOST,
+        CLIENT,
+        DEAD,
     ]
     .into_iter()
     .find(|k| *k == name)
@@ -120,7 +124,23 @@ pub(crate) fn rows_for(
             .unwrap_or(0),
     };
     put(HOST, req.host.clone(), json(&host));
+    if let Some(client) = req.client_id.as_deref()
+        && let Some(record) = state.clients.get(client)
+    {
+        put(CLIENT, client.to_owned(), json(record));
+    }
     rows
+}
+
+/// The record of a dead refresh token (the breaker's), as it stands now.
+pub(crate) fn dead_row(state: &State, key: &super::dead::DeadKey, now: i64) -> Option<Row> {
+    let token = state.dead.get(key)?;
+    Some(Row {
+        kind: DEAD,
+        key: super::dead::row_key(key),
+        value: json(token),
+        at: now,
+    })
 }
 
 /// Rebuilds the state from stored records (oldest first); unreadable records are skipped.
@@ -188,6 +208,20 @@ pub(crate) fn restore(rows: Vec<Row>) -> State {
                             .password_failures_by_host
                             .insert(row.key, host.password_failures);
                     }
+                }
+            }
+            CLIENT => {
+                if let Ok(record) = serde_json::from_str::<super::ClientRecord>(&value) {
+                    let client = state.intern(&row.key);
+                    state.clients.insert(client, record);
+                }
+            }
+            DEAD => {
+                if let (Some(key), Ok(token)) = (
+                    super::dead::parse_row_key(&mut state, &row.key),
+                    serde_json::from_str::<super::DeadToken>(&value),
+                ) {
+                    state.dead.insert(key, token);
                 }
             }
             _ => {}

@@ -7,7 +7,8 @@
 //! A batch that fails (disk full, I/O error) is kept and retried with back-off; the outage
 //! is logged once, counted, and reported on `/readyz` as degraded until a commit succeeds.
 //!
-//! Must never: store a secret. Records hold fingerprints, ids, hosts and times only.
+//! Must never: store a secret. Records hold fingerprints, ids, hosts, times, and for dead
+//! refresh tokens Salesforce's error body and the diagnosis text, which hold none.
 
 use std::path::Path;
 use std::sync::mpsc;

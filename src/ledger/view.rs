@@ -8,7 +8,7 @@ use crate::oauth::RequestFacts;
 use super::State;
 
 /// What the ledger knew when the exchange came back.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LedgerView {
     /// History of the presented refresh token, when it was seen being issued.
     pub token: Option<TokenHistory>,
@@ -27,8 +27,61 @@ pub struct LedgerView {
     pub org_changed: Option<(String, String, i64)>,
     /// Other refresh tokens of the same org that failed in the last 10 minutes.
     pub org_failures_recent: usize,
-    /// Other tokens of the same client that failed on their first use.
+    /// Other tokens of the same client that failed on their first use with nothing else
+    /// recorded to explain it.
     pub client_first_use_failures: usize,
+    /// Other refresh tokens of the same (org, user, client id) that had worked and failed in
+    /// the last 10 minutes: what a revoked approval looks like.
+    pub user_revocations_recent: usize,
+    /// Live refresh tokens per (user, app) before Salesforce evicts the oldest.
+    pub approval_limit: usize,
+    /// Whether a ledger stands behind this view: `explain` diagnoses without one, and must
+    /// not word an absence of history as a fact.
+    pub watched: bool,
+    /// How the client secret sent compares with the ones that worked for this client id.
+    pub secret: Option<SecretHistory>,
+    /// Shortest and longest refresh token issued to this client id.
+    pub client_refresh_lengths: Option<(usize, usize)>,
+    /// When this client id was first seen.
+    pub client_first_seen: Option<i64>,
+    /// When the assertion's subject was first seen.
+    pub subject_first_seen: Option<i64>,
+    /// Other subjects whose JWT bearer login with this client id at this host succeeded.
+    pub jwt_other_subjects_ok: usize,
+}
+
+/// The client secrets that worked for a client id, against the one just sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SecretHistory {
+    /// The same secret worked, last at this time.
+    pub same_ok_at: Option<i64>,
+    /// Another secret worked, last at this time.
+    pub other_ok_at: Option<i64>,
+}
+
+impl Default for LedgerView {
+    fn default() -> Self {
+        Self {
+            token: None,
+            concurrent: None,
+            client_authorized_without_refresh: None,
+            code_redeemed_at: None,
+            password_failures: 0,
+            password_success_at_host: false,
+            password_failures_at_host: 0,
+            org_changed: None,
+            org_failures_recent: 0,
+            client_first_use_failures: 0,
+            user_revocations_recent: 0,
+            approval_limit: super::APPROVAL_LIMIT,
+            watched: false,
+            secret: None,
+            client_refresh_lengths: None,
+            client_first_seen: None,
+            subject_first_seen: None,
+            jwt_other_subjects_ok: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,7 +111,12 @@ pub struct ConcurrentRefresh {
 }
 
 pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
-    let mut view = LedgerView::default();
+    let mut view = LedgerView {
+        approval_limit: state.approval_limit(),
+        watched: true,
+        ..LedgerView::default()
+    };
+    client_facts(state, req, &mut view);
     let text = |v: &Option<super::Sym>| v.as_deref().map(str::to_owned);
     if let Some(fp) = req.refresh_fp().map(super::fp_key) {
         if let Some(entry) = state.refresh.get(&fp) {
@@ -93,20 +151,34 @@ pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
                 newer_approvals,
             });
             if let Some(org) = &entry.org_id {
-                view.org_failures_recent = state
+                let mut others: Vec<super::Fp> = state
                     .refresh_failures_by_org
                     .get(&**org)
                     .map(|list| {
-                        let mut others: Vec<super::Fp> = list
-                            .iter()
+                        list.iter()
                             .filter(|(at, other)| now - at <= 600_000 && *other != fp)
                             .map(|(_, other)| *other)
-                            .collect();
-                        others.sort_unstable();
-                        others.dedup();
-                        others.len()
+                            .collect()
                     })
-                    .unwrap_or(0);
+                    .unwrap_or_default();
+                others.sort_unstable();
+                others.dedup();
+                let same_user = |other: &super::RefreshEntry| {
+                    other.user_id == entry.user_id && other.client_id == entry.client_id
+                };
+                // Tokens of one user and app failing together are that user's approvals going
+                // (a revocation, an eviction), not the whole org being refreshed.
+                view.org_failures_recent = others
+                    .iter()
+                    .filter(|other| state.refresh.get(other).is_none_or(|o| !same_user(o)))
+                    .count();
+                view.user_revocations_recent = others
+                    .iter()
+                    .filter_map(|other| state.refresh.get(other))
+                    .filter(|other| {
+                        other.uses > 0 && other.rotated_at.is_none() && same_user(other)
+                    })
+                    .count();
             }
             view.org_changed = state.org_changes.get(&*entry.host).cloned();
             // Counted as failures happen: a scan of every token here would make each exchange
@@ -148,4 +220,37 @@ pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
         .copied()
         .unwrap_or(0);
     view
+}
+
+/// What the ledger knows of the client id and the JWT subject of this request.
+fn client_facts(state: &State, req: &RequestFacts, view: &mut LedgerView) {
+    let client = req.client_id.as_deref().unwrap_or("");
+    if let Some(record) = state.clients.get(client) {
+        view.client_first_seen = Some(record.first_seen);
+        view.client_refresh_lengths = record.refresh_len;
+        if let (Some(sent), Some(worked)) = (
+            req.client_secret_fp.as_deref().map(super::fp_key),
+            record.secret_fp,
+        ) {
+            view.secret = Some(if sent == worked {
+                SecretHistory {
+                    same_ok_at: record.secret_ok_at,
+                    other_ok_at: record.previous_secret_ok_at,
+                }
+            } else {
+                SecretHistory {
+                    same_ok_at: None,
+                    other_ok_at: record.secret_ok_at,
+                }
+            });
+        }
+    }
+    if let Some(subject) = req.subject_fp.as_deref().map(super::fp_key) {
+        view.subject_first_seen = state.subjects.get(&subject).copied();
+        view.jwt_other_subjects_ok = state
+            .jwt_subjects_ok
+            .iter()
+            .find(|((host, id), _)| **host == *req.host && **id == *client)
+            .map_or(0, |(_, ok)| ok.iter().filter(|s| **s != subject).count());
+    }
 }

@@ -12,8 +12,10 @@ mod response;
 
 pub use codec::{decode_body, encode_body};
 pub use fingerprint::{Fingerprinter, short_client_id};
-pub use request::{ClientIdSource, JwtFacts, RequestFacts, TokenPresence, basic_credentials};
-pub use response::{ResponseFacts, SuccessFacts, nested_too_deep};
+pub use request::{
+    ClientIdSource, JwtFacts, RequestFacts, TokenPresence, TokenShape, basic_credentials,
+};
+pub use response::{ProxyFailure, ResponseFacts, SuccessFacts, nested_too_deep};
 
 /// The grant types grantdoctor knows by name.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";

@@ -30,6 +30,43 @@ pub enum TokenPresence {
     Present(String),
 }
 
+/// What a presented refresh token's text looks like, for telling a mangled value from a dead
+/// one. Only the shape is kept, never the text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TokenShape {
+    pub len: usize,
+    /// `00D…!…`: an access token (org id, `!`), which no refresh ever accepts.
+    pub access_token: bool,
+    /// Wrapped in quotes: a JSON string or a shell value stored with its quotes.
+    pub quoted: bool,
+    /// Leading, trailing or inner whitespace (a newline from a secret file, a pasted value).
+    pub whitespace: bool,
+    /// A `%XX` escape left after the form decoding: the value was percent-encoded twice.
+    pub double_encoded: bool,
+}
+
+impl TokenShape {
+    pub fn of(token: &str) -> Self {
+        let access_token = token.len() > 16
+            && token.starts_with("00D")
+            && token.as_bytes()[15] == b'!'
+            && token[..15].bytes().all(|b| b.is_ascii_alphanumeric());
+        let bytes = token.as_bytes();
+        let double_encoded = bytes
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
+        Self {
+            len: token.chars().count(),
+            access_token,
+            quoted: token.len() >= 2
+                && (token.starts_with('"') && token.ends_with('"')
+                    || token.starts_with('\'') && token.ends_with('\'')),
+            whitespace: token.chars().any(char::is_whitespace),
+            double_encoded,
+        }
+    }
+}
+
 /// An assertion's header and claims, decoded and not verified.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct JwtFacts {
@@ -58,6 +95,14 @@ pub struct RequestFacts {
     pub has_code_verifier: bool,
     pub redirect_uri: Option<String>,
     pub refresh_token: TokenPresence,
+    /// The shape of a present refresh token.
+    pub refresh_shape: Option<TokenShape>,
+    /// A `scope` parameter was sent (Salesforce refuses it on a refresh).
+    pub has_scope: bool,
+    /// Fingerprint of the client secret (form or Basic), to tell a rotated secret.
+    pub client_secret_fp: Option<String>,
+    /// Fingerprint of the assertion's `sub`, lowercased.
+    pub subject_fp: Option<String>,
     pub code_fp: Option<String>,
     pub username: Option<String>,
     pub username_fp: Option<String>,
@@ -94,7 +139,12 @@ impl RequestFacts {
         let json_body = !form_encoded
             && serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object());
         let get = |name: &str| params.get(name).map(String::as_str);
-        let basic = basic_credentials(headers).map(|(id, _)| (id, ()));
+        let basic = basic_credentials(headers);
+        let secret = get("client_secret").filter(|s| !s.is_empty()).or(basic
+            .as_ref()
+            .map(|(_, s)| s.as_str())
+            .filter(|s| !s.is_empty()));
+        let client_secret_fp = secret.map(|s| fp.fingerprint(s));
         let assertion = get("assertion").filter(|a| !a.is_empty());
         let decoded = assertion.and_then(jwt::decode_parts);
         let jwt = decoded.as_ref().map(|parts| {
@@ -129,6 +179,14 @@ impl RequestFacts {
             }
             Some(t) => TokenPresence::Present(fp.fingerprint(t)),
         };
+        let refresh_shape = match &refresh_token {
+            TokenPresence::Present(_) => get("refresh_token").map(TokenShape::of),
+            _ => None,
+        };
+        let subject_fp = jwt
+            .as_ref()
+            .and_then(|j| j.sub.as_deref())
+            .map(|s| fp.fingerprint(&s.to_ascii_lowercase()));
         let username = get("username").filter(|u| !u.is_empty()).map(str::to_owned);
         Self {
             host: host.to_ascii_lowercase(),
@@ -143,6 +201,10 @@ impl RequestFacts {
             client_id_source,
             has_client_secret: get("client_secret").is_some_and(|s| !s.is_empty())
                 || basic.is_some(),
+            client_secret_fp,
+            has_scope: get("scope").is_some(),
+            refresh_shape,
+            subject_fp,
             has_code_verifier: get("code_verifier").is_some_and(|s| !s.is_empty()),
             redirect_uri: get("redirect_uri").map(str::to_owned),
             refresh_token,

@@ -13,6 +13,18 @@ pub struct ResponseFacts {
     pub error: Option<String>,
     pub error_description: Option<String>,
     pub success: Option<SuccessFacts>,
+    /// The answer is grantdoctor's own, not Salesforce's: it could not get one.
+    pub proxy_failure: Option<ProxyFailure>,
+}
+
+/// Why grantdoctor answered a token request itself, with the reason it gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "reason")]
+pub enum ProxyFailure {
+    /// DNS, connect or TLS to the upstream failed: Salesforce never saw the request.
+    Unreachable(String),
+    /// The upstream broke off or did not answer in time.
+    Failed(String),
 }
 
 /// What a successful exchange returned (no token values).
@@ -23,6 +35,8 @@ pub struct SuccessFacts {
     pub id_host: Option<String>,
     pub scope: Option<String>,
     pub refresh_token_fp: Option<String>,
+    /// How long the issued refresh token was, to tell a value cut short later.
+    pub refresh_token_len: Option<usize>,
     /// Upstream milliseconds since the epoch.
     pub issued_at: Option<i64>,
     pub instance_url: Option<String>,
@@ -61,6 +75,10 @@ impl ResponseFacts {
                         .as_str()
                         .filter(|t| !t.is_empty())
                         .map(|t| fp.fingerprint(t)),
+                    refresh_token_len: v["refresh_token"]
+                        .as_str()
+                        .filter(|t| !t.is_empty())
+                        .map(|t| t.chars().count()),
                     issued_at: match &v["issued_at"] {
                         Value::String(s) => s.parse().ok(),
                         Value::Number(n) => n.as_i64(),
@@ -75,6 +93,7 @@ impl ResponseFacts {
             error_description: value.as_ref().and_then(|v| text(v, "error_description")),
             error,
             success,
+            proxy_failure: None,
         }
     }
 

@@ -55,9 +55,18 @@ impl ErrorKind {
     }
 }
 
+/// Carried by the proxy's own answers, so the token path can tell "grantdoctor could not get
+/// an answer" from what Salesforce said (a header could be forged by an upstream).
+#[derive(Debug, Clone)]
+pub struct OwnAnswer {
+    pub kind: ErrorKind,
+    pub reason: String,
+}
+
 /// A plain-text response; the reason never contains secrets because callers build it from
 /// hosts, ports and I/O errors only.
 pub fn error(kind: ErrorKind, reason: impl std::fmt::Display) -> Response<ProxyBody> {
+    let reason = reason.to_string();
     let text = format!("grantdoctor: {reason}\n");
     let mut response = Response::new(body::full(text));
     *response.status_mut() = kind.status();
@@ -67,6 +76,7 @@ pub fn error(kind: ErrorKind, reason: impl std::fmt::Display) -> Response<ProxyB
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     headers.insert("grantdoctor-error", HeaderValue::from_static(kind.as_str()));
+    response.extensions_mut().insert(OwnAnswer { kind, reason });
     response
 }
 

@@ -1,5 +1,5 @@
-//! One log line per token exchange, in the schema of DESIGN.md, and the lines of what the
-//! exchange led to (a recovery, a coalesced or guarded refresh).
+//! One log line per token exchange, in the schema of the README's "Logs" section, and the
+//! lines of what the exchange led to (a recovery, a coalesced or guarded refresh).
 //!
 //! Must never: log a parameter value other than `grant_type`, the client id and the user's
 //! ids; tokens appear only as fingerprints.
@@ -45,6 +45,7 @@ impl Line<'_> {
                     "token_error"
                 };
                 let top = diagnosis.top().map(|c| c.id).unwrap_or("sf.unknown");
+                let basis = diagnosis.top().map_or("prior", |c| c.basis.as_str());
                 let evidence = diagnosis
                     .top()
                     .map(|c| c.evidence.join("; "))
@@ -66,7 +67,8 @@ impl Line<'_> {
                     error = self.outcome.error.as_deref().unwrap_or(""),
                     error_description = self.outcome.error_description.as_deref().unwrap_or(""),
                     cause = top,
-                    causes = diagnosis.header_value().as_str(),
+                    basis,
+                    causes = diagnosis.log_value().as_str(),
                     evidence,
                     fix,
                     latency_ms = self.latency_ms,

@@ -12,6 +12,7 @@
 //! the username and the JWT's claims; secrets appear only as fingerprints. Token responses
 //! kept for coalesced or replayed callers live in memory only, for seconds.
 
+mod breaker;
 mod line;
 mod rescue;
 mod run_to_end;
@@ -69,6 +70,8 @@ pub struct Observer {
     pub coalescing: Option<Flights<ExchangeKey, Option<Arc<Finished>>>>,
     /// `None` when no JWT bearer key is configured.
     pub recovery: Option<Recovery>,
+    /// `--dead-token-breaker`: answer retries of refresh tokens Salesforce declared dead.
+    pub dead_token_breaker: bool,
 }
 
 impl Observer {
@@ -85,6 +88,7 @@ impl Observer {
             guard: Some(RotationGuard::new(REPLAY_WINDOW)),
             coalescing: Some(Flights::default()),
             recovery: None,
+            dead_token_breaker: true,
         }
     }
 }
@@ -305,6 +309,9 @@ async fn exchange<S: Upstream>(
     };
     let credentials = credentials_key(&ex.parts.headers, ex.parts.uri.query(), &ex.bytes);
     if let Some(response) = guarded(&observer, fp, &credentials, &ex) {
+        return Ok(response);
+    }
+    if let Some(response) = breaker::answer(inner.clone(), &observer, &ex).await {
         return Ok(response);
     }
     let Some(flights) = &observer.coalescing else {
@@ -544,6 +551,20 @@ async fn observe<S: Upstream>(
     }
     if outcome.success.is_none() && status >= 400 {
         let diagnosis = diagnose::diagnose(&facts, &outcome, &view, &observer.policies, now);
+        let dead = observer
+            .dead_token_breaker
+            .then(|| {
+                breaker::dead_token(&facts, &outcome, &parts, &decoded, &diagnosis, &line, now)
+            })
+            .flatten();
+        observer.ledger.judged(
+            &facts,
+            crate::ledger::Judgement {
+                first_use_unexplained: diagnosis.unexplained_first_use,
+                dead,
+            },
+            now,
+        );
         line.log(Some(&diagnosis));
         if let Some(top) = diagnosis.top() {
             crate::metrics::Metrics::count(&observer.metrics.diagnoses, &[("cause", top.id)]);
@@ -713,7 +734,20 @@ async fn read_response(
         Ok(decoded) => decoded,
         Err(reason) => return Err(Unreadable::Undecodable(parts, raw, reason)),
     };
-    let outcome = ResponseFacts::parse(parts.status.as_u16(), &decoded, &observer.fingerprints);
+    let mut outcome = ResponseFacts::parse(parts.status.as_u16(), &decoded, &observer.fingerprints);
+    outcome.proxy_failure =
+        parts
+            .extensions
+            .get::<reply::OwnAnswer>()
+            .and_then(|own| match own.kind {
+                ErrorKind::UpstreamUnreachable => {
+                    Some(oauth::ProxyFailure::Unreachable(own.reason.clone()))
+                }
+                ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => {
+                    Some(oauth::ProxyFailure::Failed(own.reason.clone()))
+                }
+                _ => None,
+            });
     if !outcome.json && oauth::nested_too_deep(&decoded) {
         return Err(Unreadable::Undecodable(
             parts,
@@ -728,6 +762,14 @@ async fn read_response(
         decoded,
         outcome,
     })
+}
+
+/// This host's clock in milliseconds, for answers given without asking Salesforce.
+fn wall_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 /// Salesforce's time from its `Date` header, else ours: ages are measured on its clock.

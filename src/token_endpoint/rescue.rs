@@ -133,10 +133,15 @@ pub(super) async fn attempt<S: Upstream>(
                 "grantdoctor-recovered",
                 HeaderValue::from_static("jwt-bearer"),
             );
-            set(headers, "grantdoctor-event", line.event_id);
-            if let Some(top) = diagnosis.top() {
-                set(headers, "grantdoctor-cause", top.id);
-                set(headers, "grantdoctor-causes", &diagnosis.header_value());
+            // Annotations follow `--annotate` like every other; the recovery itself is not
+            // an annotation and is always said.
+            if observer.annotate.headers() {
+                set(headers, "grantdoctor-event", line.event_id);
+                if let Some(top) = diagnosis.top() {
+                    set(headers, "grantdoctor-cause", top.id);
+                    set(headers, "grantdoctor-basis", top.basis.as_str());
+                    set(headers, "grantdoctor-causes", &diagnosis.header_value());
+                }
             }
             Rescued::Recovered(response)
         }
@@ -146,7 +151,7 @@ pub(super) async fn attempt<S: Upstream>(
                 &[("outcome", "failed"), ("how", how.label())],
             );
             let top = failure.diagnosis.top().map(|c| c.id).unwrap_or("");
-            tracing::warn!(event = "recovery_failed", recovers = line.event_id, host = route.host, grant_type = oauth::JWT_BEARER, client_id, user_id = line.user_id.unwrap_or(""), how = how.label(), status = failure.status, error = failure.error.as_deref().unwrap_or(""), error_description = failure.error_description.as_deref().unwrap_or(""), cause = top, causes = %failure.diagnosis.header_value(), reason = failure.reason.as_deref().unwrap_or(""), latency_ms);
+            tracing::warn!(event = "recovery_failed", recovers = line.event_id, host = route.host, grant_type = oauth::JWT_BEARER, client_id, user_id = line.user_id.unwrap_or(""), how = how.label(), status = failure.status, error = failure.error.as_deref().unwrap_or(""), error_description = failure.error_description.as_deref().unwrap_or(""), cause = top, causes = %failure.diagnosis.log_value(), reason = failure.reason.as_deref().unwrap_or(""), latency_ms);
             Rescued::Not(Some(RecoveryNote::failed(&failure, how)))
         }
     }
@@ -249,10 +254,7 @@ pub(super) fn blocked(
     observer: &Observer,
     ex: &Exchange,
 ) -> http::Response<crate::body::ProxyBody> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
+    let now = super::wall_now();
     let outcome = ResponseFacts::parse(400, EXPIRED_BODY.as_bytes(), &observer.fingerprints);
     let view = observer.ledger.view(&ex.facts, now);
     let mut diagnosis = diagnose::diagnose(&ex.facts, &outcome, &view, &observer.policies, now);
@@ -306,7 +308,8 @@ pub(super) fn blocked(
         error = "invalid_grant",
         error_description = "expired access/refresh token",
         cause = diagnosis.top().map(|c| c.id).unwrap_or(""),
-        causes = %diagnosis.header_value(),
+        basis = diagnosis.top().map_or("prior", |c| c.basis.as_str()),
+        causes = %diagnosis.log_value(),
         reason = "the refresh token was rotated away; forwarding it would revoke the token family",
         latency_ms = ex.started.elapsed().as_secs_f64() * 1000.0,
     );
