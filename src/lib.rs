@@ -14,8 +14,11 @@
 //! - [`token_endpoint`]: the one buffered path, where token exchanges are observed.
 //! - [`oauth`], [`ledger`], [`diagnose`]: what an exchange says, what was seen before, why it
 //!   failed (pure).
+//! - [`org`]: org connections that read Salesforce's own records (`OauthToken`, `User`...) to
+//!   confirm what the ledger cannot decide.
 //! - [`recover`] and [`annotate`]: what is done about a failure — JWT bearer recovery, refresh
-//!   coalescing, the rotated-token guard — and how it is told to the client.
+//!   coalescing, the rotated-token guard, the dead-token breaker — and how it is told to the
+//!   client.
 //! - [`telemetry`]: the JSON log line format.
 //! - [`emulator`]: a faithful Salesforce token endpoint (`grantdoctor emulate`).
 //! - [`cli`] and [`app`]: arguments and wiring.
@@ -39,6 +42,7 @@ pub mod logs;
 pub mod metrics;
 pub mod net;
 pub mod oauth;
+pub mod org;
 pub mod proxy;
 pub mod recover;
 pub mod telemetry;

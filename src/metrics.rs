@@ -31,6 +31,7 @@ pub struct Metrics {
     pub guard: Family<Labels, Counter>,
     pub accept_failures: Family<Labels, Counter>,
     pub client_errors: Family<Labels, Counter>,
+    pub org_queries: Family<Labels, Counter>,
     pub ledger_write_errors: Counter,
     pub upstream_requests_saved: Counter,
 }
@@ -59,6 +60,7 @@ impl Default for Metrics {
             guard: Family::default(),
             accept_failures: Family::default(),
             client_errors: Family::default(),
+            org_queries: Family::default(),
             ledger_write_errors: Counter::default(),
             upstream_requests_saved: Counter::default(),
             registry: Registry::default(),
@@ -124,6 +126,11 @@ impl Default for Metrics {
                 "client_errors",
                 "Requests refused as the client's fault, by kind",
                 &metrics.client_errors,
+            ),
+            (
+                "org_queries",
+                "Queries of org connections, by org, object and outcome (Salesforce API limits are per day)",
+                &metrics.org_queries,
             ),
         ];
         for (name, help, family) in families {

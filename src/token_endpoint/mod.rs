@@ -13,6 +13,7 @@
 //! kept for coalesced or replayed callers live in memory only, for seconds.
 
 mod breaker;
+mod confirm;
 mod line;
 mod rescue;
 mod run_to_end;
@@ -72,6 +73,10 @@ pub struct Observer {
     pub recovery: Option<Recovery>,
     /// `--dead-token-breaker`: answer retries of refresh tokens Salesforce declared dead.
     pub dead_token_breaker: bool,
+    /// `[[orgs]]`: connections that confirm diagnoses from the org's own records.
+    pub orgs: Option<Arc<crate::org::Orgs>>,
+    /// `--confirm-timeout`: how long an answer waits for the org's records.
+    pub confirm_timeout: Duration,
 }
 
 impl Observer {
@@ -89,6 +94,8 @@ impl Observer {
             coalescing: Some(Flights::default()),
             recovery: None,
             dead_token_breaker: true,
+            orgs: None,
+            confirm_timeout: Duration::from_millis(1500),
         }
     }
 }
@@ -551,6 +558,8 @@ async fn observe<S: Upstream>(
     }
     if outcome.success.is_none() && status >= 400 {
         let diagnosis = diagnose::diagnose(&facts, &outcome, &view, &observer.policies, now);
+        let diagnosis =
+            confirm::phase(observer, &facts, &outcome, &view, diagnosis, &event_id, now).await;
         let dead = observer
             .dead_token_breaker
             .then(|| {

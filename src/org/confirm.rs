@@ -1,0 +1,327 @@
+//! Re-ranking a refresh failure with the org's own records: a pure function, so every reading
+//! of `OauthToken`, `User` and `UserLogin` rows is a unit test.
+//!
+//! Salesforce keeps one `OauthToken` row per live approval of (user, app). The failing token's
+//! approval was made at or before the time the ledger first knew the token; if no row is that
+//! old, the approval is gone: evicted when the limit's worth of newer approvals live, revoked
+//! otherwise.
+
+use crate::diagnose::{Basis, Diagnosis, Finding};
+use crate::ledger::{TokenHistory, UNSEEN, fmt_ms};
+
+use super::{Approval, UserRecord};
+
+/// Slack between the issue time Salesforce returned and the `CreatedDate` of its approval.
+const SAME_APPROVAL_MS: i64 = 2_000;
+const IDLE_CAP_MS: i64 = 30 * 86_400_000;
+
+/// What the org's records say about one failing token's user and app.
+#[derive(Debug, Clone, Default)]
+pub struct OrgFacts {
+    /// The org connection's host, for the evidence.
+    pub org: String,
+    pub app: String,
+    /// The user's live approvals for the app, when they could be read.
+    pub approvals: Option<Vec<Approval>>,
+    pub user: Option<UserRecord>,
+}
+
+/// The diagnosis with what the records confirm marked `confirmed` and ranked first.
+pub fn confirm(
+    diagnosis: &Diagnosis,
+    token: &TokenHistory,
+    facts: &OrgFacts,
+    limit: usize,
+    now: i64,
+) -> Diagnosis {
+    let mut out = diagnosis.clone();
+    if let Some(user) = &facts.user {
+        user_state(&mut out, user, &facts.org);
+    }
+    if let Some(rows) = &facts.approvals {
+        approvals(&mut out, token, rows, facts, limit, now);
+    }
+    out.causes
+        .sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+    out
+}
+
+fn user_state(out: &mut Diagnosis, user: &UserRecord, org: &str) {
+    let mut lines = Vec::new();
+    if !user.active {
+        lines.push(format!(
+            "User {} ({}) has IsActive = false in {org}",
+            user.id, user.username
+        ));
+    }
+    if user.frozen {
+        lines.push(format!("UserLogin of {} has IsFrozen = true", user.id));
+    }
+    if user.password_locked {
+        lines.push(format!(
+            "UserLogin of {} has IsPasswordLocked = true",
+            user.id
+        ));
+    }
+    if !lines.is_empty() {
+        mark(out, "sf.user.inactive", 0.97, lines);
+    }
+}
+
+fn approvals(
+    out: &mut Diagnosis,
+    token: &TokenHistory,
+    rows: &[Approval],
+    facts: &OrgFacts,
+    limit: usize,
+    now: i64,
+) {
+    let first_known = token.issued_at;
+    let old_enough: Vec<&Approval> = rows
+        .iter()
+        .filter(|a| a.created <= first_known + SAME_APPROVAL_MS)
+        .collect();
+    let app = &facts.app;
+    if old_enough.is_empty() {
+        let when = if token.issued_by == UNSEEN {
+            "first seen"
+        } else {
+            "issued"
+        };
+        let dates: Vec<String> = rows.iter().map(|a| fmt_ms(a.created)).collect();
+        if rows.len() >= limit {
+            mark(
+                out,
+                "sf.refresh.approval_limit_evicted",
+                0.98,
+                vec![
+                    format!(
+                        "OauthToken in {} holds {} approvals of this user for {app}, all created after this token was {when} ({}): {}",
+                        facts.org,
+                        rows.len(),
+                        fmt_ms(first_known),
+                        dates.join(", ")
+                    ),
+                    "none of them is this token's approval: the newer ones evicted it".into(),
+                ],
+            );
+            demote(out, "sf.refresh.revoked");
+        } else {
+            mark(
+                out,
+                "sf.refresh.revoked",
+                0.95,
+                vec![format!(
+                    "OauthToken in {} has no approval of this user for {app} as old as this token ({when} {}): its approval is gone, with {} newer ones live",
+                    facts.org,
+                    fmt_ms(first_known),
+                    rows.len()
+                )],
+            );
+            demote(out, "sf.refresh.approval_limit_evicted");
+        }
+        return;
+    }
+    let own = (token.issued_by != UNSEEN)
+        .then(|| {
+            old_enough
+                .iter()
+                .find(|a| (a.created - token.issued_at).abs() <= SAME_APPROVAL_MS)
+        })
+        .flatten();
+    let Some(own) = own else {
+        return;
+    };
+    // The approval lives: neither evicted nor revoked.
+    demote(out, "sf.refresh.approval_limit_evicted");
+    demote(out, "sf.refresh.revoked");
+    let last = own.last_used.unwrap_or(own.created);
+    if now - last >= IDLE_CAP_MS {
+        mark(
+            out,
+            "sf.refresh.policy_idle_expiry",
+            0.95,
+            vec![format!(
+                "OauthToken {} (this token's approval) is live but last used at {}, {} days ago",
+                own.id,
+                fmt_ms(last),
+                (now - last) / 86_400_000
+            )],
+        );
+    }
+    for finding in out
+        .causes
+        .iter_mut()
+        .filter(|f| f.id.starts_with("sf.refresh.policy_"))
+    {
+        finding.evidence.push(format!(
+            "OauthToken {} (this token's approval) is still live in {}: the token expired, the approval did not",
+            own.id, facts.org
+        ));
+    }
+}
+
+/// Makes `id` a confirmed cause (added if absent), with the records first in its evidence.
+fn mark(out: &mut Diagnosis, id: &'static str, confidence: f64, records: Vec<String>) {
+    match out.causes.iter_mut().find(|f| f.id == id) {
+        Some(found) => {
+            found.confidence = found.confidence.max(confidence);
+            found.basis = Basis::Confirmed;
+            let mut evidence = records;
+            evidence.append(&mut found.evidence);
+            found.evidence = evidence;
+        }
+        None => out.causes.push(Finding {
+            id,
+            confidence,
+            basis: Basis::Confirmed,
+            evidence: records,
+        }),
+    }
+}
+
+/// The records refute `id`: it stays listed, far down.
+fn demote(out: &mut Diagnosis, id: &str) {
+    if let Some(found) = out.causes.iter_mut().find(|f| f.id == id) {
+        found.confidence = found.confidence.min(0.1);
+        found
+            .evidence
+            .push("the org's OauthToken records do not bear this out".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: i64 = 1_764_000_000_000;
+    const DAY: i64 = 86_400_000;
+
+    fn token(issued_by: &str) -> TokenHistory {
+        TokenHistory {
+            host: "login.salesforce.com".into(),
+            instance_host: None,
+            client_id: "3MVG9web".into(),
+            org_id: Some("00D000000000001".into()),
+            user_id: Some("005000000000001".into()),
+            scope: None,
+            issued_at: T,
+            issued_by: issued_by.into(),
+            uses: 1,
+            last_success: Some(T),
+            rotated_at: None,
+            newer_approvals: Vec::new(),
+        }
+    }
+
+    fn approval(i: i64, created: i64) -> Approval {
+        Approval {
+            id: format!("0CQ00000000000{i}"),
+            user_id: "005000000000001".into(),
+            app: "Acme Sync".into(),
+            created,
+            last_used: None,
+            use_count: 0,
+        }
+    }
+
+    fn priors() -> Diagnosis {
+        let prior = |id, confidence| Finding {
+            id,
+            confidence,
+            basis: Basis::Prior,
+            evidence: vec!["not observed: ...".into()],
+        };
+        Diagnosis {
+            causes: vec![
+                prior("sf.refresh.approval_limit_evicted", 0.4),
+                prior("sf.refresh.revoked", 0.35),
+            ],
+            ..Diagnosis::default()
+        }
+    }
+
+    fn facts(rows: Vec<Approval>) -> OrgFacts {
+        OrgFacts {
+            org: "acme.my.salesforce.com".into(),
+            app: "Acme Sync".into(),
+            approvals: Some(rows),
+            user: None,
+        }
+    }
+
+    #[test]
+    fn five_newer_approvals_confirm_an_eviction_with_their_dates() {
+        let rows: Vec<Approval> = (1..=5).map(|i| approval(i, T + i * DAY)).collect();
+        let d = confirm(&priors(), &token(UNSEEN), &facts(rows), 5, T + 6 * DAY);
+        let top = d.top().unwrap();
+        assert_eq!(top.id, "sf.refresh.approval_limit_evicted");
+        assert_eq!(top.basis, Basis::Confirmed);
+        assert!(
+            top.evidence[0].contains(&fmt_ms(T + 5 * DAY)),
+            "{:?}",
+            top.evidence
+        );
+        assert!(
+            d.causes
+                .iter()
+                .any(|c| c.id == "sf.refresh.revoked" && c.confidence <= 0.1)
+        );
+    }
+
+    #[test]
+    fn no_approval_as_old_as_the_token_and_few_newer_is_a_revocation() {
+        let d = confirm(
+            &priors(),
+            &token("authorization_code"),
+            &facts(vec![]),
+            5,
+            T,
+        );
+        assert_eq!(d.top().unwrap().id, "sf.refresh.revoked");
+        assert_eq!(d.top().unwrap().basis, Basis::Confirmed);
+    }
+
+    #[test]
+    fn the_tokens_own_approval_still_live_refutes_eviction_and_revocation() {
+        let rows = vec![approval(1, T + 500)];
+        let d = confirm(
+            &priors(),
+            &token("authorization_code"),
+            &facts(rows),
+            5,
+            T + 40 * DAY,
+        );
+        assert_eq!(d.top().unwrap().id, "sf.refresh.policy_idle_expiry");
+        assert!(
+            d.causes
+                .iter()
+                .filter(|c| c.id != "sf.refresh.policy_idle_expiry")
+                .all(|c| c.confidence <= 0.1)
+        );
+    }
+
+    #[test]
+    fn an_older_row_of_an_unseen_token_decides_nothing() {
+        let rows = vec![approval(1, T - DAY)];
+        let before = priors();
+        let d = confirm(&before, &token(UNSEEN), &facts(rows), 5, T);
+        assert_eq!(d, before);
+    }
+
+    #[test]
+    fn an_inactive_user_is_confirmed() {
+        let facts = OrgFacts {
+            user: Some(UserRecord {
+                id: "005000000000001".into(),
+                username: "alice@acme.com".into(),
+                active: false,
+                ..UserRecord::default()
+            }),
+            ..OrgFacts::default()
+        };
+        let d = confirm(&priors(), &token(UNSEEN), &facts, 5, T);
+        assert_eq!(d.top().unwrap().id, "sf.user.inactive");
+        assert_eq!(d.top().unwrap().basis, Basis::Confirmed);
+    }
+}

@@ -1,0 +1,137 @@
+//! The confirm phase: a refresh failure the ledger cannot decide is checked against the org's
+//! own records when an org connection serves it. The application waits at most
+//! `--confirm-timeout`; a confirmation that lands later is logged as a `confirmed` event with
+//! the same `event_id`.
+//!
+//! Must never: match a never-seen token to a user by guesswork (the user comes from the
+//! ledger), or hold the application's answer past the budget.
+
+use std::sync::Arc;
+
+use super::Observer;
+use crate::diagnose::{Basis, Diagnosis};
+use crate::ledger::LedgerView;
+use crate::oauth::{RequestFacts, ResponseFacts};
+use crate::org::{self, OrgFacts};
+
+/// Whether the diagnosis needs the org: an E1 refresh whose causes no recorded fact decides.
+fn undecided(facts: &RequestFacts, outcome: &ResponseFacts, diagnosis: &Diagnosis) -> bool {
+    facts.grant() == "refresh_token"
+        && outcome.error_is("invalid_grant")
+        && outcome.description_is("expired access/refresh token")
+        && !diagnosis
+            .causes
+            .iter()
+            .any(|c| c.basis != Basis::Prior && c.confidence >= 0.9)
+}
+
+/// The diagnosis, confirmed or re-ranked by the org's records when they arrive in time.
+pub(super) async fn phase(
+    observer: &Arc<Observer>,
+    facts: &RequestFacts,
+    outcome: &ResponseFacts,
+    view: &LedgerView,
+    diagnosis: Diagnosis,
+    event_id: &str,
+    now: i64,
+) -> Diagnosis {
+    let Some(orgs) = observer.orgs.as_ref() else {
+        return diagnosis;
+    };
+    if !undecided(facts, outcome, &diagnosis) {
+        return diagnosis;
+    }
+    let Some(token) = view.token.clone() else {
+        return diagnosis;
+    };
+    let Some(user_id) = token.user_id.clone() else {
+        return diagnosis;
+    };
+    let hosts: Vec<&str> = [
+        token.instance_host.as_deref(),
+        Some(token.host.as_str()),
+        Some(facts.host.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let Some(conn) = orgs.for_token(&hosts, token.org_id.as_deref()) else {
+        return diagnosis;
+    };
+    let Some(app) = conn.app_name(&token.client_id).map(str::to_owned) else {
+        conn.tell_once(
+            &format!("app:{}", token.client_id),
+            &format!(
+                "no connected app name for client id {}: its OauthToken rows cannot be read",
+                crate::oauth::short_client_id(&token.client_id)
+            ),
+            "add the consumer key and the app's name under [orgs.apps]",
+        );
+        return diagnosis;
+    };
+    let limit = view.approval_limit;
+    let unconfirmed = diagnosis.clone();
+    let work = tokio::spawn(async move {
+        let facts = OrgFacts {
+            org: conn.config.host.clone(),
+            approvals: read(&conn, org::records::approvals(&conn, &user_id, &app).await),
+            user: read(
+                &conn,
+                org::records::user(&conn, org::records::UserKey::Id(&user_id)).await,
+            )
+            .flatten(),
+            app,
+        };
+        org::confirm(&unconfirmed, &token, &facts, limit, now)
+    });
+    let mut work = work;
+    match tokio::time::timeout(observer.confirm_timeout, &mut work).await {
+        Ok(Ok(confirmed)) => confirmed,
+        Ok(Err(_)) => diagnosis,
+        Err(_) => {
+            let event_id = event_id.to_owned();
+            tokio::spawn(async move {
+                if let Ok(confirmed) = work.await {
+                    log_late(&event_id, &confirmed);
+                }
+            });
+            diagnosis
+        }
+    }
+}
+
+/// A query's rows, or `None` with the connection's problem logged once.
+fn read<T>(conn: &org::OrgConnection, result: Result<T, org::OrgError>) -> Option<T> {
+    match result {
+        Ok(rows) => Some(rows),
+        Err(e) => {
+            let (kind, fix) = match &e {
+                org::OrgError::Login { cause, .. } => (
+                    format!("login:{cause}"),
+                    format!("the org connection's own login failed as {cause}: see that cause's fix"),
+                ),
+                org::OrgError::Refused { object, .. } => (
+                    format!("refused:{object}"),
+                    "grant the integration user API Enabled, View Setup and Configuration, and Customize Application or Manage Users".to_owned(),
+                ),
+                _ => ("unavailable".to_owned(), "check the org's host and the proxy's network path to it".to_owned()),
+            };
+            conn.tell_once(&kind, &e.to_string(), &fix);
+            None
+        }
+    }
+}
+
+fn log_late(event_id: &str, confirmed: &Diagnosis) {
+    let Some(top) = confirmed.top() else {
+        return;
+    };
+    tracing::info!(
+        event = "confirmed",
+        event_id,
+        cause = top.id,
+        basis = top.basis.as_str(),
+        causes = confirmed.log_value().as_str(),
+        evidence = top.evidence.join("; "),
+    );
+}
