@@ -242,9 +242,12 @@ pub const ALERTED_CAUSES: &[&str] = &[
 ];
 pub const ALERTED_WARNINGS: &[&str] = &["warn.approval_evicted", "warn.retry_storm"];
 
+/// A label's name and every value it takes.
+type LabelValues = (&'static str, &'static [&'static str]);
+
 /// The label values each counter family is known to take, per label; every combination is
 /// created at zero. Families whose values come from the catalogue are added in `preset`.
-const KNOWN_LABELS: &[(&str, &[(&str, &[&str])])] = &[
+const KNOWN_LABELS: &[(&str, &[LabelValues])] = &[
     (
         "connections",
         &[("mode", &["tunnel", "intercept", "forward", "gateway"])],
@@ -313,7 +316,7 @@ fn touch<M, C: MetricConstructor<M>>(family: &Family<Labels, M, C>, labels: &Lab
 }
 
 /// Every combination of one value per label, in the labels' order.
-fn combinations(labels: &[(&'static str, &'static [&'static str])]) -> Vec<Labels> {
+fn combinations(labels: &[LabelValues]) -> Vec<Labels> {
     labels
         .iter()
         .fold(vec![Vec::new()], |sets, (name, values)| {
