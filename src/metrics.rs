@@ -234,7 +234,7 @@ pub const TLS_FAILURE_REASONS: &[&str] = &[
 const HOST_CLASSES: &[&str] = &["login", "my_domain", "site", "salesforce_other", "other"];
 
 /// Cause and warning ids that `deploy/prometheus/alerts.yml` alerts on, created at zero
-/// even where the catalogue does not list them (yet): an alert rule must never wait on a
+/// even where the catalogue does not list them: an alert rule must never wait on a
 /// series that has not been born.
 pub const ALERTED_CAUSES: &[&str] = &[
     "sf.refresh.approval_limit_evicted",
