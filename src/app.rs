@@ -276,30 +276,7 @@ pub fn explain(args: crate::cli::ExplainArgs) -> anyhow::Result<()> {
 }
 
 pub fn logs(args: crate::cli::LogsArgs) -> anyhow::Result<()> {
-    use std::io::{BufRead, IsTerminal, Write};
-    let colour = std::io::stdout().is_terminal();
-    let mut out = std::io::stdout().lock();
-    let mut input: Box<dyn BufRead> = match &args.file {
-        Some(path) => Box::new(std::io::BufReader::new(
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
-        )),
-        None => Box::new(std::io::stdin().lock()),
-    };
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if input.read_line(&mut line)? == 0 {
-            if args.follow && args.file.is_some() {
-                std::thread::sleep(std::time::Duration::from_millis(250));
-                continue;
-            }
-            return Ok(());
-        }
-        if writeln!(out, "{}", crate::logs::render_line(line.trim_end(), colour)).is_err() {
-            // The reader went away (`| head`): stop quietly.
-            return Ok(());
-        }
-    }
+    crate::logs::run(args)
 }
 
 /// The per-runtime instructions of `ca trust`: which variable or store, and why (some replace

@@ -47,9 +47,23 @@ pub enum Command {
 pub struct LogsArgs {
     /// The log file; standard input when absent.
     pub file: Option<PathBuf>,
-    /// Keep reading as the file grows.
+    /// Print new lines as the file grows, starting at its end; a truncated or rotated file
+    /// is read again from its start.
     #[arg(short, long)]
     pub follow: bool,
+    /// With `--follow`: print what the file holds already, then follow.
+    #[arg(long)]
+    pub from_start: bool,
+    /// Only events naming this cause or warning id (top cause, ranked causes, warning id).
+    #[arg(long, value_name = "ID")]
+    pub cause: Option<String>,
+    /// Only events of this client id (the consumer key, whole or as the log shortens it).
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// Only events at or after this time: a span back from now (`10m`, `2h`, `1d`) or an
+    /// RFC 3339 UTC time (`2026-12-01T10:00:00Z`).
+    #[arg(long, value_name = "WHEN", value_parser = crate::logs::parse_since)]
+    pub since: Option<crate::logs::Since>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,5 +1,6 @@
 //! What grantdoctor tells: one JSON object per line (`ts`, `level`, `event`, then the event's
-//! own fields, flat) for machines and `jq`, or a compact human format on a terminal.
+//! own fields, flat) for machines and `jq`, or on a terminal the same lines as `grantdoctor
+//! logs` renders them.
 //!
 //! Must never: receive a secret. Callers pass fingerprints and shortened ids only; this module
 //! is the last line, not the first.
@@ -62,8 +63,9 @@ pub fn init(format: LogFormat, file: Option<&Path>) -> anyhow::Result<()> {
             .with_writer(writer)
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
-            .compact()
-            .with_ansi(file.is_none() && std::io::stdout().is_terminal())
+            .event_format(PrettyLines {
+                colour: file.is_none() && std::io::stdout().is_terminal(),
+            })
             .with_writer(writer)
             .boxed(),
     };
@@ -169,6 +171,30 @@ where
     ) -> fmt::Result {
         let line = event_line(event);
         writeln!(writer, "{line}")?;
+        RENDERED.with(|r| *r.borrow_mut() = Some((identity(event), line)));
+        Ok(())
+    }
+}
+
+/// The human format: each event as its JSON line, rendered by `grantdoctor logs`'s
+/// renderer, so a terminal and a replayed log file read the same.
+pub struct PrettyLines {
+    colour: bool,
+}
+
+impl<S, N> FormatEvent<S, N> for PrettyLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let line = event_line(event);
+        writeln!(writer, "{}", crate::logs::render_line(&line, self.colour))?;
         RENDERED.with(|r| *r.borrow_mut() = Some((identity(event), line)));
         Ok(())
     }

@@ -642,8 +642,10 @@ fn a_malformed_chunked_body_is_the_clients_fault() {
         metric(
             admin,
             "grantdoctor_upstream_errors_total{kind=\"request\"} "
-        ),
-        None
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "the client's malformed body is not an upstream error"
     );
 }
 

@@ -118,6 +118,9 @@ impl tower::Service<Request<ProxyBody>> for Forward {
         let response_timeout = self.response_timeout;
         let origins = self.origins.clone();
         Box::pin(async move {
+            let started = std::time::Instant::now();
+            // Token exchanges come through here too; they have their own histogram.
+            let timed = !crate::token_endpoint::is_token_exchange(&req);
             let host_class = req
                 .extensions()
                 .get::<super::Route>()
@@ -177,6 +180,9 @@ impl tower::Service<Request<ProxyBody>> for Forward {
                     ),
                 ));
             };
+            if timed {
+                metrics.request_took(host_class, started.elapsed());
+            }
             match sent {
                 Ok(response) => {
                     let status_class = match response.status().as_u16() {

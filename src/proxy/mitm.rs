@@ -35,9 +35,16 @@ pub async fn serve(
         }
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let tls = match acceptor.accept(Rewind::new(prefix, client)).await {
+    // The ClientHello is in already: a client that stalls the rest of the handshake gets
+    // the same bound as one that stalls a request head.
+    let handshake = acceptor.accept(Rewind::new(prefix, client));
+    let accepted = tokio::time::timeout(state.options.header_timeout, handshake)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+    let tls = match accepted {
         Ok(tls) => tls,
         Err(e) => {
+            state.metrics.client_tls_failed(&e);
             // Most often the client does not trust our CA yet; say where it is.
             tracing::warn!(
                 event = "client_tls_failed",

@@ -553,6 +553,9 @@ async fn observe<S: Upstream>(
         "error"
     };
     observer.count_exchange(facts.grant(), outcome_label);
+    observer
+        .metrics
+        .token_exchange_took(facts.grant(), outcome_label, started.elapsed());
     for warning in &warnings {
         crate::metrics::Metrics::count(&observer.metrics.warnings, &[("id", warning.id)]);
     }
