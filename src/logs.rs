@@ -234,6 +234,12 @@ pub fn render_line(line: &str, colour: bool) -> String {
         "invalid_grant" | "token_error" => {
             out.push_str(&format!(" {}: {}", s("error"), s("error_description")));
             out.push_str(&format!("\n    → {}", p.wrap("36;1", s("cause"))));
+            match s("basis") {
+                "prior" => out.push_str(" — a guess (prior): nothing observed decides it"),
+                "confirmed" => out.push_str(" — confirmed by the org's records"),
+                "evidence" => out.push_str(" — on evidence"),
+                _ => {}
+            }
             if !s("causes").is_empty() {
                 out.push_str(&format!("  ({})", s("causes")));
             }
@@ -333,6 +339,21 @@ mod tests {
         for bad in ["", "yesterday", "10", "2026-13-01T00:00:00Z", "-5m"] {
             assert!(parse_since(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_basis_is_said_and_a_prior_is_called_a_guess() {
+        let prior = DIAGNOSED.replace(
+            "\"cause\":\"sf.refresh.approval_limit_evicted\"",
+            "\"cause\":\"sf.refresh.approval_limit_evicted\",\"basis\":\"prior\"",
+        );
+        assert!(render_line(&prior, false).contains("a guess (prior)"));
+        let evidence = prior.replace("\"basis\":\"prior\"", "\"basis\":\"evidence\"");
+        let shown = render_line(&evidence, false);
+        assert!(
+            shown.contains("on evidence") && !shown.contains("guess"),
+            "{shown}"
+        );
     }
 
     #[test]
