@@ -33,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod diagnose;
+pub mod doctor;
 pub mod emulator;
 pub mod explain;
 pub mod fd_limit;

@@ -313,7 +313,6 @@ async fn a_malformed_chunked_body_in_absolute_form_is_refused_as_the_clients_fau
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "defect: a malformed chunked body on an intercepted connection is answered 502 upstream-failed, not 400"]
 async fn a_malformed_chunked_body_on_an_intercepted_connection_is_refused_as_the_clients_fault() {
     let (recorder, proxy) = recorder_and_proxy(&[]);
     run_probes(

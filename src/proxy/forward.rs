@@ -103,6 +103,43 @@ impl http_body::Body for Permitted {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// The client's request body, noting when it fails: an h2 upstream connection reports a
+    /// request body that broke as its own stream error, without the body's error as source,
+    /// and the client's fault would be answered as the upstream's.
+    struct Watched {
+        #[pin]
+        inner: ProxyBody,
+        failed: Arc<std::sync::atomic::AtomicBool>,
+    }
+}
+
+impl http_body::Body for Watched {
+    type Data = bytes::Bytes;
+    type Error = body::BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, body::BodyError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if matches!(polled, Poll::Ready(Some(Err(_)))) {
+            this.failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl tower::Service<Request<ProxyBody>> for Forward {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
@@ -169,6 +206,13 @@ impl tower::Service<Request<ProxyBody>> for Forward {
                     }
                 }
             };
+            let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let req = req.map(|inner| {
+                body::boxed(Watched {
+                    inner,
+                    failed: failed.clone(),
+                })
+            });
             let Ok(sent) = tokio::time::timeout_at(deadline, client.request(req)).await else {
                 crate::metrics::Metrics::count(&metrics.limits, &[("limit", "response_timeout")]);
                 tracing::warn!(event = "upstream_error", host = %authority, reason = "no response headers in time", connect = false);
@@ -204,13 +248,23 @@ impl tower::Service<Request<ProxyBody>> for Forward {
                     };
                     Ok(Response::from_parts(parts, body::boxed(body)))
                 }
-                Err(err) if reply::client_body_error(&err).is_some() => {
+                Err(err)
+                    if reply::client_body_error(&err).is_some()
+                        || failed.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
                     crate::metrics::Metrics::count(
                         &metrics.client_errors,
                         &[("kind", "request_body")],
                     );
                     tracing::info!(event = "bad_request", host = %authority, reason = "the client's request body could not be read", detail = %reply::root_cause(&err));
-                    Ok(reply::upstream_error(&authority, &err))
+                    Ok(reply::error(
+                        reply::ErrorKind::BadRequestBody,
+                        format_args!(
+                            "the request body could not be read: {}",
+                            reply::client_body_error(&err)
+                                .unwrap_or_else(|| "it broke off or was malformed".into())
+                        ),
+                    ))
                 }
                 Err(err) => {
                     let kind = if err.is_connect() {

@@ -1,0 +1,273 @@
+//! `grantdoctor doctor`: reads each configured org and says what will break before it does —
+//! users at the approval limit per app, approvals idle past the 30-day cap, inactive, frozen or
+//! locked integration users, apps that expire refresh tokens at once, recent failed OAuth
+//! logins by status. Finding ids reuse cause and warning ids where they mean the same thing.
+//!
+//! Must never: select or print a token value; change anything in the org (reads only).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::diagnose::info;
+use crate::ledger::fmt_ms;
+use crate::org::records::{self, UserKey};
+use crate::org::{OrgConnection, OrgError, Orgs};
+
+const DAY_MS: i64 = 86_400_000;
+/// Salesforce's cap on an unused refresh token when idle limits apply.
+const IDLE_CAP_MS: i64 = 30 * DAY_MS;
+/// How far back failed logins are read.
+const LOGINS_SINCE_MS: i64 = DAY_MS;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Warning,
+    Error,
+}
+
+/// One thing that will break (or already has).
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub id: &'static str,
+    pub level: Level,
+    pub org: String,
+    pub app: Option<String>,
+    pub user: Option<String>,
+    pub evidence: Vec<String>,
+    pub fix: Vec<String>,
+}
+
+fn fix_of(id: &'static str) -> Vec<String> {
+    match id {
+        "doctor.failed_logins" => vec![
+            "Read each status against the cause catalogue (`grantdoctor explain`) and fix the client that sends those logins.".into(),
+        ],
+        "doctor.org_unreadable" => vec![
+            "Give the integration user API Enabled, View Setup and Configuration, and Customize Application or Manage Users (OauthToken), Manage Users or Monitor Login History (LoginHistory).".into(),
+        ],
+        _ => info(id).fix.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+struct Report<'a> {
+    org: &'a str,
+    findings: Vec<Finding>,
+}
+
+impl Report<'_> {
+    fn add(
+        &mut self,
+        id: &'static str,
+        level: Level,
+        app: Option<&str>,
+        user: Option<&str>,
+        evidence: Vec<String>,
+    ) {
+        self.findings.push(Finding {
+            id,
+            level,
+            org: self.org.to_owned(),
+            app: app.map(str::to_owned),
+            user: user.map(str::to_owned),
+            evidence,
+            fix: fix_of(id),
+        });
+    }
+
+    fn unreadable(&mut self, what: &str, e: &OrgError) {
+        let id = match e {
+            OrgError::Login { cause, .. } => *cause,
+            _ => "doctor.org_unreadable",
+        };
+        self.add(id, Level::Error, None, None, vec![format!("{what}: {e}")]);
+    }
+}
+
+/// Every finding of every org, errors first.
+pub async fn examine(orgs: &Orgs, limit: usize, now: i64) -> Vec<Finding> {
+    let mut all = Vec::new();
+    for conn in orgs.all() {
+        all.extend(examine_org(conn, limit, now).await);
+    }
+    all.sort_by_key(|f| std::cmp::Reverse(f.level));
+    all
+}
+
+async fn examine_org(conn: &OrgConnection, limit: usize, now: i64) -> Vec<Finding> {
+    let mut report = Report {
+        org: &conn.config.host,
+        findings: Vec::new(),
+    };
+    match records::user(conn, UserKey::Username(&conn.config.username)).await {
+        Ok(Some(user)) => integration_user(&mut report, &user),
+        Ok(None) => report.add(
+            "sf.user.inactive",
+            Level::Error,
+            None,
+            Some(&conn.config.username),
+            vec![format!("no User {} in the org", conn.config.username)],
+        ),
+        Err(e) => {
+            // Without a login nothing else can be read.
+            report.unreadable("the integration user", &e);
+            return report.findings;
+        }
+    }
+    let apps: Vec<&str> = conn.config.apps.values().map(String::as_str).collect();
+    match records::approvals_of_apps(conn, &apps).await {
+        Ok(rows) => approvals(&mut report, &rows, limit, now),
+        Err(e) => report.unreadable("OauthToken", &e),
+    }
+    match records::app_policies(conn, &apps).await {
+        Ok(rows) => policies(&mut report, &rows),
+        Err(e) => report.unreadable("ConnectedApplication", &e),
+    }
+    match records::logins(conn, now - LOGINS_SINCE_MS).await {
+        Ok(rows) => failed_logins(&mut report, &rows),
+        Err(e) => report.unreadable("LoginHistory", &e),
+    }
+    report.findings
+}
+
+fn integration_user(report: &mut Report<'_>, user: &crate::org::UserRecord) {
+    let mut evidence = Vec::new();
+    if !user.active {
+        evidence.push(format!("User {} has IsActive = false", user.id));
+    }
+    if user.frozen {
+        evidence.push(format!("UserLogin of {} has IsFrozen = true", user.id));
+    }
+    if user.password_locked {
+        evidence.push(format!(
+            "UserLogin of {} has IsPasswordLocked = true",
+            user.id
+        ));
+    }
+    if !evidence.is_empty() {
+        report.add(
+            "sf.user.inactive",
+            Level::Error,
+            None,
+            Some(&user.username),
+            evidence,
+        );
+    }
+}
+
+fn approvals(report: &mut Report<'_>, rows: &[crate::org::Approval], limit: usize, now: i64) {
+    let mut by_user: BTreeMap<(&str, &str), Vec<&crate::org::Approval>> = BTreeMap::new();
+    for row in rows {
+        by_user
+            .entry((row.app.as_str(), row.user_id.as_str()))
+            .or_default()
+            .push(row);
+    }
+    for ((app, user), mut live) in by_user {
+        live.sort_by_key(|a| a.created);
+        if live.len() >= limit {
+            report.add(
+                "warn.approval_limit_reached",
+                Level::Warning,
+                Some(app),
+                Some(user),
+                vec![format!(
+                    "{} live approvals (limit {limit}); the next authorization evicts the oldest, created {} (OauthToken {})",
+                    live.len(),
+                    fmt_ms(live[0].created),
+                    live[0].id
+                )],
+            );
+        }
+        for idle in live
+            .iter()
+            .filter(|a| now - a.last_used.unwrap_or(a.created) >= IDLE_CAP_MS)
+        {
+            let last = idle.last_used.unwrap_or(idle.created);
+            report.add(
+                "sf.refresh.policy_idle_expiry",
+                Level::Warning,
+                Some(app),
+                Some(user),
+                vec![format!(
+                    "OauthToken {} last used {} ({} days ago): past the 30-day idle cap, its refresh token fails where idle limits apply",
+                    idle.id,
+                    fmt_ms(last),
+                    (now - last) / DAY_MS
+                )],
+            );
+        }
+    }
+}
+
+fn policies(report: &mut Report<'_>, rows: &[serde_json::Value]) {
+    for app in rows {
+        let timed = app["OptionsRefreshTokenValidityMetric"].as_bool() == Some(true);
+        if timed && app["RefreshTokenValidityPeriod"].as_i64() == Some(0) {
+            let name = app["Name"].as_str().unwrap_or("");
+            report.add(
+                "sf.refresh.policy_immediate_expiry",
+                Level::Error,
+                Some(name),
+                None,
+                vec![format!(
+                    "ConnectedApplication {} ({name}): refresh token validity period 0: every refresh token fails on its first use",
+                    app["Id"].as_str().unwrap_or("")
+                )],
+            );
+        }
+    }
+}
+
+fn failed_logins(report: &mut Report<'_>, rows: &[crate::org::LoginRow]) {
+    let mut by_status: BTreeMap<(&str, &str), (usize, i64)> = BTreeMap::new();
+    for row in rows.iter().filter(|r| r.status != "Success") {
+        let entry = by_status
+            .entry((row.application.as_str(), row.status.as_str()))
+            .or_insert((0, row.at));
+        entry.0 += 1;
+        entry.1 = entry.1.max(row.at);
+    }
+    for ((app, status), (count, last)) in by_status {
+        report.add(
+            "doctor.failed_logins",
+            Level::Warning,
+            (!app.is_empty()).then_some(app),
+            None,
+            vec![format!(
+                "{count} failed logins in the last 24 hours with status `{status}`, last at {}",
+                fmt_ms(last)
+            )],
+        );
+    }
+}
+
+/// The human rendering.
+pub fn render(findings: &[Finding]) -> String {
+    if findings.is_empty() {
+        return "No findings: nothing configured is about to break.\n".into();
+    }
+    let mut out = String::new();
+    for f in findings {
+        let level = match f.level {
+            Level::Error => "error",
+            Level::Warning => "warning",
+        };
+        out.push_str(&format!("{level}: {}  [{}]", f.id, f.org));
+        if let Some(app) = &f.app {
+            out.push_str(&format!("  app: {app}"));
+        }
+        if let Some(user) = &f.user {
+            out.push_str(&format!("  user: {user}"));
+        }
+        out.push('\n');
+        for line in &f.evidence {
+            out.push_str(&format!("   evidence: {line}\n"));
+        }
+        for step in &f.fix {
+            out.push_str(&format!("   fix: {step}\n"));
+        }
+    }
+    out
+}
