@@ -80,9 +80,14 @@ pub fn acquire(dir: &Path) -> Result<DataDirLock, LockError> {
         }
         Err(errno) => return Err(io(&path)(errno.into())),
     }
-    file.set_len(0).map_err(io(&path))?;
-    file.rewind().map_err(io(&path))?;
-    writeln!(file, "{}", std::process::id()).map_err(io(&path))?;
+    // Best effort: the pid only names the holder in a refusal, and a full disk must not stop a
+    // start that the lock itself allows. Written over the old content, then cut to length, so
+    // it needs no new block when a pid was there before.
+    let pid = format!("{}\n", std::process::id());
+    let _ = file
+        .rewind()
+        .and_then(|()| file.write_all(pid.as_bytes()))
+        .and_then(|()| file.set_len(pid.len() as u64));
     Ok(DataDirLock { _file: file, path })
 }
 

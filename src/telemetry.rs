@@ -63,7 +63,7 @@ pub fn init(format: LogFormat, file: Option<&Path>) -> anyhow::Result<()> {
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .compact()
-            .with_ansi(file.is_none() && std::io::stdout().is_terminal())
+            .with_ansi(file.is_none() && crate::colour::wanted(std::io::stdout().is_terminal()))
             .with_writer(writer)
             .boxed(),
     };
