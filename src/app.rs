@@ -14,7 +14,7 @@ const LEAF_CACHE_CAPACITY: usize = 1024;
 
 /// Builds everything, binds the listener and serves until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    serve(args, shutdown_signal(), |_, _| {}).await
+    serve(args, shutdown_signal()?, |_, _| {}).await
 }
 
 /// Serves until `shutdown`; `ready` gets the proxy and admin addresses once both are bound.
@@ -169,7 +169,7 @@ fn descriptor_budget(wanted: usize) -> usize {
 
 /// Runs the emulator until SIGINT or SIGTERM.
 pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
-    serve_emulator(args, shutdown_signal(), |_| {}).await
+    serve_emulator(args, shutdown_signal()?, |_| {}).await
 }
 
 /// Serves the emulator until `shutdown`; `ready` gets its address once bound.
@@ -230,18 +230,26 @@ pub async fn serve_emulator(
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM. The handlers are installed now, not when the future is first polled
+/// (after the `listening` line): a supervisor that stops the process right after it reports
+/// ready gets a drained exit 0, not death by the signal's default action.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 pub fn ca_init(args: &CaArgs) -> anyhow::Result<()> {
@@ -376,7 +384,7 @@ export NODE_EXTRA_CA_CERTS={ca_pem}
 #   axios: honours HTTPS_PROXY itself
 #   undici: setGlobalDispatcher(new EnvHttpProxyAgent())    (also covers the built-in fetch)
 #   https / node-fetch / got: new HttpsProxyAgent(process.env.HTTPS_PROXY)  (https-proxy-agent)
-# Node >= 24 only: the built-in fetch and https read HTTPS_PROXY when asked to
+# Node >= 24 only: the built-in fetch reads HTTPS_PROXY when asked to
 export NODE_USE_ENV_PROXY=1    # Node >= 24; ignored by Node 20 and 22
 
 # Java ignores HTTPS_PROXY: import the CA into the JDK's store (keeping its roots; a
