@@ -1,6 +1,6 @@
 # grantdoctor: multi-stage build, a stripped binary on a small non-root runtime image.
 #
-#   docker build -t grantdoctor .
+#   docker build -t grantdoctor --build-arg GRANTDOCTOR_GIT_COMMIT="$(git rev-parse --short=12 HEAD)" .
 #
 # The runtime layout (the README's "Docker" section runs it end to end; tests/deploy.rs runs
 # the binary as uid 10001 against the same paths and variables, without Docker):
@@ -27,6 +27,11 @@ RUN mkdir -p src benches \
 
 # Then the real sources. COPY keeps the files' own times, which can be older than the stub
 # build's outputs: touch them so cargo rebuilds the crate itself.
+# The context has no .git: build.rs takes the commit for `--version` from this argument
+# (`--build-arg GRANTDOCTOR_GIT_COMMIT=$(git rev-parse --short=12 HEAD)`). Declared after the
+# dependency layer, so a new commit does not rebuild the dependencies.
+ARG GRANTDOCTOR_GIT_COMMIT=unknown
+COPY build.rs ./
 COPY src ./src
 COPY benches ./benches
 RUN touch src/main.rs src/lib.rs \

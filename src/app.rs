@@ -14,7 +14,7 @@ const LEAF_CACHE_CAPACITY: usize = 1024;
 
 /// Builds everything, binds the listener and serves until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    serve(args, shutdown_signal(), |_, _| {}).await
+    serve(args, shutdown_signal()?, |_, _| {}).await
 }
 
 /// Serves until `shutdown`; `ready` gets the proxy and admin addresses once both are bound.
@@ -23,6 +23,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
     ready: impl FnOnce(std::net::SocketAddr, std::net::SocketAddr),
 ) -> anyhow::Result<()> {
+    // First, before anything under the data directory is read or written.
+    let data_lock = crate::data_lock::acquire(&args.data_dir)?;
+    tracing::debug!(event = "data_dir_locked", lock = %data_lock.path().display());
     let policy = if args.intercept.is_empty() {
         InterceptPolicy::salesforce()
     } else {
@@ -133,6 +136,7 @@ pub async fn serve(
     proxy.run(shutdown).await;
     admin_task.abort();
     tracing::info!(event = "stopped");
+    drop(data_lock);
     Ok(())
 }
 
@@ -165,7 +169,7 @@ fn descriptor_budget(wanted: usize) -> usize {
 
 /// Runs the emulator until SIGINT or SIGTERM.
 pub async fn emulate(args: EmulateArgs) -> anyhow::Result<()> {
-    serve_emulator(args, shutdown_signal(), |_| {}).await
+    serve_emulator(args, shutdown_signal()?, |_| {}).await
 }
 
 /// Serves the emulator until `shutdown`; `ready` gets its address once bound.
@@ -226,18 +230,26 @@ pub async fn serve_emulator(
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM. The handlers are installed now, not when the future is first polled
+/// (after the `listening` line): a supervisor that stops the process right after it reports
+/// ready gets a drained exit 0, not death by the signal's default action.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 pub fn ca_init(args: &CaArgs) -> anyhow::Result<()> {
@@ -307,14 +319,21 @@ export REQUESTS_CA_BUNDLE={bundle}
 # Go, OpenSSL-based tools
 export SSL_CERT_FILE={bundle}
 
-# Node (adds to the built-in roots). Node's built-in fetch ignores HTTPS_PROXY unless
-# NODE_USE_ENV_PROXY=1 (Node >= 24); jsforce takes the proxy through its httpProxy option.
+# Node, every version: the CA (adds to the built-in roots)
 export NODE_EXTRA_CA_CERTS={ca_pem}
-export NODE_USE_ENV_PROXY=1
+# Node 20 and 22: neither the built-in fetch nor the https module reads HTTPS_PROXY; give
+# the client an agent that does (jsforce: its httpProxy option):
+#   axios: honours HTTPS_PROXY itself
+#   undici: setGlobalDispatcher(new EnvHttpProxyAgent())    (also covers the built-in fetch)
+#   https / node-fetch / got: new HttpsProxyAgent(process.env.HTTPS_PROXY)  (https-proxy-agent)
+# Node >= 24 only: the built-in fetch reads HTTPS_PROXY when asked to
+export NODE_USE_ENV_PROXY=1    # Node >= 24; ignored by Node 20 and 22
 
-# Java ignores HTTPS_PROXY: import the CA and pass the proxy as system properties
-keytool -importcert -noprompt -alias grantdoctor -file {ca_pem} -keystore \"$JAVA_HOME/lib/security/cacerts\" -storepass changeit
+# Java ignores HTTPS_PROXY: import the CA into the JDK's store (keeping its roots; a
+# truststore holding only ca.pem would replace them) and pass the proxy as system properties
+keytool -importcert -cacerts -noprompt -alias grantdoctor -file {ca_pem} -storepass changeit
 java -Dhttps.proxyHost={host} -Dhttps.proxyPort={port} ...
+# ... with --proxy-auth, also: -Djdk.http.auth.tunneling.disabledSchemes=
 
 # Debian / Ubuntu system store
 sudo cp {ca_pem} /usr/local/share/ca-certificates/grantdoctor.crt && sudo update-ca-certificates
@@ -326,8 +345,9 @@ sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keyc
     Ok(())
 }
 
-/// `check-config`: everything `run` validates before binding, then the effective values.
-pub fn check_config(args: RunArgs) -> anyhow::Result<()> {
+/// `check-config`: everything `run` validates before binding, then the effective values with
+/// where each came from.
+pub fn check_config(args: RunArgs, provenance: &crate::config::Provenance) -> anyhow::Result<()> {
     let usage = |e: String| anyhow::Error::new(crate::cli::UsageError(e));
     if !args.intercept.is_empty() {
         InterceptPolicy::new(&args.intercept).map_err(usage)?;
@@ -339,8 +359,90 @@ pub fn check_config(args: RunArgs) -> anyhow::Result<()> {
     crate::tls::upstream_client_config(&args.upstream_ca)
         .map_err(|e| usage(format!("--upstream-ca: {e}")))?;
     recovery(&args)?;
-    print!("{}", crate::config::render(&args));
-    Ok(())
+    let data = usable_dir(&args.data_dir).map_err(|e| anyhow::anyhow!("--data-dir {e}"))?;
+    let ca = usable_ca_dir(&args.ca_dir)?;
+    let mut out = crate::config::render_with_sources(&args, provenance);
+    out.push_str(&format!("# data_dir {}: {data}\n", args.data_dir.display()));
+    out.push_str(&format!("# ca_dir {}: {ca}\n", args.ca_dir.display()));
+    to_stdout(out.as_bytes())
+}
+
+/// Writes a command's whole output; a reader that went away (`| head`) is not an error.
+pub fn to_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Whether `dir` can hold files `run` writes: it exists and is writable, or the nearest
+/// directory that exists above it is (then `run` creates it). Says which, or why not.
+fn usable_dir(dir: &std::path::Path) -> Result<String, String> {
+    use rustix::fs::{Access, access};
+    let shown = dir.display();
+    let writable = |path: &std::path::Path| {
+        access(path, Access::WRITE_OK | Access::EXEC_OK).map_err(|e| {
+            format!(
+                "{}: not writable ({})",
+                path.display(),
+                std::io::Error::from(e)
+            )
+        })
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => writable(dir).map(|()| "exists, writable".to_owned()),
+        Ok(_) => Err(format!("{shown}: not a directory")),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            let parent = dir
+                .ancestors()
+                .skip(1)
+                .map(|p| {
+                    if p.as_os_str().is_empty() {
+                        std::path::Path::new(".")
+                    } else {
+                        p
+                    }
+                })
+                .find(|p| std::fs::symlink_metadata(p).is_ok())
+                .unwrap_or(std::path::Path::new("."));
+            if !parent.is_dir() {
+                return Err(format!(
+                    "{shown}: cannot be created: {} is not a directory",
+                    parent.display()
+                ));
+            }
+            writable(parent)
+                .map(|()| format!("will be created (in {})", parent.display()))
+                .map_err(|e| format!("{shown}: cannot be created: {e}"))
+        }
+        Err(e) => Err(format!("{shown}: {e}")),
+    }
+}
+
+/// The CA directory as `run` will use it: an existing CA must load (a mounted Secret is often
+/// read-only, so only a missing bundle.pem needs the directory writable); a missing one needs a
+/// directory where it can be created.
+fn usable_ca_dir(dir: &std::path::Path) -> anyhow::Result<String> {
+    let files = CaFiles::new(dir);
+    if !files.cert().exists() {
+        return usable_dir(dir)
+            .map(|state| format!("{state}; the CA is created on first run"))
+            .map_err(|e| anyhow::anyhow!("--ca-dir {e}"));
+    }
+    CertificateAuthority::load(files.clone()).context("loading the CA")?;
+    if files.bundle().exists() {
+        return Ok("CA readable".into());
+    }
+    usable_dir(dir)
+        .map(|_| "CA readable; bundle.pem is written on first run".into())
+        .map_err(|e| anyhow::anyhow!("--ca-dir {e} (bundle.pem is missing and run writes it)"))
 }
 
 /// The JWT bearer recovery of the configuration, its keys loaded; `None` when none is set.

@@ -1,6 +1,7 @@
-//! The command line: `run` (the default), `ca`.
+//! The command line: `run` (the default), `ca`, `check-config`, `emulate`, `explain`, `logs`,
+//! `demo`, and the installation helpers `completions` and `man`.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -13,7 +14,7 @@ use crate::upstream::ResolveRule;
 #[derive(Debug, Parser)]
 #[command(
     name = "grantdoctor",
-    version,
+    version = crate::build_info::VERSION,
     about = "A forward proxy that explains Salesforce OAuth invalid_grant failures",
     args_conflicts_with_subcommands = true
 )]
@@ -41,6 +42,17 @@ pub enum Command {
     Logs(LogsArgs),
     /// Start the emulator and the proxy in one process and show a few diagnosed failures.
     Demo,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) to stdout: `grantdoctor man | man -l -`.
+    Man,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -90,8 +102,8 @@ pub struct ExplainArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct EmulateArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8443")]
+    /// Address to listen on (a host name is resolved at start).
+    #[arg(long, default_value = "127.0.0.1:8443", value_parser = parse_listen)]
     pub listen: SocketAddr,
 
     /// Directory of the emulator's own CA (created on first run); clients and the proxy's
@@ -134,8 +146,13 @@ pub enum CaCommand {
 pub struct TrustArgs {
     #[command(flatten)]
     pub ca: CaArgs,
-    /// The proxy address clients will use.
-    #[arg(long, env = "GRANTDOCTOR_LISTEN", default_value = "127.0.0.1:8080")]
+    /// The proxy address clients will use (a host name is resolved).
+    #[arg(
+        long,
+        env = "GRANTDOCTOR_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_parser = parse_listen
+    )]
     pub listen: SocketAddr,
 }
 
@@ -148,17 +165,28 @@ pub struct CaArgs {
 
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct RunArgs {
-    /// A TOML configuration file (default: config/grantdoctor.toml when it exists). Flags and
-    /// GRANTDOCTOR_* variables override its values.
+    /// A TOML configuration file. Without it (or GRANTDOCTOR_CONFIG), the first of
+    /// ./config/grantdoctor.toml and /etc/grantdoctor/grantdoctor.toml that exists is read.
+    /// Flags and GRANTDOCTOR_* variables override its values.
     #[arg(long, env = "GRANTDOCTOR_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Address of the proxy listener.
-    #[arg(long, env = "GRANTDOCTOR_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address of the proxy listener (a host name is resolved at start).
+    #[arg(
+        long,
+        env = "GRANTDOCTOR_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_parser = parse_listen
+    )]
     pub listen: SocketAddr,
 
     /// Address of the admin listener (/healthz, /readyz, /metrics, /ca.pem, /events).
-    #[arg(long, env = "GRANTDOCTOR_ADMIN", default_value = "127.0.0.1:9090")]
+    #[arg(
+        long,
+        env = "GRANTDOCTOR_ADMIN",
+        default_value = "127.0.0.1:9090",
+        value_parser = parse_listen
+    )]
     pub admin: SocketAddr,
 
     /// Directory of the CA (created on first run).
@@ -252,7 +280,8 @@ pub struct RunArgs {
     )]
     pub connect_ports: Vec<u16>,
 
-    /// Directory of the fingerprint key and the ledger database.
+    /// Directory of the fingerprint key and the ledger database; one process at a time (a lock
+    /// file inside it, grantdoctor.lock, refuses a second).
     #[arg(long, env = "GRANTDOCTOR_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
@@ -307,6 +336,26 @@ pub struct RunArgs {
     /// credentials) gets the same response instead of a block.
     #[arg(long, env = "GRANTDOCTOR_REPLAY_WINDOW", default_value_t = 5)]
     pub replay_window: u64,
+
+    /// Live refresh tokens Salesforce keeps per user and connected app; the next authorization
+    /// evicts the oldest (Salesforce documents 5).
+    #[arg(
+        long,
+        env = "GRANTDOCTOR_APPROVAL_LIMIT",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub approval_limit: u32,
+
+    /// Answer retries of a refresh token Salesforce already declared dead from the proxy,
+    /// without forwarding them.
+    #[arg(
+        long,
+        env = "GRANTDOCTOR_DEAD_TOKEN_BREAKER",
+        value_enum,
+        default_value = "on"
+    )]
+    pub dead_token_breaker: Switch,
 
     /// Seconds a token obtained by JWT bearer recovery is handed to further failing refreshes
     /// of the same user and app (memory only).
@@ -363,6 +412,28 @@ impl Switch {
 pub enum DescriptionMode {
     Off,
     Append,
+}
+
+/// A listen address: `IP:PORT`, or `HOST:PORT` resolved now, once. A listener binds one
+/// address, so of a name's addresses the first IPv4 one is taken (what the `127.0.0.1`
+/// default is; clients given the name try each of its addresses).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    if !s.contains(':') {
+        return Err(format!("`{s}`: expected HOST:PORT or IP:PORT"));
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("`{s}`: the name does not resolve ({e})"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("`{s}`: the name resolves to no address"))
 }
 
 fn parse_policy(s: &str) -> Result<(String, DeclaredPolicy), String> {

@@ -1,10 +1,15 @@
 //! The configuration file: every `run` flag as a TOML key, so a sidecar can be configured
-//! from a file. Sources, highest first: flags, environment (`GRANTDOCTOR_*`), the file
-//! (`--config`, default `config/grantdoctor.toml` when present), built-in defaults. A value from
-//! the file is used only where neither a flag nor the environment set one.
+//! from a file. Sources, highest first: flags, environment (`GRANTDOCTOR_*`), the file,
+//! built-in defaults. A value from the file is used only where neither a flag nor the
+//! environment set one.
+//!
+//! The file is `--config`, else `GRANTDOCTOR_CONFIG`, else the first of [`DISCOVERED`] that
+//! exists: the working directory's first (a checkout, a container's workdir), then the system
+//! one that packages and images install.
 //!
 //! `config/grantdoctor.example.toml` lists every key with its default; a test holds it to that.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use clap::ArgMatches;
@@ -18,6 +23,12 @@ use crate::telemetry::LogFormat;
 
 /// The file used when `--config` is not given, if it exists.
 pub const DEFAULT_FILE: &str = "config/grantdoctor.toml";
+
+/// The system-wide file, read when neither `--config` nor [`DEFAULT_FILE`] gives one.
+pub const SYSTEM_FILE: &str = "/etc/grantdoctor/grantdoctor.toml";
+
+/// Where a file is looked for without `--config` or `GRANTDOCTOR_CONFIG`, in order.
+pub const DISCOVERED: [&str; 2] = [DEFAULT_FILE, SYSTEM_FILE];
 
 /// Every key of the file; absent keys leave the flag's value alone.
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +62,9 @@ pub struct FileConfig {
     pub replay_window: Option<u64>,
     pub recovery_reuse: Option<u64>,
     pub recovery_cooldown: Option<u64>,
+    /// At least 1.
+    pub approval_limit: Option<u32>,
+    pub dead_token_breaker: Option<Switch>,
     pub recovery: Option<RecoveryFile>,
     pub log_format: Option<LogFormat>,
     pub log_file: Option<PathBuf>,
@@ -65,18 +79,44 @@ pub struct RecoveryFile {
     pub jwt_bearer: Vec<JwtBearerConfig>,
 }
 
-/// Reads the file named by `--config`, or the default file when it exists.
-pub fn load(explicit: Option<&Path>) -> Result<Option<(PathBuf, FileConfig)>, UsageError> {
-    let path = match explicit {
-        Some(path) => path.to_path_buf(),
-        None if Path::new(DEFAULT_FILE).exists() => PathBuf::from(DEFAULT_FILE),
-        None => return Ok(None),
+/// A configuration file that was read.
+#[derive(Debug)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub file: FileConfig,
+    /// The top-level keys the file sets, for `check-config`'s sources.
+    pub keys: BTreeSet<String>,
+}
+
+/// Reads the file named by `--config` (or `GRANTDOCTOR_CONFIG`), or the first discovered file
+/// that exists; `None` when there is none.
+pub fn load(explicit: Option<&Path>) -> Result<Option<Loaded>, UsageError> {
+    let Some(path) = locate(explicit, &DISCOVERED.map(Path::new)) else {
+        return Ok(None);
     };
     let text = std::fs::read_to_string(&path)
         .map_err(|e| UsageError(format!("--config {}: {e}", path.display())))?;
-    let file: FileConfig = toml::from_str(&text)
-        .map_err(|e| UsageError(format!("{}: {}", path.display(), one_line(&e.to_string()))))?;
-    Ok(Some((path, file)))
+    let bad = |e: toml::de::Error| {
+        UsageError(format!("{}: {}", path.display(), one_line(&e.to_string())))
+    };
+    let file: FileConfig = toml::from_str(&text).map_err(bad)?;
+    let keys = toml::from_str::<toml::Table>(&text)
+        .map_err(bad)?
+        .keys()
+        .cloned()
+        .collect();
+    Ok(Some(Loaded { path, file, keys }))
+}
+
+/// The file to read: the one named, else the first of `candidates` that exists.
+pub fn locate(explicit: Option<&Path>, candidates: &[&Path]) -> Option<PathBuf> {
+    match explicit {
+        Some(path) => Some(path.to_path_buf()),
+        None => candidates
+            .iter()
+            .find(|p| p.is_file())
+            .map(|p| p.to_path_buf()),
+    }
 }
 
 fn one_line(text: &str) -> String {
@@ -112,13 +152,12 @@ pub fn merge(
                 args.$key = value.into();
             }
         };
-        ($key:ident, parse) => {
+        ($key:ident, listen) => {
             if unset(stringify!($key))
                 && let Some(value) = file.$key
             {
-                args.$key = value
-                    .parse()
-                    .map_err(|e| bad(stringify!($key), format!("{e}")))?;
+                args.$key =
+                    crate::cli::parse_listen(&value).map_err(|e| bad(stringify!($key), e))?;
             }
         };
         ($key:ident, each) => {
@@ -132,8 +171,8 @@ pub fn merge(
             }
         };
     }
-    take!(listen, parse);
-    take!(admin, parse);
+    take!(listen, listen);
+    take!(admin, listen);
     take!(ca_dir);
     take!(data_dir);
     take!(intercept);
@@ -188,6 +227,11 @@ pub fn merge(
     take!(replay_window);
     take!(recovery_reuse);
     take!(recovery_cooldown);
+    if file.approval_limit == Some(0) {
+        return Err(bad("approval_limit", "must be at least 1".into()));
+    }
+    take!(approval_limit);
+    take!(dead_token_breaker);
     if let Some(recovery) = file.recovery {
         args.jwt_bearer = recovery.jwt_bearer;
     }
@@ -198,6 +242,106 @@ pub fn merge(
         args.log_file = file.log_file;
     }
     Ok(())
+}
+
+/// Where a value came from, for `check-config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The command line, with the flag's name.
+    Flag(String),
+    /// The environment, with the variable's name.
+    Env(String),
+    File,
+    Default,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Flag(flag) => write!(f, "flag {flag}"),
+            Self::Env(var) => write!(f, "env {var}"),
+            Self::File => f.write_str("file"),
+            Self::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// The file that was read (and what chose it) and the source of every value.
+#[derive(Debug, Default)]
+pub struct Provenance {
+    /// The file, and `--config`, `GRANTDOCTOR_CONFIG` or `found`.
+    pub file: Option<(PathBuf, String)>,
+    /// Key → source, for every key of [`render`].
+    pub values: BTreeMap<String, Source>,
+}
+
+/// The sources of the run arguments in `matches`, after `loaded` was merged into them.
+pub fn provenance(matches: &ArgMatches, loaded: Option<&Loaded>) -> Provenance {
+    use clap::CommandFactory;
+    let mut values = BTreeMap::new();
+    let command = crate::cli::Cli::command();
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        if matches!(id, "config" | "help" | "version") {
+            continue;
+        }
+        let source = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) => {
+                Source::Flag(format!("--{}", arg.get_long().unwrap_or(id)))
+            }
+            Some(ValueSource::EnvVariable) => Source::Env(
+                arg.get_env()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+            _ if loaded.is_some_and(|l| l.keys.contains(id)) => Source::File,
+            _ => Source::Default,
+        };
+        values.insert(id.to_owned(), source);
+    }
+    if loaded.is_some_and(|l| l.keys.contains("recovery")) {
+        values.insert("recovery".into(), Source::File);
+    }
+    let file = loaded.map(|l| {
+        let how = match matches.value_source("config") {
+            Some(ValueSource::CommandLine) => "--config",
+            Some(ValueSource::EnvVariable) => "GRANTDOCTOR_CONFIG",
+            _ => "found",
+        };
+        (l.path.clone(), how.to_owned())
+    });
+    Provenance { file, values }
+}
+
+/// [`render`] with the file named at the top and each value's source after it, as comments,
+/// so the output is still a configuration file.
+pub fn render_with_sources(args: &RunArgs, provenance: &Provenance) -> String {
+    let mut out = match &provenance.file {
+        Some((path, how)) => format!("# config file: {} ({how})\n", path.display()),
+        None => format!(
+            "# config file: none (no --config or GRANTDOCTOR_CONFIG; looked for {})\n",
+            DISCOVERED.join(", ")
+        ),
+    };
+    let mut table: Option<String> = None;
+    for line in render(args).lines() {
+        let key = if let Some(header) = line.strip_prefix('[') {
+            let name = header.trim_matches(|c| c == '[' || c == ']');
+            let name = name.split('.').next().unwrap_or(name).to_owned();
+            table = Some(name.clone());
+            Some(name)
+        } else if table.is_none() {
+            line.split_once(" = ").map(|(k, _)| k.to_owned())
+        } else {
+            None
+        };
+        out.push_str(line);
+        if let Some(source) = key.and_then(|k| provenance.values.get(&k)) {
+            out.push_str(&format!("  # {source}"));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The effective configuration as TOML, secrets masked (`check-config`).
@@ -274,6 +418,8 @@ pub fn render(args: &RunArgs) -> String {
     line("replay_window", args.replay_window.to_string());
     line("recovery_reuse", args.recovery_reuse.to_string());
     line("recovery_cooldown", args.recovery_cooldown.to_string());
+    line("approval_limit", args.approval_limit.to_string());
+    line("dead_token_breaker", switch(args.dead_token_breaker));
     if let Some(format) = args.log_format {
         line(
             "log_format",
@@ -345,6 +491,40 @@ mod tests {
                 "{id} is not in the example file"
             );
         }
+    }
+
+    #[test]
+    fn discovery_takes_the_named_file_else_the_first_that_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+        let candidates = [first.as_path(), second.as_path()];
+        assert_eq!(locate(None, &candidates), None);
+        std::fs::write(&second, "").unwrap();
+        assert_eq!(locate(None, &candidates), Some(second.clone()));
+        std::fs::write(&first, "").unwrap();
+        assert_eq!(locate(None, &candidates), Some(first.clone()));
+        let named = dir.path().join("missing.toml");
+        assert_eq!(locate(Some(&named), &candidates), Some(named));
+        assert_eq!(
+            DISCOVERED,
+            [
+                "config/grantdoctor.toml",
+                "/etc/grantdoctor/grantdoctor.toml"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_approval_limit_of_zero_in_the_file_is_refused() {
+        let matches = crate::cli::Cli::command().get_matches_from(["grantdoctor"]);
+        let mut args = crate::cli::Cli::from_arg_matches(&matches).unwrap().run;
+        let file: FileConfig = toml::from_str("approval_limit = 0").unwrap();
+        let err = merge(&mut args, &matches, file, Path::new("g.toml")).unwrap_err();
+        assert!(
+            err.0.contains("approval_limit") && err.0.contains("at least 1"),
+            "{}",
+            err.0
+        );
     }
 
     #[test]

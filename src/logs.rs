@@ -114,7 +114,7 @@ fn names_cause(event: &Map<String, Value>, id: &str) -> bool {
 /// `grantdoctor logs`.
 pub fn run(args: LogsArgs) -> anyhow::Result<()> {
     let filter = Filter::from_args(&args, SystemTime::now());
-    let colour = std::io::stdout().is_terminal();
+    let colour = crate::colour::wanted(std::io::stdout().is_terminal());
     let mut out = std::io::stdout().lock();
     let mut show = |line: &str| -> bool {
         if !filter.keeps(line) {

@@ -17,8 +17,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Ca(CaCommand::Show(args))) => grantdoctor::app::ca_show(&args),
         Some(Command::Ca(CaCommand::Trust(args))) => grantdoctor::app::ca_trust(&args),
         Some(Command::Run(args)) => configured(*args, sub(&matches, "run")).and_then(run),
-        Some(Command::CheckConfig(args)) => configured(*args, sub(&matches, "check-config"))
-            .and_then(grantdoctor::app::check_config),
+        Some(Command::CheckConfig(args)) => check_config(*args, sub(&matches, "check-config")),
         Some(Command::Emulate(args)) => emulate(args),
         Some(Command::Explain(args)) => grantdoctor::app::explain(args),
         Some(Command::Logs(args)) => grantdoctor::app::logs(args),
@@ -27,12 +26,24 @@ fn main() -> std::process::ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(grantdoctor::demo::run())),
+        Some(Command::Completions(args)) => {
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "grantdoctor", &mut script);
+            grantdoctor::app::to_stdout(&script)
+        }
+        Some(Command::Man) => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut page)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| grantdoctor::app::to_stdout(&page))
+        }
         None => configured(cli.run, &matches).and_then(run),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("grantdoctor: {e:#}");
+            eprintln!("grantdoctor: {}", report(&e));
             let usage = e.downcast_ref::<grantdoctor::cli::UsageError>().is_some();
             std::process::ExitCode::from(if usage { 2 } else { 1 })
         }
@@ -67,10 +78,39 @@ fn configured(
     mut args: grantdoctor::cli::RunArgs,
     matches: &ArgMatches,
 ) -> anyhow::Result<grantdoctor::cli::RunArgs> {
-    if let Some((path, file)) = grantdoctor::config::load(args.config.as_deref())? {
-        grantdoctor::config::merge(&mut args, matches, file, &path)?;
+    if let Some(loaded) = grantdoctor::config::load(args.config.as_deref())? {
+        grantdoctor::config::merge(&mut args, matches, loaded.file, &loaded.path)?;
     }
     Ok(args)
+}
+
+/// `check-config`: the same merge as `run`, remembering where each value came from.
+fn check_config(mut args: grantdoctor::cli::RunArgs, matches: &ArgMatches) -> anyhow::Result<()> {
+    let mut loaded = grantdoctor::config::load(args.config.as_deref())?;
+    if let Some(loaded) = loaded.as_mut() {
+        let file = std::mem::take(&mut loaded.file);
+        grantdoctor::config::merge(&mut args, matches, file, &loaded.path)?;
+    }
+    let provenance = grantdoctor::config::provenance(matches, loaded.as_ref());
+    grantdoctor::app::check_config(args, &provenance)
+}
+
+/// The error and its causes, each once. Errors that put their source in their own message
+/// (`path: Permission denied (os error 13)` over the io::Error itself) would otherwise print
+/// the source twice in anyhow's `{:#}` chain.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Clap names the flag of a bad value but not where it came from; when the flag is absent from

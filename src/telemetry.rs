@@ -64,7 +64,7 @@ pub fn init(format: LogFormat, file: Option<&Path>) -> anyhow::Result<()> {
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .event_format(PrettyLines {
-                colour: file.is_none() && std::io::stdout().is_terminal(),
+                colour: file.is_none() && crate::colour::wanted(std::io::stdout().is_terminal()),
             })
             .with_writer(writer)
             .boxed(),

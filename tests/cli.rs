@@ -1,4 +1,5 @@
-//! The command line: `explain` and `ca`.
+//! The command line: `explain`, `ca`, `logs`, `completions`, `man`, `--version`, host names
+//! for listen addresses, `NO_COLOR`, and how start-up errors read.
 
 mod common;
 
@@ -162,7 +163,12 @@ fn ca_trust_prints_what_each_runtime_needs() {
     for needle in [
         "NODE_EXTRA_CA_CERTS=",
         "NODE_USE_ENV_PROXY=1",
-        "keytool -importcert",
+        "EnvHttpProxyAgent",
+        "HttpsProxyAgent",
+        "https-proxy-agent",
+        "axios",
+        "keytool -importcert -cacerts -noprompt",
+        "-Djdk.http.auth.tunneling.disabledSchemes=",
         "-Dhttps.proxyPort=8181",
         "update-ca-certificates",
         "add-trusted-cert",
@@ -170,4 +176,252 @@ fn ca_trust_prints_what_each_runtime_needs() {
     ] {
         assert!(out.contains(needle), "{needle} missing");
     }
+    // Node 20 and 22 ignore the variable: every line that sets it says which Node reads it.
+    for line in out.lines().filter(|l| l.contains("NODE_USE_ENV_PROXY")) {
+        assert!(
+            line.contains(">= 24"),
+            "NODE_USE_ENV_PROXY without its Node version: {line}"
+        );
+    }
+    assert!(!out.contains("JAVA_HOME"), "{out}");
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef grantdoctor"),
+        ("fish", "complete -c grantdoctor"),
+    ] {
+        let (ok, out, err) = grantdoctor(&["completions", shell], None);
+        assert!(ok, "{shell}: {err}");
+        assert!(out.contains(marker), "{shell}: {out}");
+        assert!(
+            out.contains("check-config") && out.contains("data-dir"),
+            "{shell}"
+        );
+    }
+    let (ok, _, err) = grantdoctor(&["completions", "tcsh"], None);
+    assert!(!ok && err.contains("tcsh"), "{err}");
+}
+
+#[test]
+fn man_prints_a_roff_manual_page() {
+    let (ok, out, err) = grantdoctor(&["man"], None);
+    assert!(ok, "{err}");
+    assert!(out.contains(".TH grantdoctor 1"), "{out}");
+    // roff escapes the hyphens of flags.
+    assert!(out.contains("approval\\-limit"), "{out}");
+    assert!(out.contains("invalid_grant"));
+}
+
+#[test]
+fn the_version_names_the_commit() {
+    let (ok, out, err) = grantdoctor(&["--version"], None);
+    assert!(ok, "{err}");
+    let commit = grantdoctor::build_info::GIT_COMMIT;
+    assert_eq!(
+        out.trim(),
+        format!(
+            "grantdoctor {} (commit {commit})",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    match head {
+        // The test binary and grantdoctor were built from this checkout's HEAD, unless a commit
+        // landed after the build; then the hash is still a 12-digit hex one.
+        Ok(head) if head.status.success() => {
+            assert_eq!(commit.len(), 12, "{commit}");
+            assert!(commit.chars().all(|c| c.is_ascii_hexdigit()), "{commit}");
+        }
+        _ => assert!(!commit.is_empty()),
+    }
+}
+
+/// Runs `command` on a pseudo-terminal (`script`), so the program sees a terminal on stdout.
+fn on_a_terminal(command: &str, no_color: bool) -> String {
+    let mut script = Command::new("script");
+    script
+        .args(["-qec", command, "/dev/null"])
+        .stdin(Stdio::null());
+    if no_color {
+        script.env("NO_COLOR", "1");
+    } else {
+        script.env_remove("NO_COLOR");
+    }
+    let out = script.output().expect("script (util-linux) runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn no_color_turns_colour_off_in_logs_and_the_pretty_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.json");
+    std::fs::write(
+        &log,
+        r#"{"ts":"2026-11-25T20:14:03.120Z","level":"warn","event":"invalid_grant","cause":"sf.refresh.revoked"}"#,
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_grantdoctor");
+    let logs = format!("{bin} logs {}", log.display());
+    let coloured = on_a_terminal(&logs, false);
+    assert!(
+        coloured.contains("invalid_grant") && coloured.contains('\x1b'),
+        "{coloured:?}"
+    );
+    let plain = on_a_terminal(&logs, true);
+    assert!(
+        plain.contains("invalid_grant") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
+
+    let run = format!(
+        "timeout -s TERM 3 {bin} run --log-format pretty --listen 127.0.0.1:0 --admin 127.0.0.1:0 --ca-dir {0}/certs --data-dir {0}/data",
+        dir.path().display()
+    );
+    let coloured = on_a_terminal(&run, false);
+    assert!(
+        coloured.contains("listening") && coloured.contains('\x1b'),
+        "{coloured:?}"
+    );
+    let plain = on_a_terminal(&run, true);
+    assert!(
+        plain.contains("listening") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
+}
+
+#[test]
+fn listen_addresses_take_host_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("certs");
+    let (ok, out, err) = grantdoctor(
+        &[
+            "ca",
+            "trust",
+            "--ca-dir",
+            ca.to_str().unwrap(),
+            "--listen",
+            "localhost:8181",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("export HTTPS_PROXY=http://127.0.0.1:8181"),
+        "{out}"
+    );
+
+    let proxy = common::Spawned::start(&[
+        "run".into(),
+        "--listen".into(),
+        "localhost:0".into(),
+        "--admin".into(),
+        "localhost:0".into(),
+        "--ca-dir".into(),
+        ca.display().to_string(),
+        "--data-dir".into(),
+        dir.path().join("data").display().to_string(),
+        "--log-format".into(),
+        "json".into(),
+    ]);
+    assert!(proxy.addr.ip().is_loopback() && proxy.addr.port() != 0);
+    assert!(proxy.admin.unwrap().ip().is_loopback());
+
+    let emulator = common::Spawned::start(&[
+        "emulate".into(),
+        "--plain".into(),
+        "--listen".into(),
+        "localhost:0".into(),
+        "--log-format".into(),
+        "json".into(),
+    ]);
+    assert!(emulator.addr.ip().is_loopback() && emulator.addr.port() != 0);
+}
+
+#[test]
+fn a_listen_name_that_does_not_resolve_is_a_usage_error() {
+    for args in [
+        vec!["check-config", "--listen", "no-such-host.invalid:8080"],
+        vec!["check-config", "--admin", "no-such-host.invalid:9090"],
+        vec!["emulate", "--listen", "no-such-host.invalid:8443"],
+        vec!["ca", "trust", "--listen", "no-such-host.invalid:8080"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("no-such-host.invalid") && err.contains("does not resolve"),
+            "{err}"
+        );
+    }
+}
+
+/// Runs the binary as uid/gid 10001 with no groups when the tests run as root (root reads a
+/// mode-0000 file), else as the current user. The binary is copied where 10001 can run it.
+fn as_unprivileged(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("grantdoctor");
+    std::fs::copy(env!("CARGO_BIN_EXE_grantdoctor"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    if rustix::process::getuid().is_root() {
+        Command::new("setpriv")
+            .args(["--reuid", "10001", "--regid", "10001", "--clear-groups"])
+            .arg(&bin)
+            .args(args)
+            .output()
+            .expect("setpriv runs")
+    } else {
+        Command::new(&bin).args(args).output().unwrap()
+    }
+}
+
+#[test]
+fn an_unreadable_ca_is_reported_once_with_the_os_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let certs = dir.path().join("certs");
+    let data = dir.path().join("data");
+    let (ok, _, err) = grantdoctor(&["ca", "init", "--ca-dir", certs.to_str().unwrap()], None);
+    assert!(ok, "{err}");
+    for path in [&certs, &data] {
+        std::fs::create_dir_all(path).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::set_permissions(certs.join("ca.pem"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let out = as_unprivileged(
+        dir.path(),
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--ca-dir",
+            certs.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let ca_pem = certs.join("ca.pem");
+    assert!(
+        err.contains(&format!(
+            "grantdoctor: loading the CA: {}: Permission denied (os error 13)\n",
+            ca_pem.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.matches("Permission denied").count(), 1, "{err}");
 }
