@@ -447,43 +447,54 @@ async fn user_login_says_whether_a_user_is_frozen_or_password_locked() {
     );
 }
 
+/// One token-endpoint login of the LoginHistory test; returns its HTTP status.
+async fn attempt(emu: &EmulatorProcess, what: &str) -> u16 {
+    let (status, _) = match what {
+        "alice" => password_login(emu, "alice@acme.com", "Pa55wordTOKEN123").await,
+        "bob-wrong" => password_login(emu, "bob@acme.com", "nope").await,
+        "dave" => password_login(emu, "dave@acme.com", "Pa55word").await,
+        "bob-jwt" => jwt_login(emu, "bob@acme.com").await,
+        "bob-frozen" => {
+            emu.control("PATCH", "users/bob@acme.com", json!({"frozen": true}))
+                .await;
+            password_login(emu, "bob@acme.com", "Pa55wordTOKENBOB").await
+        }
+        _ => password_login(emu, "erin@oldco.com", "Pa55word").await,
+    };
+    status
+}
+
+async fn user_id(emu: &EmulatorProcess, token: &str, username: &str) -> String {
+    let soql = format!("SELECT Id FROM User WHERE Username = '{username}'");
+    id(&rows(emu, token, &soql).await.1, 0, "005")
+}
+
 #[tokio::test]
 async fn login_history_lists_oauth_logins_after_a_time_newest_first_with_their_status() {
     let emu = EmulatorProcess::start();
     let admin = admin_token(&emu).await;
     let since = literal_after(now_ms(&emu).await);
     advance(&emu, 60).await;
-    let alice = "Pa55wordTOKEN123";
-    // (what happens, its expected status, its app)
-    let mut expected = Vec::new();
-    let attempts: [(&str, &str, &str); 6] = [
-        ("alice", "Success", "web"),
-        ("bob-wrong", "Invalid password", "web"),
-        ("dave", "Restricted IP", "web"),
-        ("bob-jwt", "Failed: Not approved for access", "jwt"),
-        ("bob-frozen", "User is frozen", "web"),
-        ("erin", "", ""),
+    // (attempt, its user, its status, its app); erin's org is not acme's: not visible.
+    let attempts = [
+        ("alice", "alice@acme.com", "Success", "web"),
+        ("bob-wrong", "bob@acme.com", "Invalid password", "web"),
+        ("dave", "dave@acme.com", "Restricted IP", "web"),
+        (
+            "bob-jwt",
+            "bob@acme.com",
+            "Failed: Not approved for access",
+            "jwt",
+        ),
+        ("bob-frozen", "bob@acme.com", "User is frozen", "web"),
+        ("erin", "", "", ""),
     ];
-    for (what, status, app) in attempts {
-        let (lo, hi, got) = window!(
-            &emu,
-            match what {
-                "alice" => password_login(&emu, "alice@acme.com", alice).await,
-                "bob-wrong" => password_login(&emu, "bob@acme.com", "nope").await,
-                "dave" => password_login(&emu, "dave@acme.com", "Pa55word").await,
-                "bob-jwt" => jwt_login(&emu, "bob@acme.com").await,
-                "bob-frozen" => {
-                    emu.control("PATCH", "users/bob@acme.com", json!({"frozen": true}))
-                        .await;
-                    password_login(&emu, "bob@acme.com", "Pa55wordTOKENBOB").await
-                }
-                // Another org's login is not visible from acme.
-                _ => password_login(&emu, "erin@oldco.com", "Pa55word").await,
-            }
-        );
-        assert_eq!(got.0 == 200, status == "Success", "{what}: {}", got.1);
-        if !status.is_empty() {
-            expected.push((lo, hi, status, app));
+    let mut expected = Vec::new();
+    for (what, user, status, app) in attempts {
+        let (lo, hi, got) = window!(&emu, attempt(&emu, what).await);
+        assert_eq!(got == 200, status == "Success", "{what}: {got}");
+        if !user.is_empty() {
+            expected.push(((lo, hi), user_id(&emu, &admin, user).await, status, app));
         }
         advance(&emu, 10).await;
     }
@@ -493,32 +504,32 @@ async fn login_history_lists_oauth_logins_after_a_time_newest_first_with_their_s
         &format!("SELECT Id, UserId, LoginTime, LoginType, Status, Application FROM LoginHistory WHERE LoginTime > {since} ORDER BY LoginTime DESC LIMIT 200"),
     )
     .await;
-    let users = |name: &str| format!("SELECT Id FROM User WHERE Username = '{name}'");
-    let mut ids = std::collections::HashMap::new();
-    for name in ["alice", "bob", "dave"] {
-        let (_, found) = rows(&emu, &admin, &users(&format!("{name}@acme.com"))).await;
-        ids.insert(name, id(&found, 0, "005"));
-    }
-    let owner = ["alice", "bob", "dave", "bob", "bob"];
     let records: Vec<String> = expected
         .iter()
-        .zip(owner)
         .rev()
         .enumerate()
-        .map(|(i, ((lo, hi, status, app), user))| {
-            let at = date(&answer, i, "LoginTime", (*lo, *hi));
+        .map(|(i, (window, user_id, status, app))| {
+            let at = date(&answer, i, "LoginTime", *window);
             record(
                 "LoginHistory",
                 &id(&answer, i, "0Ya"),
                 &format!(
-                    r#""UserId":"{}","LoginTime":"{at}","LoginType":"Remote Access 2.0","Status":"{status}","Application":"{app}""#,
-                    ids[user]
+                    r#""UserId":"{user_id}","LoginTime":"{at}","LoginType":"Remote Access 2.0","Status":"{status}","Application":"{app}""#
                 ),
             )
         })
         .collect();
     assert_eq!(text, page(&records));
+}
 
+#[tokio::test]
+async fn login_history_keeps_the_source_address_and_filters_on_status() {
+    let emu = EmulatorProcess::start();
+    let admin = admin_token(&emu).await;
+    let since = literal_after(now_ms(&emu).await);
+    advance(&emu, 60).await;
+    assert_eq!(attempt(&emu, "alice").await, 200);
+    assert_eq!(attempt(&emu, "bob-wrong").await, 400);
     let (text, answer) = rows(
         &emu,
         &admin,
@@ -582,16 +593,18 @@ async fn connected_application_shows_each_apps_approval_and_refresh_policy() {
     assert_eq!(text, page(&rows), "web-uat belongs to another org");
 }
 
+/// Salesforce's answer for an object that does not exist or that the user may not see.
+fn not_supported(name: &str) -> String {
+    format!(
+        r#"[{{"message":"sObject type '{name}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name. Please reference your WSDL or the describe call for the appropriate names.","errorCode":"INVALID_TYPE"}}]"#
+    )
+}
+
 /// (query, status, exact body).
 #[tokio::test]
 async fn refused_queries_answer_in_salesforces_error_shape() {
     let emu = EmulatorProcess::start();
     let admin = admin_token(&emu).await;
-    let not_supported = |name: &str| {
-        format!(
-            r#"[{{"message":"sObject type '{name}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name. Please reference your WSDL or the describe call for the appropriate names.","errorCode":"INVALID_TYPE"}}]"#
-        )
-    };
     let cases = [
         (
             "SELECT Id FROM User WHERE Id = 'a' OR Id = 'b'",
@@ -649,19 +662,13 @@ async fn a_user_without_the_permissions_sees_only_user() {
         "LoginHistory",
         "UserLogin",
     ] {
-        let (status, text) = query(&emu, Some(alice), &format!("SELECT Id FROM {object}")).await;
-        assert_eq!(status, 400, "{object}");
-        assert_eq!(
-            text,
-            format!(
-                r#"[{{"message":"sObject type '{object}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name. Please reference your WSDL or the describe call for the appropriate names.","errorCode":"INVALID_TYPE"}}]"#
-            )
-        );
+        let got = query(&emu, Some(alice), &format!("SELECT Id FROM {object}")).await;
+        assert_eq!(got, (400, not_supported(object)), "{object}");
     }
     let (status, _) = query(&emu, Some(alice), "SELECT Id FROM User").await;
     assert_eq!(status, 200);
 
-    // ManageUsers alone is enough for OauthToken and LoginHistory.
+    // ManageUsers alone opens all four.
     emu.control(
         "PATCH",
         "users/alice@acme.com",

@@ -176,7 +176,8 @@ impl Parser {
         match self.peek() {
             None => "but the query ended".into(),
             Some(Token::Word(w)) => format!("but found '{w}'"),
-            Some(Token::Text(t)) => format!("but found '{t}' (a string)"),
+            // Not echoed: a quoted value may be anything, a secret included.
+            Some(Token::Text(_)) => "but found a quoted string".into(),
             Some(Token::Punct(c)) => format!("but found '{c}'"),
         }
     }
