@@ -3,7 +3,8 @@
 //! Built from `reference/salesforce-oauth.md`: error strings are exact (see [`errors`]), success
 //! bodies have Salesforce's shape, and the rules that make tokens die — the 5-approval limit,
 //! refresh policies, rotation, concurrent refreshes, sandbox refreshes — are implemented in
-//! [`world`], driven by a virtual clock. Must never: be mistaken for a secure server; it keeps
+//! [`world`], driven by a virtual clock. The REST query endpoint answers the SOQL an admin tool
+//! sends about approvals, users, logins and apps from the same state ([`query`]). Must never: be mistaken for a secure server; it keeps
 //! secrets in memory in the clear, as a test double does.
 
 pub mod clock;
@@ -11,8 +12,12 @@ pub mod control;
 pub mod errors;
 pub mod ids;
 pub mod jwt;
+pub mod logins;
 pub mod model;
+pub mod query;
+pub mod records;
 pub mod server;
+pub mod soql;
 pub mod world;
 
 use std::sync::Arc;

@@ -66,6 +66,14 @@ pub struct UserSpec {
     /// user is set up: a new user or pre-authorization that has not reached every server yet.
     #[serde(default)]
     pub propagating_logins: u32,
+    /// System permissions by API name (`ManageUsers`, `CustomizeApplication`,
+    /// `MonitorLoginHistory`); they decide which objects the REST query endpoint shows.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// Client ids of admin-approved apps assigned to this user through a permission set: the
+    /// same as naming the user in the app's `assigned_users`, from the user's side.
+    #[serde(default)]
+    pub assigned_apps: Vec<String>,
 }
 
 /// Refresh Token Policy of a connected app.
@@ -171,6 +179,8 @@ pub struct UserPatch {
     pub security_token: Option<String>,
     pub ip_ranges: Option<Vec<String>>,
     pub propagating_logins: Option<u32>,
+    pub permissions: Option<Vec<String>>,
+    pub assigned_apps: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -74,7 +74,7 @@ impl Emulator {
                 return self.rest(&req, |_| versions_body());
             }
             if path.starts_with("/services/data/v") && path.ends_with("/query") {
-                return self.rest(&req, query_body);
+                return self.query(&req, &path);
             }
         }
         plain(StatusCode::NOT_FOUND, "emulator: no such resource\n")
@@ -139,6 +139,8 @@ impl Emulator {
             self.world().token(&request, now)
         };
         self.log(&request, &grant_type, &result);
+        let now = self.clock.now_ms();
+        self.world().record_login(&request, &result, now);
         match result {
             Ok(success) => token_success(&success, gzip),
             Err(error) => oauth_error(error, gzip),
@@ -254,6 +256,23 @@ impl Emulator {
             body(req.uri().query().unwrap_or_default()),
             accepts_gzip(req.headers()),
         )
+    }
+
+    /// The SOQL endpoint: answered from the world for the session's user (see [`super::query`]).
+    fn query(&self, req: &Request<Incoming>, path: &str) -> Response<ProxyBody> {
+        let Some((_, _, username)) = self.session(req) else {
+            return invalid_session();
+        };
+        // `/services/data/vNN.N/query`: record URLs carry the version the client asked for.
+        let version = path.split('/').nth(3).unwrap_or_default();
+        let q = form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+            .find(|(k, _)| k == "q")
+            .map(|(_, v)| v.into_owned());
+        let gzip = accepts_gzip(req.headers());
+        match super::query::answer(&self.world(), &username, version, q.as_deref()) {
+            Ok(body) => json(StatusCode::OK, body, gzip),
+            Err(error) => json(StatusCode::BAD_REQUEST, error.body(), gzip),
+        }
     }
 
     fn session(&self, req: &Request<Incoming>) -> Option<(String, String, String)> {
@@ -418,22 +437,6 @@ fn versions_body() -> String {
         .map(|v| serde_json::json!({"label": format!("API {v}.0"), "url": format!("/services/data/v{v}.0"), "version": format!("{v}.0")}))
         .collect();
     serde_json::Value::Array(versions).to_string()
-}
-
-/// A sizeable query answer: 200 Account records.
-fn query_body(_query: &str) -> String {
-    let records: Vec<_> = (0..200)
-        .map(|i| {
-            serde_json::json!({
-                "attributes": {"type": "Account", "url": format!("/services/data/v66.0/sobjects/Account/001{i:012}AAA")},
-                "Id": format!("001{i:012}AAA"),
-                "Name": format!("Account {i}"),
-                "Industry": "Technology",
-                "BillingCity": "San Francisco",
-            })
-        })
-        .collect();
-    serde_json::json!({"totalSize": records.len(), "done": true, "records": records}).to_string()
 }
 
 /// Where the emulator's server certificates come from.

@@ -41,8 +41,19 @@ impl Org {
 pub struct User {
     pub spec: UserSpec,
     pub id: String,
+    /// The id of the user's `UserLogin` record (key prefix `060`).
+    pub login_id: String,
+    /// The last successful login of any grant, for `User.LastLoginDate`.
+    pub last_login: Option<i64>,
     failures: u32,
     logins: VecDeque<i64>,
+}
+
+impl User {
+    /// Consecutive failed password logins; at the org's lockout threshold the user is locked.
+    pub fn password_failures(&self) -> u32 {
+        self.failures
+    }
 }
 
 #[derive(Debug)]
@@ -50,6 +61,8 @@ pub struct App {
     pub spec: AppSpec,
     pub client_id: String,
     pub secret: String,
+    /// The id of the app's `ConnectedApplication` record (key prefix `0H4`).
+    pub record_id: String,
 }
 
 /// One approval: the chain of refresh tokens that rotation produces from one authorization.
@@ -61,6 +74,22 @@ struct Family {
     issued_at: i64,
     scope: String,
     revoked: bool,
+    /// The id of the approval's `OauthToken` record (key prefix `0CQ`).
+    record_id: String,
+    /// Successful refreshes of any token of the family, and the last one.
+    use_count: u64,
+    last_used: i64,
+}
+
+/// One live approval as the `OauthToken` object shows it: never a token value.
+#[derive(Debug, Clone)]
+pub struct ApprovalRecord {
+    pub id: String,
+    pub user_id: String,
+    pub client_id: String,
+    pub created: i64,
+    pub last_used: i64,
+    pub use_count: u64,
 }
 
 #[derive(Debug)]
@@ -193,6 +222,8 @@ pub struct World {
     next_family: u64,
     pub log: Vec<LoggedRequest>,
     pub faults: VecDeque<Fault>,
+    /// Login attempts of known users, oldest first, for `LoginHistory` (see [`super::logins`]).
+    pub(crate) login_history: VecDeque<super::logins::LoginEvent>,
 }
 
 /// An error of the control API: which input was wrong.
@@ -257,6 +288,8 @@ impl World {
             User {
                 spec,
                 id: ids::new_id("005"),
+                login_id: ids::new_id("060"),
+                last_login: None,
                 failures: 0,
                 logins: VecDeque::new(),
             },
@@ -282,6 +315,7 @@ impl World {
                 spec,
                 client_id: client_id.clone(),
                 secret,
+                record_id: ids::new_id("0H4"),
             },
         );
         Ok(&self.apps[&client_id])
@@ -353,6 +387,12 @@ impl World {
         }
         if let Some(v) = patch.propagating_logins {
             user.spec.propagating_logins = v;
+        }
+        if let Some(v) = patch.permissions {
+            user.spec.permissions = v;
+        }
+        if let Some(v) = patch.assigned_apps {
+            user.spec.assigned_apps = v;
         }
         Ok(())
     }
@@ -620,7 +660,8 @@ impl World {
             .spec
             .assigned_users
             .iter()
-            .any(|u| u.eq_ignore_ascii_case(username));
+            .any(|u| u.eq_ignore_ascii_case(username))
+            || user.spec.assigned_apps.iter().any(|c| c == client_id);
         let admin_only = app.spec.permitted_users == PermittedUsers::AdminApprovedPreAuthorized;
         let user = self.users.get_mut(username).expect("checked above");
         while user.logins.front().is_some_and(|t| now - t >= 3_600_000) {
@@ -969,6 +1010,9 @@ impl World {
             return Err(errors::EXPIRED_REFRESH_TOKEN);
         }
         record.last_used = now;
+        let family = self.families.get_mut(&family_id).expect("checked above");
+        family.use_count += 1;
+        family.last_used = now;
         let (username, client_id, scope) = (
             family.username.clone(),
             family.client_id.clone(),
@@ -1034,6 +1078,9 @@ impl World {
                 issued_at: now,
                 scope: scope.to_owned(),
                 revoked: false,
+                record_id: ids::new_id("0CQ"),
+                use_count: 0,
+                last_used: now,
             },
         );
         let approvals = self
@@ -1140,6 +1187,62 @@ impl World {
         let found = (org.id.clone(), user.id.clone(), user.spec.username.clone());
         self.access.get_mut(token)?.last_used = now;
         Some(found)
+    }
+
+    /// Every live approval (not revoked, not evicted), oldest first per (user, app).
+    pub fn live_approvals(&self) -> Vec<ApprovalRecord> {
+        let mut rows: Vec<ApprovalRecord> = self
+            .approvals
+            .iter()
+            .flat_map(|((user_id, client_id), families)| {
+                families.iter().filter_map(move |id| {
+                    let f = self.families.get(id).filter(|f| !f.revoked)?;
+                    Some(ApprovalRecord {
+                        id: f.record_id.clone(),
+                        user_id: user_id.clone(),
+                        client_id: client_id.clone(),
+                        created: f.issued_at,
+                        last_used: f.last_used,
+                        use_count: f.use_count,
+                    })
+                })
+            })
+            .collect();
+        // The map's order is random; creation order keeps answers stable between queries.
+        rows.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+        rows
+    }
+
+    /// The (username, client id) a token request logs in as, when both are known: from the
+    /// code, the refresh token, the username, the assertion or the Run As user.
+    pub fn login_subject(&self, req: &TokenRequest) -> Option<(String, String)> {
+        let (username, client_id) = match req.param("grant_type")? {
+            "authorization_code" => {
+                let code = self.codes.get(req.param("code")?)?;
+                (code.username.clone(), code.client_id.clone())
+            }
+            "refresh_token" => {
+                let record = self.refresh.get(req.param("refresh_token")?)?;
+                let family = self.families.get(&record.family)?;
+                (family.username.clone(), family.client_id.clone())
+            }
+            "password" => (
+                req.param("username")?.to_owned(),
+                req.client_id()?.to_owned(),
+            ),
+            "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
+                let assertion = jwt::decode(req.param("assertion")?).ok()?;
+                (assertion.sub?, assertion.iss?)
+            }
+            "client_credentials" => {
+                let app = self.apps.get(req.client_id()?)?;
+                (app.spec.run_as.clone()?, app.client_id.clone())
+            }
+            _ => return None,
+        };
+        let username = username.to_ascii_lowercase();
+        (self.users.contains_key(&username) && self.apps.contains_key(&client_id))
+            .then_some((username, client_id))
     }
 
     /// Live refresh tokens of a user for an app, oldest first (for the control API).
