@@ -83,7 +83,16 @@ pub async fn serve(
         write_errors: observer.metrics.ledger_write_errors.clone(),
     };
     observer.ledger = crate::ledger::GrantLedger::open(&args.data_dir, retention, now, hooks)
-        .map_err(|e| anyhow::anyhow!("opening the ledger: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("opening the ledger: {e}"))?
+        .with_approval_limit(args.approval_limit as usize);
+    observer.dead_token_breaker = args.dead_token_breaker.on();
+    observer.confirm_timeout = std::time::Duration::from_secs_f64(args.confirm_timeout.clamp(0.0, 60.0));
+    if !args.orgs.is_empty() {
+        let orgs = crate::org::Orgs::load(&args.orgs, client.clone(), observer.metrics.clone())
+            .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e)))?;
+        tracing::info!(event = "orgs_configured", orgs = args.orgs.len());
+        observer.orgs = Some(Arc::new(orgs));
+    }
     tracing::info!(
         event = "ledger_loaded",
         refresh_tokens = observer.ledger.known_refresh_tokens()
@@ -280,6 +289,43 @@ pub fn ca_show(args: &CaArgs) -> anyhow::Result<()> {
     println!("sha256:      {fingerprint}");
     println!("not before:  {}", cert.validity().not_before);
     println!("not after:   {}", cert.validity().not_after);
+    Ok(())
+}
+
+/// `grantdoctor doctor`: the findings of every configured org; error-level findings exit 1.
+pub async fn doctor(args: crate::cli::RunArgs, json: bool) -> anyhow::Result<()> {
+    if args.orgs.is_empty() {
+        anyhow::bail!(crate::cli::UsageError(
+            "no org connection configured: add [[orgs]] tables to the configuration file".into()
+        ));
+    }
+    let tls = crate::tls::upstream_client_config(&args.upstream_ca)?;
+    let overrides = ResolveOverrides::new(&args.resolve);
+    let client = upstream::client(
+        tls,
+        overrides,
+        upstream::OwnListeners::default(),
+        &UpstreamOptions::default(),
+    );
+    let orgs = crate::org::Orgs::load(&args.orgs, client, Arc::default())
+        .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e)))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let findings = crate::doctor::examine(&orgs, args.approval_limit as usize, now).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&findings)?);
+    } else {
+        print!("{}", crate::doctor::render(&findings));
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.level == crate::doctor::Level::Error)
+        .count();
+    if errors > 0 {
+        anyhow::bail!("{errors} finding(s) at error level");
+    }
     Ok(())
 }
 

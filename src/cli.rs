@@ -46,6 +46,18 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the manual page (roff) to stdout: `grantdoctor man | man -l -`.
     Man,
+    /// Read each configured org (`[[orgs]]`) and say what will break before it does.
+    Doctor(Box<DoctorArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// One JSON object per finding (`id`, `level`, `org`, `app`, `user`, `evidence`, `fix`),
+    /// in an array.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -371,6 +383,16 @@ pub struct RunArgs {
     /// configuration file (no flag: keys are files, not arguments).
     #[arg(skip)]
     pub jwt_bearer: Vec<crate::recover::JwtBearerConfig>,
+
+    /// Org connections that confirm diagnoses from the org's own records: `[[orgs]]` tables
+    /// of the configuration file (no flag, like recovery keys).
+    #[arg(skip)]
+    pub orgs: Vec<crate::org::OrgConfig>,
+
+    /// Seconds an answer waits for an org connection to confirm its diagnosis; a later
+    /// confirmation is logged as a `confirmed` event with the same event id.
+    #[arg(long, env = "GRANTDOCTOR_CONFIRM_TIMEOUT", default_value_t = 1.5)]
+    pub confirm_timeout: f64,
 
     /// Log format: json (default when stdout is not a terminal) or pretty.
     #[arg(long, env = "GRANTDOCTOR_LOG_FORMAT", value_enum)]

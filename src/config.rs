@@ -65,7 +65,10 @@ pub struct FileConfig {
     /// At least 1.
     pub approval_limit: Option<u32>,
     pub dead_token_breaker: Option<Switch>,
+    pub confirm_timeout: Option<f64>,
     pub recovery: Option<RecoveryFile>,
+    /// `[[orgs]]`: org connections.
+    pub orgs: Option<Vec<crate::org::OrgConfig>>,
     pub log_format: Option<LogFormat>,
     pub log_file: Option<PathBuf>,
 }
@@ -232,8 +235,18 @@ pub fn merge(
     }
     take!(approval_limit);
     take!(dead_token_breaker);
+    if file.confirm_timeout.is_some_and(|t| !(0.0..=60.0).contains(&t)) {
+        return Err(bad(
+            "confirm_timeout",
+            "must be between 0 and 60 seconds".into(),
+        ));
+    }
+    take!(confirm_timeout);
     if let Some(recovery) = file.recovery {
         args.jwt_bearer = recovery.jwt_bearer;
+    }
+    if let Some(orgs) = file.orgs {
+        args.orgs = orgs;
     }
     if unset("log_format") && file.log_format.is_some() {
         args.log_format = file.log_format;
@@ -299,8 +312,10 @@ pub fn provenance(matches: &ArgMatches, loaded: Option<&Loaded>) -> Provenance {
         };
         values.insert(id.to_owned(), source);
     }
-    if loaded.is_some_and(|l| l.keys.contains("recovery")) {
-        values.insert("recovery".into(), Source::File);
+    for table in ["recovery", "orgs"] {
+        if loaded.is_some_and(|l| l.keys.contains(table)) {
+            values.insert(table.into(), Source::File);
+        }
     }
     let file = loaded.map(|l| {
         let how = match matches.value_source("config") {
@@ -420,6 +435,7 @@ pub fn render(args: &RunArgs) -> String {
     line("recovery_cooldown", args.recovery_cooldown.to_string());
     line("approval_limit", args.approval_limit.to_string());
     line("dead_token_breaker", switch(args.dead_token_breaker));
+    line("confirm_timeout", args.confirm_timeout.to_string());
     if let Some(format) = args.log_format {
         line(
             "log_format",
@@ -437,6 +453,25 @@ pub fn render(args: &RunArgs) -> String {
                 quote(client),
                 quote(&policy.to_string())
             ));
+        }
+    }
+    for org in &args.orgs {
+        out.push_str("\n[[orgs]]\n");
+        out.push_str(&format!("host = {}\n", quote(&org.host)));
+        out.push_str(&format!("client_id = {}\n", quote(&org.client_id)));
+        out.push_str(&format!("private_key = {}\n", path(&org.private_key)));
+        out.push_str(&format!("username = {}\n", quote(&org.username)));
+        if let Some(audience) = &org.audience {
+            out.push_str(&format!("audience = {}\n", quote(audience)));
+        }
+        if !org.apps.is_empty() {
+            let mut apps: Vec<_> = org.apps.iter().collect();
+            apps.sort();
+            let pairs: Vec<String> = apps
+                .iter()
+                .map(|(id, name)| format!("{} = {}", quote(id), quote(name)))
+                .collect();
+            out.push_str(&format!("apps = {{ {} }}\n", pairs.join(", ")));
         }
     }
     for app in &args.jwt_bearer {

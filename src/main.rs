@@ -38,6 +38,10 @@ fn main() -> std::process::ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|()| grantdoctor::app::to_stdout(&page))
         }
+        Some(Command::Doctor(args)) => {
+            let json = args.json;
+            configured(args.run, sub(&matches, "doctor")).and_then(|run| doctor(run, json))
+        }
         None => configured(cli.run, &matches).and_then(run),
     };
     match result {
@@ -59,6 +63,13 @@ fn run(args: grantdoctor::cli::RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(grantdoctor::app::run(args))
+}
+
+fn doctor(args: grantdoctor::cli::RunArgs, json: bool) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(grantdoctor::app::doctor(args, json))
 }
 
 fn emulate(args: grantdoctor::cli::EmulateArgs) -> anyhow::Result<()> {

@@ -793,3 +793,27 @@ async fn a_revocation_after_an_eviction_is_not_taken_for_immediate_expiry() {
             >= 0.9
     );
 }
+
+#[tokio::test]
+async fn the_approval_limit_can_be_set_for_orgs_that_evict_earlier() {
+    let stack = Stack::start(&["--approval-limit", "4"]);
+    for _ in 0..4 {
+        refresh_token_of(&stack, "api refresh_token").await;
+    }
+    let reached = stack
+        .proxy
+        .wait_for_event(|e| e["id"] == "warn.approval_limit_reached");
+    assert!(
+        reached["message"].as_str().unwrap().contains("number 4"),
+        "{reached}"
+    );
+    assert!(!stack.warnings().contains(&"warn.approval_evicted".to_owned()));
+    refresh_token_of(&stack, "api refresh_token").await;
+    let evicted = stack
+        .proxy
+        .wait_for_event(|e| e["id"] == "warn.approval_evicted");
+    assert!(
+        evicted["message"].as_str().unwrap().contains("keeps 4"),
+        "{evicted}"
+    );
+}
