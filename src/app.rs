@@ -86,7 +86,8 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("opening the ledger: {e}"))?
         .with_approval_limit(args.approval_limit as usize);
     observer.dead_token_breaker = args.dead_token_breaker.on();
-    observer.confirm_timeout = std::time::Duration::from_secs_f64(args.confirm_timeout.clamp(0.0, 60.0));
+    observer.confirm_timeout =
+        std::time::Duration::from_secs_f64(args.confirm_timeout.clamp(0.0, 60.0));
     if !args.orgs.is_empty() {
         let orgs = crate::org::Orgs::load(&args.orgs, client.clone(), observer.metrics.clone())
             .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e)))?;

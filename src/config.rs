@@ -235,7 +235,10 @@ pub fn merge(
     }
     take!(approval_limit);
     take!(dead_token_breaker);
-    if file.confirm_timeout.is_some_and(|t| !(0.0..=60.0).contains(&t)) {
+    if file
+        .confirm_timeout
+        .is_some_and(|t| !(0.0..=60.0).contains(&t))
+    {
         return Err(bad(
             "confirm_timeout",
             "must be between 0 and 60 seconds".into(),

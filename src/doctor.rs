@@ -17,6 +17,8 @@ use crate::org::{OrgConnection, OrgError, Orgs};
 const DAY_MS: i64 = 86_400_000;
 /// Salesforce's cap on an unused refresh token when idle limits apply.
 const IDLE_CAP_MS: i64 = 30 * DAY_MS;
+/// Users holding approvals whose state is read, at most.
+const MAX_USERS_READ: usize = 50;
 /// How far back failed logins are read.
 const LOGINS_SINCE_MS: i64 = DAY_MS;
 
@@ -47,6 +49,8 @@ fn fix_of(id: &'static str) -> Vec<String> {
         "doctor.org_unreadable" => vec![
             "Give the integration user API Enabled, View Setup and Configuration, and Customize Application or Manage Users (OauthToken), Manage Users or Monitor Login History (LoginHistory).".into(),
         ],
+        // The warning announces the eviction its cause describes: the same fix.
+        "warn.approval_limit_reached" => fix_of("sf.refresh.approval_limit_evicted"),
         _ => info(id).fix.iter().map(|s| (*s).to_owned()).collect(),
     }
 }
@@ -117,7 +121,10 @@ async fn examine_org(conn: &OrgConnection, limit: usize, now: i64) -> Vec<Findin
     }
     let apps: Vec<&str> = conn.config.apps.values().map(String::as_str).collect();
     match records::approvals_of_apps(conn, &apps).await {
-        Ok(rows) => approvals(&mut report, &rows, limit, now),
+        Ok(rows) => {
+            approvals(&mut report, &rows, limit, now);
+            approving_users(&mut report, conn, &rows).await;
+        }
         Err(e) => report.unreadable("OauthToken", &e),
     }
     match records::app_policies(conn, &apps).await {
@@ -197,6 +204,58 @@ fn approvals(report: &mut Report<'_>, rows: &[crate::org::Approval], limit: usiz
                     (now - last) / DAY_MS
                 )],
             );
+        }
+    }
+}
+
+/// Users holding approvals who can no longer log in: their integrations fail on next use.
+async fn approving_users(
+    report: &mut Report<'_>,
+    conn: &OrgConnection,
+    rows: &[crate::org::Approval],
+) {
+    let mut users: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|a| (a.user_id.as_str(), a.app.as_str()))
+        .collect();
+    users.sort_unstable();
+    users.dedup_by_key(|(user, _)| *user);
+    // Bounded: each user is one query against the org's daily API limit.
+    for (user_id, app) in users.into_iter().take(MAX_USERS_READ) {
+        match records::user(conn, UserKey::Id(user_id)).await {
+            Ok(Some(user)) if !user.active || user.frozen || user.password_locked => {
+                let mut evidence = Vec::new();
+                if !user.active {
+                    evidence.push(format!(
+                        "User {} ({}) has IsActive = false",
+                        user.id, user.username
+                    ));
+                }
+                if user.frozen {
+                    evidence.push(format!("UserLogin of {} has IsFrozen = true", user.id));
+                }
+                if user.password_locked {
+                    evidence.push(format!(
+                        "UserLogin of {} has IsPasswordLocked = true",
+                        user.id
+                    ));
+                }
+                evidence.push(format!(
+                    "it holds approvals of {app}: its refreshes will fail"
+                ));
+                report.add(
+                    "sf.user.inactive",
+                    Level::Error,
+                    Some(app),
+                    Some(&user.username),
+                    evidence,
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                report.unreadable("User", &e);
+                return;
+            }
         }
     }
 }

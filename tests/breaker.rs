@@ -30,8 +30,17 @@ async fn upstream_refreshes(stack: &Stack) -> usize {
         .count()
 }
 
-/// A token Salesforce revoked, known to the ledger: issued and used through the proxy, then
-/// revoked directly at the emulator (as the user would in their settings).
+/// A token the ledger saw evicted: the first of six authorizations through the proxy.
+async fn evicted_token(stack: &Stack) -> String {
+    let first = refresh_token_of(stack).await;
+    for _ in 0..5 {
+        refresh_token_of(stack).await;
+    }
+    first
+}
+
+/// A token used through the proxy, then revoked directly at the emulator (as the user would
+/// in their settings): nothing on the wire says why it died.
 async fn revoked_token(stack: &Stack) -> String {
     let token = refresh_token_of(stack).await;
     assert_eq!(stack.refresh(LOGIN, WEB, &token).await.status, 200);
@@ -94,11 +103,16 @@ fn saved(stack: &Stack) -> u64 {
 #[tokio::test]
 async fn a_hundred_retries_of_a_dead_token_reach_salesforce_once() {
     let stack = Stack::start(&[]);
-    let token = revoked_token(&stack).await;
+    let token = evicted_token(&stack).await;
     let before = upstream_refreshes(&stack).await;
     let first = stack.refresh(LOGIN, WEB, &token).await;
     assert_eq!(first.status, 400);
-    assert_eq!(first.cause(), "sf.refresh.revoked", "{}", first.body);
+    assert_eq!(
+        first.cause(),
+        "sf.refresh.approval_limit_evicted",
+        "{}",
+        first.body
+    );
     assert_eq!(header(&first, "grantdoctor-basis"), "evidence");
     assert_eq!(header(&first, "grantdoctor-blocked"), "");
     let original = salesforce_body(&stack, &token).await;
@@ -136,7 +150,7 @@ async fn a_hundred_retries_of_a_dead_token_reach_salesforce_once() {
         };
         assert_eq!(
             causes(&retry)[..2],
-            ["gd.dead_token_retried", "sf.refresh.revoked"]
+            ["gd.dead_token_retried", "sf.refresh.approval_limit_evicted"]
         );
         if i == 99 {
             let evidence = retry.evidence("gd.dead_token_retried");
@@ -162,7 +176,7 @@ async fn a_hundred_retries_of_a_dead_token_reach_salesforce_once() {
     let blocked = stack
         .proxy
         .wait_for_event(|e| e["event"] == "blocked" && e["cause"] == "gd.dead_token_retried");
-    assert_eq!(blocked["died_as"], "sf.refresh.revoked");
+    assert_eq!(blocked["died_as"], "sf.refresh.approval_limit_evicted");
     assert!(
         !stack.proxy.raw_log().contains(&token),
         "the token was logged"
@@ -172,10 +186,10 @@ async fn a_hundred_retries_of_a_dead_token_reach_salesforce_once() {
 #[tokio::test]
 async fn the_same_token_at_another_host_or_with_another_client_id_is_still_forwarded() {
     let stack = Stack::start(&[]);
-    let token = revoked_token(&stack).await;
+    let token = evicted_token(&stack).await;
     assert_eq!(
         stack.refresh(LOGIN, WEB, &token).await.cause(),
-        "sf.refresh.revoked"
+        "sf.refresh.approval_limit_evicted"
     );
     let before = upstream_refreshes(&stack).await;
     let elsewhere = stack.refresh("acme.my.salesforce.com", WEB, &token).await;
@@ -190,14 +204,28 @@ async fn the_same_token_at_another_host_or_with_another_client_id_is_still_forwa
 #[tokio::test]
 async fn the_breaker_survives_a_restart() {
     let mut stack = Stack::start(&[]);
-    let token = revoked_token(&stack).await;
+    let token = evicted_token(&stack).await;
     assert_eq!(stack.refresh(LOGIN, WEB, &token).await.status, 400);
     stack.restart_proxy();
     let before = upstream_refreshes(&stack).await;
     let retry = stack.refresh(LOGIN, WEB, &token).await;
     assert_eq!(header(&retry, "grantdoctor-blocked"), "dead-refresh-token");
-    assert_eq!(causes(&retry)[1], "sf.refresh.revoked");
+    assert_eq!(causes(&retry)[1], "sf.refresh.approval_limit_evicted");
     assert_eq!(upstream_refreshes(&stack).await, before);
+}
+
+#[tokio::test]
+async fn a_death_nothing_observed_explains_is_a_guess_and_keeps_being_forwarded() {
+    let stack = Stack::start(&[]);
+    let token = revoked_token(&stack).await;
+    let before = upstream_refreshes(&stack).await;
+    for _ in 0..2 {
+        let answer = stack.refresh(LOGIN, WEB, &token).await;
+        assert_eq!(answer.cause(), "sf.refresh.revoked", "{}", answer.body);
+        assert_eq!(header(&answer, "grantdoctor-basis"), "prior");
+        assert_eq!(header(&answer, "grantdoctor-blocked"), "");
+    }
+    assert_eq!(upstream_refreshes(&stack).await, before + 2);
 }
 
 #[tokio::test]
@@ -247,10 +275,13 @@ async fn a_guess_is_never_a_dead_token_and_says_it_is_a_guess() {
 #[tokio::test]
 async fn evidence_is_said_in_the_header_the_body_and_the_log() {
     let stack = Stack::start(&[]);
-    let token = revoked_token(&stack).await;
+    let token = evicted_token(&stack).await;
     let answer = stack.refresh(LOGIN, WEB, &token).await;
     assert_eq!(header(&answer, "grantdoctor-basis"), "evidence");
-    assert_eq!(answer.finding("sf.refresh.revoked")["basis"], "evidence");
+    assert_eq!(
+        answer.finding("sf.refresh.approval_limit_evicted")["basis"],
+        "evidence"
+    );
     let event = stack
         .proxy
         .wait_for_event(|e| e["event"] == "invalid_grant");
@@ -259,7 +290,7 @@ async fn evidence_is_said_in_the_header_the_body_and_the_log() {
         event["causes"]
             .as_str()
             .unwrap()
-            .starts_with("sf.refresh.revoked;q=0.60;basis=evidence"),
+            .starts_with("sf.refresh.approval_limit_evicted;q=0.95;basis=evidence"),
         "{event}"
     );
 }
@@ -267,7 +298,7 @@ async fn evidence_is_said_in_the_header_the_body_and_the_log() {
 #[tokio::test]
 async fn the_breaker_can_be_turned_off() {
     let stack = Stack::start(&["--dead-token-breaker", "off"]);
-    let token = revoked_token(&stack).await;
+    let token = evicted_token(&stack).await;
     let before = upstream_refreshes(&stack).await;
     for _ in 0..3 {
         let answer = stack.refresh(LOGIN, WEB, &token).await;

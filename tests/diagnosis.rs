@@ -807,7 +807,11 @@ async fn the_approval_limit_can_be_set_for_orgs_that_evict_earlier() {
         reached["message"].as_str().unwrap().contains("number 4"),
         "{reached}"
     );
-    assert!(!stack.warnings().contains(&"warn.approval_evicted".to_owned()));
+    assert!(
+        !stack
+            .warnings()
+            .contains(&"warn.approval_evicted".to_owned())
+    );
     refresh_token_of(&stack, "api refresh_token").await;
     let evicted = stack
         .proxy

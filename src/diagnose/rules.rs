@@ -468,15 +468,29 @@ fn refresh_expired(
         );
     }
     if first_use || !f.has_certain() {
-        f.add("sf.refresh.revoked", if first_use && view.client_first_use_failures > 0 { 0.45 } else { 0.6 }, vec![
+        // A revocation is never seen on the wire, and authorizations made outside
+        // grantdoctor evict silently: by elimination these are guesses, which the org's own
+        // records (an org connection) can decide.
+        f.prior("sf.refresh.revoked", if first_use && view.client_first_use_failures > 0 { 0.45 } else { 0.6 }, vec![
             format!(
-                "known token, none of the other causes: {} newer authorizations ({} evict), not rotated, unused for {}",
+                "not observed: a revocation by the user or an admin; known token, none of the other causes: {} newer authorizations seen ({} evict), not rotated, unused for {}",
                 token.newer_approvals.len(),
                 view.approval_limit,
                 span(idle)
             ),
-            history,
+            history.clone(),
         ]);
+        f.prior(
+            "sf.refresh.approval_limit_evicted",
+            0.4,
+            vec![
+                format!(
+                    "not observed: authorizations of this user for this app made outside grantdoctor (another tool, a laptop, a CI job); {} seen through it",
+                    token.newer_approvals.len()
+                ),
+                history,
+            ],
+        );
         if token.uses > 0 {
             f.prior(
                 "sf.refresh.policy_absolute_expiry",

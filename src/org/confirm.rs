@@ -13,6 +13,9 @@ use super::{Approval, UserRecord};
 
 /// Slack between the issue time Salesforce returned and the `CreatedDate` of its approval.
 const SAME_APPROVAL_MS: i64 = 2_000;
+/// A token first seen in use was first seen at the `Date` of that answer, which has whole
+/// seconds: its approval may carry a `CreatedDate` up to a second later.
+const DATE_GRANULARITY_MS: i64 = 1_000;
 const IDLE_CAP_MS: i64 = 30 * 86_400_000;
 
 /// What the org's records say about one failing token's user and app.
@@ -77,9 +80,14 @@ fn approvals(
     now: i64,
 ) {
     let first_known = token.issued_at;
+    let slack = if token.issued_by == UNSEEN {
+        DATE_GRANULARITY_MS
+    } else {
+        SAME_APPROVAL_MS
+    };
     let old_enough: Vec<&Approval> = rows
         .iter()
-        .filter(|a| a.created <= first_known + SAME_APPROVAL_MS)
+        .filter(|a| a.created <= first_known + slack)
         .collect();
     let app = &facts.app;
     if old_enough.is_empty() {
