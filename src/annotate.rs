@@ -125,7 +125,7 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("strings, numbers and lists of them serialise")
 }
 
-/// The `grantdoctor` member as JSON text, in the order of `DESIGN.md`.
+/// The `grantdoctor` member as JSON text, in the order the README documents.
 fn member_text(
     event_id: &str,
     diagnosis: &Diagnosis,

@@ -88,6 +88,7 @@ const KEPT: &[&str] = &[
     "recovered",
     "recovery_failed",
     "blocked",
+    "confirmed",
 ];
 const KEEP_AT_MOST: usize = 1000;
 
@@ -100,6 +101,20 @@ thread_local! {
     /// `/events` layer that sees the same event next does not render it again.
     static RENDERED: std::cell::RefCell<Option<(usize, String)>> =
         const { std::cell::RefCell::new(None) };
+}
+
+/// Every kept event as it happens, for live readers (the page's stream, webhooks). Readers
+/// that fall behind miss lines (a bounded channel) and never slow the token path.
+static LIVE: std::sync::OnceLock<tokio::sync::broadcast::Sender<std::sync::Arc<str>>> =
+    std::sync::OnceLock::new();
+
+fn live() -> &'static tokio::sync::broadcast::Sender<std::sync::Arc<str>> {
+    LIVE.get_or_init(|| tokio::sync::broadcast::channel(1024).0)
+}
+
+/// A live feed of kept events (JSON lines), from now on.
+pub fn subscribe() -> tokio::sync::broadcast::Receiver<std::sync::Arc<str>> {
+    live().subscribe()
 }
 
 /// The most recent token-exchange events, newest first.
@@ -135,6 +150,10 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for RecentEvents {
             .filter(|(rendered, _)| *rendered == id)
             .map(|(_, line)| line)
             .unwrap_or_else(|| event_line(event));
+        let sender = live();
+        if sender.receiver_count() > 0 {
+            let _ = sender.send(std::sync::Arc::from(line.as_str()));
+        }
         let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() == KEEP_AT_MOST {
             recent.pop_front();
@@ -155,7 +174,7 @@ impl Visit for EventKind {
     fn record_debug(&mut self, _field: &Field, _value: &dyn fmt::Debug) {}
 }
 
-/// The JSON line format of `DESIGN.md`.
+/// The JSON line format the README documents.
 pub struct JsonLines;
 
 impl<S, N> FormatEvent<S, N> for JsonLines

@@ -1,5 +1,5 @@
 //! The causes grantdoctor can name, as data: stable id, one-line summary, fix steps, docs.
-//! Ids are a public interface (`reference/causes.md`): never renamed, never reused.
+//! Ids are a public interface (`docs/causes.md`): never renamed, never reused.
 
 /// One entry of the catalogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,7 +381,7 @@ pub fn info(id: &str) -> &'static CauseInfo {
         .unwrap_or_else(|| panic!("cause id {id} is in the catalogue"))
 }
 
-/// The warnings of `causes.md`, by id.
+/// The warnings of `docs/causes.md`, by id.
 pub const WARNINGS: &[&str] = &[
     "warn.approval_limit_reached",
     "warn.approval_evicted",

@@ -1,4 +1,4 @@
-//! The rules, in the decision order of the reference's §7: mechanics first (certain from the
+//! The rules, in decision order: mechanics first (certain from the
 //! request), then identity errors, then the refresh-token causes from history.
 
 use crate::ledger::{LedgerView, TokenHistory, fmt_ms};

@@ -24,7 +24,7 @@ pub struct LoginEvent {
 }
 
 /// The `LoginHistory.Status` text for a token-endpoint failure, from the EventLogFile
-/// LOGIN_STATUS strings in the reference (§4.3). Failures that are about the request rather
+/// LOGIN_STATUS strings listed in `docs/emulator.md`. Failures that are about the request rather
 /// than the user's login (a bad client secret, an unknown or expired token, a malformed
 /// assertion) have no text there, and are not recorded.
 pub fn failure_status(error: OAuthError, frozen: bool) -> Option<&'static str> {

@@ -1,6 +1,7 @@
 //! A faithful Salesforce token endpoint for tests, demos and rehearsals (`grantdoctor emulate`).
 //!
-//! Built from `reference/salesforce-oauth.md`: error strings are exact (see [`errors`]), success
+//! Built from Salesforce's documentation and observed answers (sources in `docs/emulator.md`):
+//! error strings are exact (see [`errors`]), success
 //! bodies have Salesforce's shape, and the rules that make tokens die — the 5-approval limit,
 //! refresh policies, rotation, concurrent refreshes, sandbox refreshes — are implemented in
 //! [`world`], driven by a virtual clock. The REST query endpoint answers the SOQL an admin tool

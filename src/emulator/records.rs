@@ -65,10 +65,10 @@ const fn field(name: &'static str, kind: Kind) -> Field {
     Field { name, kind }
 }
 
-/// `LoginHistory.LoginType` of every token-endpoint login (reference §4.3).
+/// `LoginHistory.LoginType` of every token-endpoint login (`docs/emulator.md`).
 const OAUTH_LOGIN_TYPE: &str = "Remote Access 2.0";
 
-/// The objects, with the permissions the reference (§4) names for each.
+/// The objects, with the permissions Salesforce documents for each (`docs/emulator.md`).
 pub static OBJECTS: &[Object] = &[
     Object {
         name: "OauthToken",

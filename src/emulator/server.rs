@@ -337,7 +337,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Salesforce's headers on token-endpoint answers (reference §3.2).
+/// Salesforce's headers on token-endpoint answers (listed in `docs/emulator.md`).
 fn salesforce_headers(headers: &mut HeaderMap) {
     let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
         h.insert(k, HeaderValue::from_static(v));

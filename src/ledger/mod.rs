@@ -251,7 +251,7 @@ impl State {
     }
 }
 
-/// A warning from `causes.md`'s `warn.*` table, raised the moment the wire shows it.
+/// A warning of `docs/causes.md`, raised the moment the wire shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Warning {
     pub id: &'static str,

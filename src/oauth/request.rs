@@ -1,4 +1,4 @@
-//! Facts of a token request: what §0.2 of the Salesforce reference says to record, with
+//! Facts of a token request: what a diagnosis needs recorded, with
 //! secrets fingerprinted.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! JWT bearer assertions as Salesforce requires them (reference §2.5): RS256, `iss` the
+//! JWT bearer assertions as Salesforce requires them (Salesforce's JWT bearer flow documentation): RS256, `iss` the
 //! consumer key, `sub` the username, `aud` the login, test, My Domain or site URL, `exp` in
 //! epoch seconds no more than three minutes ahead.
 //!

@@ -1,8 +1,8 @@
 //! The rotated-token guard. Under refresh token rotation, presenting a refresh token that was
-//! already rotated away makes Salesforce revoke the whole token family (reference §2.2, KA
-//! 005316711), so such a refresh is never forwarded. A caller that arrives within the replay
-//! window with the same client credentials is a racing twin of the refresh that rotated it and
-//! gets that refresh's response; anyone else is refused on Salesforce's behalf.
+//! already rotated away makes Salesforce revoke the whole token family (Salesforce article
+//! 005316711 on rotation), so such a refresh is never forwarded. A caller that arrives within
+//! the replay window with the same client credentials is a racing twin of the refresh that
+//! rotated it and gets that refresh's response; anyone else is refused on Salesforce's behalf.
 //!
 //! Must never: keep a response past the replay window, or hand it to different credentials.
 

@@ -1,7 +1,7 @@
 //! What grantdoctor does about a failure, beyond explaining it:
 //!
 //! - **JWT bearer recovery**: a refresh that failed with `invalid_grant`, for a connected app
-//!   whose private key we hold, is rescued with a JWT bearer exchange (reference §2.5), one per
+//!   whose private key we hold, is rescued with a JWT bearer exchange (Salesforce's JWT bearer flow), one per
 //!   (host, client id, subject) at a time; a success is reused briefly, a failure starts a
 //!   cooldown so a broken app cannot hammer Salesforce's login limits.
 //! - **Refresh coalescing** ([`Flights`]): identical concurrent refreshes share one upstream

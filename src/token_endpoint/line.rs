@@ -1,4 +1,4 @@
-//! One log line per token exchange, in the schema of the README's "Logs" section, and the
+//! One log line per token exchange, in the schema the README documents, and the
 //! lines of what the exchange led to (a recovery, a coalesced or guarded refresh).
 //!
 //! Must never: log a parameter value other than `grant_type`, the client id and the user's
@@ -10,7 +10,7 @@ use crate::diagnose::{self, Diagnosis};
 use crate::ledger::Warning;
 use crate::oauth::{RequestFacts, ResponseFacts, short_client_id};
 
-/// The fields every token-exchange line carries (schema in DESIGN.md).
+/// The fields every token-exchange line carries (schema in the README's log section).
 pub(super) struct Line<'a> {
     pub event_id: &'a str,
     pub host: &'a str,
