@@ -151,12 +151,18 @@ pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
                 newer_approvals,
             });
             if let Some(org) = &entry.org_id {
+                // Only failures after this token was issued can share its cause (give or take
+                // the whole second of the `Date` a failure is timed by).
                 let mut others: Vec<super::Fp> = state
                     .refresh_failures_by_org
                     .get(&**org)
                     .map(|list| {
                         list.iter()
-                            .filter(|(at, other)| now - at <= 600_000 && *other != fp)
+                            .filter(|(at, other)| {
+                                now - at <= 600_000
+                                    && *at + 1_000 >= entry.issued_at
+                                    && *other != fp
+                            })
                             .map(|(_, other)| *other)
                             .collect()
                     })
