@@ -22,6 +22,11 @@ const SESSION_KEPT: Duration = Duration::from_secs(15 * 60);
 const API_VERSION: &str = "v60.0";
 /// Answers larger than this are not read (500 rows of these fields are far smaller).
 const ANSWER_CAP: usize = 4 * 1024 * 1024;
+/// How long what was read for a (user, app) is reused: a client retrying a dead token must not
+/// turn into a storm of queries.
+const FACTS_KEPT: Duration = Duration::from_secs(30);
+/// Queries per minute at most, far below any org's daily API allowance.
+const QUERIES_PER_MINUTE: u32 = 120;
 
 /// Why the org could not be asked. Messages carry hosts, ids and Salesforce's error text,
 /// never a token or the assertion.
@@ -69,6 +74,9 @@ pub struct OrgConnection {
     org_id: Mutex<Option<String>>,
     /// What was already logged about this connection's own problems: once per cause.
     told: Mutex<HashSet<String>>,
+    facts: Mutex<std::collections::HashMap<(String, String), (Instant, super::OrgFacts)>>,
+    /// The current minute's start and the queries made in it.
+    budget: Mutex<(Instant, u32)>,
 }
 
 impl std::fmt::Debug for OrgConnection {
@@ -95,7 +103,37 @@ impl OrgConnection {
             session: tokio::sync::Mutex::new(None),
             org_id: Mutex::new(None),
             told: Mutex::new(HashSet::new()),
+            facts: Mutex::new(std::collections::HashMap::new()),
+            budget: Mutex::new((Instant::now(), 0)),
         }
+    }
+
+    /// What was read for this user and app in the last seconds.
+    pub fn recent_facts(&self, user_id: &str, app: &str) -> Option<super::OrgFacts> {
+        let facts = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+        facts
+            .get(&(user_id.to_owned(), app.to_owned()))
+            .filter(|(at, _)| at.elapsed() < FACTS_KEPT)
+            .map(|(_, facts)| facts.clone())
+    }
+
+    pub fn keep_facts(&self, user_id: &str, app: &str, read: super::OrgFacts) {
+        let mut facts = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+        facts.retain(|_, (at, _)| at.elapsed() < FACTS_KEPT);
+        facts.insert((user_id.to_owned(), app.to_owned()), (Instant::now(), read));
+    }
+
+    /// Whether `n` more queries fit this minute's budget (and counts them if so).
+    pub fn may_query(&self, n: u32) -> bool {
+        let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
+        if budget.0.elapsed() >= Duration::from_secs(60) {
+            *budget = (Instant::now(), 0);
+        }
+        let fits = budget.1 + n <= QUERIES_PER_MINUTE;
+        if fits {
+            budget.1 += n;
+        }
+        fits
     }
 
     pub fn serves_host(&self, host: &str) -> bool {

@@ -70,6 +70,18 @@ pub(super) async fn phase(
         return diagnosis;
     };
     let limit = view.approval_limit;
+    if let Some(facts) = conn.recent_facts(&user_id, &app) {
+        return org::confirm(&diagnosis, &token, &facts, limit, now);
+    }
+    // An approvals query and a User query, plus UserLogin.
+    if !conn.may_query(3) {
+        conn.tell_once(
+            "rate_limited",
+            "more confirmations than the per-minute query budget: the rest are answered unconfirmed",
+            "nothing to fix unless this lasts: a client is retrying failures at a high rate",
+        );
+        return diagnosis;
+    }
     let unconfirmed = diagnosis.clone();
     let work = tokio::spawn(async move {
         let facts = OrgFacts {
@@ -80,8 +92,11 @@ pub(super) async fn phase(
                 org::records::user(&conn, org::records::UserKey::Id(&user_id)).await,
             )
             .flatten(),
-            app,
+            app: app.clone(),
         };
+        if facts.approvals.is_some() {
+            conn.keep_facts(&user_id, &app, facts.clone());
+        }
         org::confirm(&unconfirmed, &token, &facts, limit, now)
     });
     let mut work = work;
