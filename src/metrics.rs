@@ -270,7 +270,10 @@ const KNOWN_LABELS: &[(&str, &[LabelValues])] = &[
         "token_exchanges",
         &[
             ("grant_type", GRANT_TYPES),
-            ("outcome", &["success", "error", "not_inspected", "refused"]),
+            (
+                "outcome",
+                &["success", "error", "not_inspected", "refused", "blocked"],
+            ),
         ],
     ),
     ("upstream_errors", &[("kind", &["connect", "request"])]),
@@ -395,12 +398,14 @@ impl Metrics {
     }
 
     /// One token exchange read from upstream, `grant_type` as the request said it.
-    pub fn token_exchange_took(&self, grant_type: &str, outcome: &'static str, took: Duration) {
+    pub fn token_exchange_took(
+        &self,
+        grant: crate::oauth::GrantType,
+        outcome: &'static str,
+        took: Duration,
+    ) {
         self.token_exchange_duration
-            .get_or_create(&vec![
-                ("grant_type", grant_label(grant_type)),
-                ("outcome", outcome),
-            ])
+            .get_or_create(&vec![("grant_type", grant.label()), ("outcome", outcome)])
             .observe(took.as_secs_f64());
     }
 
@@ -438,17 +443,6 @@ impl Metrics {
 
 /// The grant type label: the known ones by name, anything else one value, so a client
 /// cannot grow the label set.
-fn grant_label(grant_type: &str) -> &'static str {
-    match grant_type {
-        "" => "none",
-        known => GRANT_TYPES
-            .iter()
-            .copied()
-            .find(|g| *g == known)
-            .unwrap_or("other"),
-    }
-}
-
 /// Why a client's TLS handshake failed, from the error the acceptor returned. Alerts the
 /// client sent name the usual culprit: it does not trust grantdoctor's CA.
 pub fn tls_failure_reason(error: &std::io::Error) -> &'static str {
@@ -543,8 +537,16 @@ mod tests {
     #[test]
     fn a_token_exchange_lands_in_its_bucket_and_an_odd_grant_type_is_other() {
         let m = Metrics::default();
-        m.token_exchange_took("refresh_token", "success", Duration::from_millis(40));
-        m.token_exchange_took("urn:made:up", "error", Duration::from_millis(3));
+        m.token_exchange_took(
+            crate::oauth::GrantType::RefreshToken,
+            "success",
+            Duration::from_millis(40),
+        );
+        m.token_exchange_took(
+            crate::oauth::GrantType::parse(Some("urn:made:up")),
+            "error",
+            Duration::from_millis(3),
+        );
         let text = m.render();
         for line in [
             "grantdoctor_token_exchange_duration_seconds_bucket{le=\"0.025\",grant_type=\"refresh_token\",outcome=\"success\"} 0",

@@ -2,7 +2,7 @@
 //! request), then identity errors, then the refresh-token causes from history.
 
 use crate::ledger::{LedgerView, TokenHistory, fmt_ms};
-use crate::oauth::{JWT_BEARER, ProxyFailure, RequestFacts, ResponseFacts, TokenPresence};
+use crate::oauth::{GrantType, ProxyFailure, RequestFacts, ResponseFacts, TokenPresence};
 
 use super::hosts::{HostKind, same_org_family};
 use super::{DeclaredPolicy, Findings, Policies};
@@ -68,14 +68,14 @@ pub(super) fn apply(
         return;
     };
     let desc = |prefix: &str| resp.description_is(prefix);
-    let grant = req.grant();
+    let grant = req.grant;
     match error {
         "invalid_grant" if desc("expired access/refresh token") => {
             refresh_expired(req, view, policies, now, f)
         }
         "invalid_grant" if desc("expired authorization code") => match grant {
-            "refresh_token" => concurrent_refresh(view, f),
-            JWT_BEARER => assertion_expired(req, now, f),
+            GrantType::RefreshToken => concurrent_refresh(view, f),
+            GrantType::JwtBearer => assertion_expired(req, now, f),
             _ => code_expired(view, f),
         },
         "invalid_grant" if desc("invalid code verifier") => {
@@ -91,11 +91,12 @@ pub(super) fn apply(
             );
         }
         "invalid_grant" if desc("authentication failure") || desc("invalid user credentials") => {
-            if grant == "password" {
+            if grant == GrantType::Password {
                 password_failure(req, view, f);
             } else {
                 f.add("sf.unknown", 0.5, vec![format!(
-                    "`authentication failure` on a {grant} exchange: the user's, org's or app's settings refused the login; Login History shows which"
+                    "`authentication failure` on a {} exchange: the user's, org's or app's settings refused the login; Login History shows which",
+                    grant_name(req)
                 )]);
             }
         }
@@ -209,7 +210,7 @@ pub(super) fn apply(
         "invalid_client" | "invalid_client_credentials" => invalid_client(req, view, f),
         "invalid_client_id" => {
             let id = req.client_id.as_deref().unwrap_or("(none)");
-            if grant == JWT_BEARER {
+            if grant == GrantType::JwtBearer {
                 f.add(
                     "sf.jwt.unknown_issuer",
                     0.92,
@@ -245,6 +246,11 @@ pub(super) fn apply(
     }
 }
 
+/// The grant type as the request sent it, for evidence lines.
+fn grant_name(req: &RequestFacts) -> &str {
+    req.grant_type.as_deref().unwrap_or("(no grant type)")
+}
+
 fn user_line(req: &RequestFacts) -> String {
     let user = req
         .username
@@ -252,7 +258,7 @@ fn user_line(req: &RequestFacts) -> String {
         .or_else(|| req.jwt.as_ref().and_then(|j| j.sub.clone()));
     match user {
         Some(user) => format!("user {user}"),
-        None => format!("the user of this {} exchange", req.grant()),
+        None => format!("the user of this {} exchange", grant_name(req)),
     }
 }
 
@@ -751,21 +757,9 @@ fn malformed(req: &RequestFacts, f: &mut Findings) {
             req.content_type.as_deref().unwrap_or("absent")
         ));
     }
-    match req.grant_type.as_deref() {
-        None => evidence.push("no grant_type parameter".into()),
-        Some(g)
-            if ![
-                "authorization_code",
-                "refresh_token",
-                "password",
-                "client_credentials",
-                JWT_BEARER,
-                "urn:ietf:params:oauth:grant-type:saml2-bearer",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-                "device",
-            ]
-            .contains(&g) =>
-        {
+    match (req.grant, req.grant_type.as_deref()) {
+        (GrantType::Missing, _) => evidence.push("no grant_type parameter".into()),
+        (GrantType::Other, Some(g)) => {
             evidence.push(format!("grant_type `{g}` is not a Salesforce grant type"))
         }
         _ => {}
@@ -785,7 +779,7 @@ fn scope_on_refresh(req: &RequestFacts, f: &mut Findings) {
             0.97,
             vec![format!(
                 "the {} request carried a `scope` parameter, which Salesforce refuses there",
-                req.grant()
+                grant_name(req)
             )],
         );
     } else {

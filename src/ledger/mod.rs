@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::oauth::{RequestFacts, ResponseFacts};
+use crate::oauth::{GrantType, RequestFacts, ResponseFacts};
 
 pub use dead::{Absorbed, BODY_KEPT_MAX, DeadToken, KeptCause, STORM_PER_MINUTE};
 pub use store::{Commit, Retention, StoreHooks};
@@ -471,9 +471,9 @@ fn apply_success(
         }
     }
     let new_fp = success.refresh_token_fp.as_deref().map(fp_key);
-    let grant = req.grant();
+    let grant = req.grant;
     note_client_success(state, &client, req, success, now);
-    if grant == crate::oauth::JWT_BEARER
+    if grant == GrantType::JwtBearer
         && let Some(subject) = req.subject_fp.as_deref().map(fp_key)
     {
         state.subjects.entry(subject).or_insert(now);
@@ -490,7 +490,7 @@ fn apply_success(
         }
         state.jwt_failures.remove(&subject);
     }
-    if grant == "refresh_token" {
+    if grant == GrantType::RefreshToken {
         let presented = req.refresh_fp().map(fp_key);
         // A token issued before grantdoctor watched: from now on it is known, so that its
         // rotation is remembered and the guard can protect its family.
@@ -540,7 +540,7 @@ fn apply_success(
         }
         return;
     }
-    if grant == "authorization_code"
+    if grant == GrantType::AuthorizationCode
         && let Some(code) = &req.code_fp
     {
         state.codes.insert(fp_key(code), now);
@@ -548,13 +548,13 @@ fn apply_success(
             state.codes.retain(|_, at| now - *at < CODES_KEPT_MS);
         }
     }
-    if grant == "password"
+    if grant == GrantType::Password
         && let Some(u) = &req.username_fp
     {
         state.password_failures.remove(&fp_key(u));
         state.password_success_hosts.insert(req.host.clone(), true);
     }
-    if grant == "authorization_code" && new_fp.is_none() {
+    if grant == GrantType::AuthorizationCode && new_fp.is_none() {
         warnings.push(Warning {
             id: "warn.no_refresh_token",
             message: format!(
@@ -565,7 +565,7 @@ fn apply_success(
     }
     // Only an interactive authorization says whether the app asks for refresh tokens: JWT
     // bearer, password and client credentials never return one, whatever the scopes.
-    if grant == "authorization_code" {
+    if grant == GrantType::AuthorizationCode {
         let authorization = Authorization {
             at: issued_at,
             host: host.clone(),
@@ -581,7 +581,7 @@ fn apply_success(
         refresh_fp: new_fp.and_then(std::num::NonZeroU64::new),
     };
     if let Some(fp) = new_fp {
-        let issued_by = state.intern(grant);
+        let issued_by = state.intern(grant.as_str());
         state.refresh.insert(
             fp,
             RefreshEntry::issued(
@@ -625,7 +625,7 @@ fn apply_success(
             });
         }
     }
-    if grant == crate::oauth::JWT_BEARER
+    if grant == GrantType::JwtBearer
         && let Some(exp) = req.jwt.as_ref().and_then(|j| j.exp)
         && exp * 1000.0 - now as f64 > 180_000.0
     {
@@ -646,7 +646,7 @@ fn apply_failure(
     now: i64,
     warnings: &mut Vec<Warning>,
 ) {
-    if req.grant() == "password" && resp.error.is_some() {
+    if req.grant == GrantType::Password && resp.error.is_some() {
         *state
             .password_failures_by_host
             .entry(req.host.clone())
@@ -664,7 +664,7 @@ fn apply_failure(
             }
         }
     }
-    if req.grant() == crate::oauth::JWT_BEARER
+    if req.grant == GrantType::JwtBearer
         && let Some(subject) = req.subject_fp.as_deref().map(fp_key)
     {
         state.subjects.entry(subject).or_insert(now);
@@ -696,7 +696,7 @@ fn apply_failure(
             ..ClientRecord::default()
         });
     }
-    if req.grant() == "refresh_token"
+    if req.grant == GrantType::RefreshToken
         && let Some(fp) = req.refresh_fp().map(fp_key)
         && let Some(entry) = state.refresh.get_mut(&fp)
     {

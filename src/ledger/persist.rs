@@ -76,7 +76,7 @@ pub(crate) fn rows_for(
     // Each authorization is a record of its own: rewriting a user's whole list on every
     // exchange would make each write grow with history.
     if let Some(success) = &resp.success
-        && req.grant() != "refresh_token"
+        && req.grant != crate::oauth::GrantType::RefreshToken
     {
         let key: (super::Sym, super::Sym, super::Sym) = (
             success.org_id.as_deref().unwrap_or_default().into(),

@@ -6,12 +6,14 @@
 
 mod codec;
 mod fingerprint;
+mod grant;
 pub mod jwt;
 mod request;
 mod response;
 
 pub use codec::{decode_body, encode_body};
 pub use fingerprint::{Fingerprinter, short_client_id};
+pub use grant::GrantType;
 pub use request::{
     ClientIdSource, JwtFacts, RequestFacts, TokenPresence, TokenShape, basic_credentials,
 };

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use http::{HeaderMap, header};
 use serde::Serialize;
 
-use super::Fingerprinter;
 use super::jwt;
+use super::{Fingerprinter, GrantType};
 
 /// Where the client id came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,7 +88,10 @@ pub struct RequestFacts {
     pub form_encoded: bool,
     /// The body parses as JSON: the classic cause of `unsupported_grant_type`.
     pub json_body: bool,
+    /// As sent, for the log line.
     pub grant_type: Option<String>,
+    /// Parsed once: what rules and the ledger compare.
+    pub grant: GrantType,
     pub client_id: Option<String>,
     pub client_id_source: ClientIdSource,
     pub has_client_secret: bool,
@@ -197,6 +200,7 @@ impl RequestFacts {
             grant_type: get("grant_type")
                 .filter(|g| !g.is_empty())
                 .map(str::to_owned),
+            grant: GrantType::parse(get("grant_type")),
             client_id,
             client_id_source,
             has_client_secret: get("client_secret").is_some_and(|s| !s.is_empty())
@@ -218,10 +222,6 @@ impl RequestFacts {
             jwt_malformed: assertion.is_some() && decoded.is_none(),
             jwt,
         }
-    }
-
-    pub fn grant(&self) -> &str {
-        self.grant_type.as_deref().unwrap_or("")
     }
 
     pub fn refresh_fp(&self) -> Option<&str> {
@@ -276,7 +276,7 @@ mod tests {
             "grant_type=refresh_token&client_id=3MVG9x&refresh_token=5Aep861SECRET",
             "application/x-www-form-urlencoded",
         );
-        assert_eq!(f.grant(), "refresh_token");
+        assert_eq!(f.grant, GrantType::RefreshToken);
         assert_eq!(f.client_id.as_deref(), Some("3MVG9x"));
         assert_eq!(f.host, "login.salesforce.com");
         let text = serde_json::to_string(&f).unwrap();

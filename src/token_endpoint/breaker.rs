@@ -31,7 +31,7 @@ pub(super) fn dead_token(
     line: &Line<'_>,
     now: i64,
 ) -> Option<DeadToken> {
-    let dies = facts.grant() == "refresh_token"
+    let dies = facts.grant == crate::oauth::GrantType::RefreshToken
         && facts.refresh_fp().is_some()
         && outcome.error_is("invalid_grant")
         && outcome.description_is("expired access/refresh token")
@@ -94,7 +94,7 @@ pub(super) async fn answer<S: Upstream>(
         token_fp: ex.facts.refresh_fp(),
         latency_ms: ex.started.elapsed().as_secs_f64() * 1000.0,
     };
-    observer.count_exchange("refresh_token", "blocked");
+    observer.count_exchange(crate::oauth::GrantType::RefreshToken, "blocked");
     Metrics::count(
         &observer.metrics.diagnoses,
         &[("cause", "gd.dead_token_retried")],

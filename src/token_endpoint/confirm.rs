@@ -16,7 +16,7 @@ use crate::org::{self, OrgFacts};
 
 /// Whether the diagnosis needs the org: an E1 refresh whose causes no recorded fact decides.
 fn undecided(facts: &RequestFacts, outcome: &ResponseFacts, diagnosis: &Diagnosis) -> bool {
-    facts.grant() == "refresh_token"
+    facts.grant == crate::oauth::GrantType::RefreshToken
         && outcome.error_is("invalid_grant")
         && outcome.description_is("expired access/refresh token")
         && !diagnosis

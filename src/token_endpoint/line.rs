@@ -30,7 +30,7 @@ impl Line<'_> {
             .as_deref()
             .map(short_client_id)
             .unwrap_or_default();
-        let grant_type = self.facts.grant();
+        let grant_type = self.facts.grant_type.as_deref().unwrap_or("");
         let (org_id, user_id, token_fp) = (
             self.org_id.unwrap_or(""),
             self.user_id.unwrap_or(""),

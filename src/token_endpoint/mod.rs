@@ -101,20 +101,10 @@ impl Observer {
 }
 
 impl Observer {
-    fn count_exchange(&self, grant_type: &str, outcome: &'static str) {
-        // Grant types are a small known set; anything else is one label value.
-        let grant = match grant_type {
-            "authorization_code" => "authorization_code",
-            "refresh_token" => "refresh_token",
-            "password" => "password",
-            "client_credentials" => "client_credentials",
-            oauth::JWT_BEARER => oauth::JWT_BEARER,
-            "" => "none",
-            _ => "other",
-        };
+    fn count_exchange(&self, grant: oauth::GrantType, outcome: &'static str) {
         crate::metrics::Metrics::count(
             &self.metrics.token_exchanges,
-            &[("grant_type", grant), ("outcome", outcome)],
+            &[("grant_type", grant.label()), ("outcome", outcome)],
         );
     }
 }
@@ -272,7 +262,7 @@ async fn exchange<S: Upstream>(
         Ok(Buffered::TooLarge(_)) => {
             // Forwarded unread, a padded refresh of a rotated token would pass the guard and
             // revoke its family. Salesforce's own token requests are a few hundred bytes.
-            observer.count_exchange("", "refused");
+            observer.count_exchange(oauth::GrantType::Missing, "refused");
             crate::metrics::Metrics::count(
                 &observer.metrics.client_errors,
                 &[("kind", "token_request_too_large")],
@@ -301,7 +291,7 @@ async fn exchange<S: Upstream>(
         &bytes,
         &observer.fingerprints,
     );
-    let presented = (facts.grant() == "refresh_token")
+    let presented = (facts.grant == oauth::GrantType::RefreshToken)
         .then(|| facts.refresh_fp().map(crate::ledger::fp_key))
         .flatten();
     let ex = Exchange {
@@ -464,7 +454,7 @@ async fn observe<S: Upstream>(
             drop(in_flight);
             return Observed::Passthrough(match unreadable {
                 Unreadable::TooLarge(parts, rest) => {
-                    observer.count_exchange(facts.grant(), "not_inspected");
+                    observer.count_exchange(facts.grant, "not_inspected");
                     not_inspected(
                         host,
                         "response body over the cap",
@@ -474,7 +464,7 @@ async fn observe<S: Upstream>(
                     Response::from_parts(parts, rest)
                 }
                 Unreadable::Undecodable(parts, raw, reason) => {
-                    observer.count_exchange(facts.grant(), "not_inspected");
+                    observer.count_exchange(facts.grant, "not_inspected");
                     not_inspected(host, reason, parts.status.as_u16(), started);
                     Response::from_parts(parts, body::full(raw))
                 }
@@ -552,10 +542,10 @@ async fn observe<S: Upstream>(
     } else {
         "error"
     };
-    observer.count_exchange(facts.grant(), outcome_label);
+    observer.count_exchange(facts.grant, outcome_label);
     observer
         .metrics
-        .token_exchange_took(facts.grant(), outcome_label, started.elapsed());
+        .token_exchange_took(facts.grant, outcome_label, started.elapsed());
     for warning in &warnings {
         crate::metrics::Metrics::count(&observer.metrics.warnings, &[("id", warning.id)]);
     }

@@ -59,7 +59,7 @@ pub(super) async fn attempt<S: Upstream>(
     let Some(recovery) = &observer.recovery else {
         return Rescued::Not(None);
     };
-    if facts.grant() != "refresh_token" || !outcome.error_is("invalid_grant") {
+    if facts.grant != oauth::GrantType::RefreshToken || !outcome.error_is("invalid_grant") {
         return Rescued::Not(None);
     }
     let started = Instant::now();
@@ -234,10 +234,10 @@ async fn jwt_exchange<S: Upstream>(
         tracing::warn!(event = "warning", id = warning.id, message = %warning.message, host = route.host, grant_type = oauth::JWT_BEARER, client_id = short_client_id(&key.client_id));
     }
     if outcome.success.is_some() {
-        observer.count_exchange(oauth::JWT_BEARER, "success");
+        observer.count_exchange(oauth::GrantType::JwtBearer, "success");
         return Outcome::Recovered(Arc::new(Finished { parts, body: raw }));
     }
-    observer.count_exchange(oauth::JWT_BEARER, "error");
+    observer.count_exchange(oauth::GrantType::JwtBearer, "error");
     let diagnosis = diagnose::diagnose(&facts, &outcome, &view, &observer.policies, now);
     let reason = (!outcome.json).then(|| format!("HTTP {status} without a JSON error body"));
     Outcome::Failed(Arc::new(Failure {
