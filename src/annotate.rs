@@ -11,6 +11,19 @@ use serde_json::json;
 use crate::diagnose::{Diagnosis, info};
 use crate::oauth;
 
+/// The response headers grantdoctor writes: a public interface (the README lists them), so a
+/// misspelling is a compile error rather than a silently missing header.
+pub mod headers {
+    pub const CAUSE: &str = "grantdoctor-cause";
+    pub const CAUSES: &str = "grantdoctor-causes";
+    pub const BASIS: &str = "grantdoctor-basis";
+    pub const EVENT: &str = "grantdoctor-event";
+    pub const RECOVERY: &str = "grantdoctor-recovery";
+    pub const RECOVERY_CAUSE: &str = "grantdoctor-recovery-cause";
+    pub const RECOVERED: &str = "grantdoctor-recovered";
+    pub const BLOCKED: &str = "grantdoctor-blocked";
+}
+
 /// Where annotations go.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
@@ -197,16 +210,16 @@ pub fn apply(
                 headers.insert(name, v);
             }
         };
-        set(headers, "grantdoctor-cause", top);
+        set(headers, self::headers::CAUSE, top);
         if let Some(basis) = diagnosis.top().map(|c| c.basis) {
-            set(headers, "grantdoctor-basis", basis.as_str());
+            set(headers, self::headers::BASIS, basis.as_str());
         }
-        set(headers, "grantdoctor-causes", &diagnosis.header_value());
-        set(headers, "grantdoctor-event", event_id);
+        set(headers, self::headers::CAUSES, &diagnosis.header_value());
+        set(headers, self::headers::EVENT, event_id);
         if let Some(note) = recovery {
-            set(headers, "grantdoctor-recovery", note.outcome);
+            set(headers, self::headers::RECOVERY, note.outcome);
             if let Some(cause) = note.cause {
-                set(headers, "grantdoctor-recovery-cause", cause);
+                set(headers, self::headers::RECOVERY_CAUSE, cause);
             }
         }
     }

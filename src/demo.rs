@@ -334,7 +334,7 @@ impl Client {
         let status = response.status().as_u16();
         let cause = response
             .headers()
-            .get("grantdoctor-cause")
+            .get(crate::annotate::headers::CAUSE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let bytes = response.into_body().collect().await?.to_bytes();

@@ -5,6 +5,9 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{self, ProxyBody};
 
+/// The header naming the kind of the proxy's own answer.
+pub const ERROR_HEADER: &str = "grantdoctor-error";
+
 /// Why the proxy answered itself instead of forwarding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -75,7 +78,7 @@ pub fn error(kind: ErrorKind, reason: impl std::fmt::Display) -> Response<ProxyB
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    headers.insert("grantdoctor-error", HeaderValue::from_static(kind.as_str()));
+    headers.insert(ERROR_HEADER, HeaderValue::from_static(kind.as_str()));
     response.extensions_mut().insert(OwnAnswer { kind, reason });
     response
 }

@@ -182,7 +182,7 @@ fn response(
         HeaderValue::from_static("no-cache,no-store"),
     );
     headers.insert(
-        "grantdoctor-blocked",
+        crate::annotate::headers::BLOCKED,
         HeaderValue::from_static("dead-refresh-token"),
     );
     let raw = Bytes::from(token.body.clone());

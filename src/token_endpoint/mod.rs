@@ -363,7 +363,7 @@ fn oversized_token_request(cap: usize) -> Response<ProxyBody> {
         http::HeaderValue::from_static("application/json;charset=UTF-8"),
     );
     headers.insert(
-        "grantdoctor-error",
+        reply::ERROR_HEADER,
         http::HeaderValue::from_static("token-request-too-large"),
     );
     response

@@ -130,17 +130,21 @@ pub(super) async fn attempt<S: Upstream>(
             let mut response = (*token).clone();
             let headers = &mut response.parts.headers;
             headers.insert(
-                "grantdoctor-recovered",
+                crate::annotate::headers::RECOVERED,
                 HeaderValue::from_static("jwt-bearer"),
             );
             // Annotations follow `--annotate` like every other; the recovery itself is not
             // an annotation and is always said.
             if observer.annotate.headers() {
-                set(headers, "grantdoctor-event", line.event_id);
+                set(headers, crate::annotate::headers::EVENT, line.event_id);
                 if let Some(top) = diagnosis.top() {
-                    set(headers, "grantdoctor-cause", top.id);
-                    set(headers, "grantdoctor-basis", top.basis.as_str());
-                    set(headers, "grantdoctor-causes", &diagnosis.header_value());
+                    set(headers, crate::annotate::headers::CAUSE, top.id);
+                    set(headers, crate::annotate::headers::BASIS, top.basis.as_str());
+                    set(
+                        headers,
+                        crate::annotate::headers::CAUSES,
+                        &diagnosis.header_value(),
+                    );
                 }
             }
             Rescued::Recovered(response)
@@ -275,7 +279,7 @@ pub(super) fn blocked(
         HeaderValue::from_static("no-cache,no-store"),
     );
     headers.insert(
-        "grantdoctor-blocked",
+        crate::annotate::headers::BLOCKED,
         HeaderValue::from_static("rotated-refresh-token"),
     );
     let event = event_id();
