@@ -27,6 +27,8 @@ pub struct OrgFacts {
     /// The user's live approvals for the app, when they could be read.
     pub approvals: Option<Vec<Approval>>,
     pub user: Option<UserRecord>,
+    /// The user's OAuth logins of the last hour, when they could be read.
+    pub logins: Option<Vec<super::LoginRow>>,
 }
 
 /// The diagnosis with what the records confirm marked `confirmed` and ranked first.
@@ -46,7 +48,34 @@ pub fn confirm(
     }
     out.causes
         .sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+    if let (Some(logins), Some(top)) = (&facts.logins, out.causes.first_mut()) {
+        top.evidence.extend(login_lines(logins, token));
+    }
     out
+}
+
+/// The user's failed logins as text: LoginHistory's statuses map to token errors only
+/// loosely, so they are shown, never counted as certain.
+fn login_lines(logins: &[super::LoginRow], token: &TokenHistory) -> Vec<String> {
+    let user = token.user_id.as_deref().unwrap_or("");
+    let mut by_status: std::collections::BTreeMap<&str, (usize, i64)> = Default::default();
+    for row in logins
+        .iter()
+        .filter(|r| r.status != "Success" && r.user_id.get(..15) == user.get(..15))
+    {
+        let entry = by_status.entry(row.status.as_str()).or_insert((0, row.at));
+        entry.0 += 1;
+        entry.1 = entry.1.max(row.at);
+    }
+    by_status
+        .into_iter()
+        .map(|(status, (count, last))| {
+            format!(
+                "LoginHistory: {count} login(s) of this user with status `{status}` in the last hour, last at {}",
+                fmt_ms(last)
+            )
+        })
+        .collect()
 }
 
 fn user_state(out: &mut Diagnosis, user: &UserRecord, org: &str) {
@@ -255,6 +284,7 @@ mod tests {
             app: "Acme Sync".into(),
             approvals: Some(rows),
             user: None,
+            logins: None,
         }
     }
 
@@ -315,6 +345,31 @@ mod tests {
         let before = priors();
         let d = confirm(&before, &token(UNSEEN), &facts(rows), 5, T);
         assert_eq!(d, before);
+    }
+
+    #[test]
+    fn failed_logins_of_the_user_are_shown_on_the_top_cause() {
+        let login = |user: &str, status: &str| super::super::LoginRow {
+            user_id: user.into(),
+            at: T,
+            status: status.into(),
+            application: "Acme Sync".into(),
+        };
+        let facts = OrgFacts {
+            logins: Some(vec![
+                login("005000000000001", "Failed: Not approved for access"),
+                login("005000000000001", "Success"),
+                login("005000000000999", "Invalid password"),
+            ]),
+            ..facts(vec![])
+        };
+        let d = confirm(&priors(), &token("authorization_code"), &facts, 5, T);
+        let evidence = d.top().unwrap().evidence.join("\n");
+        assert!(
+            evidence.contains("`Failed: Not approved for access`"),
+            "{evidence}"
+        );
+        assert!(!evidence.contains("Invalid password"), "{evidence}");
     }
 
     #[test]

@@ -73,8 +73,8 @@ pub(super) async fn phase(
     if let Some(facts) = conn.recent_facts(&user_id, &app) {
         return org::confirm(&diagnosis, &token, &facts, limit, now);
     }
-    // An approvals query and a User query, plus UserLogin.
-    if !conn.may_query(3) {
+    // Approvals, User, UserLogin and LoginHistory.
+    if !conn.may_query(4) {
         conn.tell_once(
             "rate_limited",
             "more confirmations than the per-minute query budget: the rest are answered unconfirmed",
@@ -92,6 +92,7 @@ pub(super) async fn phase(
                 org::records::user(&conn, org::records::UserKey::Id(&user_id)).await,
             )
             .flatten(),
+            logins: read(&conn, org::records::logins(&conn, now - 3_600_000).await),
             app: app.clone(),
         };
         if facts.approvals.is_some() {
