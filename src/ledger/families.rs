@@ -332,7 +332,14 @@ fn timeline(
             push(dead.died_at, "dead", *fp);
         }
     }
-    out.sort_by_key(|t| t.at);
+    // Upstream `Date` times are whole seconds, Salesforce's `issued_at` milliseconds: within
+    // one second, order by what must come first rather than by a truncated clock.
+    let stage = |what: &str| {
+        ["issued", "used", "rotated", "evicted", "failed", "dead"]
+            .iter()
+            .position(|s| *s == what)
+    };
+    out.sort_by_key(|t| (t.at / 1000, stage(t.what), t.at));
     out
 }
 
