@@ -240,3 +240,208 @@ async fn the_stream_delivers_a_failure_made_after_connecting() {
         "the token was streamed"
     );
 }
+
+/// A headless Chromium driven over WebDriver (Debian's `chromium` and `chromium-driver`),
+/// ended when dropped.
+struct Browser {
+    driver: std::process::Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+}
+
+impl Browser {
+    /// `None` when no driver is installed (outside CI: the test then reports itself skipped).
+    async fn start() -> Option<Self> {
+        common::install_crypto();
+        let driver = ["chromedriver", "/usr/bin/chromedriver"]
+            .into_iter()
+            .find(|p| {
+                std::process::Command::new(p)
+                    .arg("--version")
+                    .output()
+                    .is_ok()
+            })?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut browser = Self {
+            driver: child,
+            base,
+            session: String::new(),
+            http,
+        };
+        for _ in 0..100 {
+            if browser
+                .http
+                .get(format!("{}/status", browser.base))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let options = serde_json::json!({"capabilities": {"alwaysMatch": {"browserName": "chrome",
+            "goog:chromeOptions": {"args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                "--disable-dev-shm-usage", "--no-proxy-server", "--window-size=1500,1100"]}}}});
+        let session = browser.call("POST", "/session", options).await;
+        browser.session = session["sessionId"].as_str().expect("a session").to_owned();
+        Some(browser)
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "POST" => self
+                .http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+            "DELETE" => self.http.delete(url),
+            _ => self.http.get(url),
+        };
+        let text = request.send().await.unwrap().text().await.unwrap();
+        let answer: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: {text}"));
+        answer.get("value").cloned().unwrap_or(Value::Null)
+    }
+
+    async fn script(&self, source: &str) -> Value {
+        let path = format!("/session/{}/execute/sync", self.session);
+        self.call(
+            "POST",
+            &path,
+            serde_json::json!({"script": source, "args": []}),
+        )
+        .await
+    }
+
+    /// Types a cause into the page's filter; returns the shown rows' ranked causes.
+    async fn filter_by_cause(&self, cause: &str) -> Value {
+        self.script(&format!(
+            "var i = document.querySelector('input[name=cause]'); i.value = '{cause}';
+             i.dispatchEvent(new Event('input', {{ bubbles: true }}));
+             return Array.from(document.querySelectorAll('#failure-table tbody tr'))
+               .filter(function (r) {{ return !r.hidden; }})
+               .map(function (r) {{ return r.dataset.causes; }});"
+        ))
+        .await
+    }
+
+    /// Polls a script until it returns `true`.
+    async fn until(&self, what: &str, source: &str) {
+        for _ in 0..100 {
+            if self.script(source).await == Value::Bool(true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what}: not within 10 s");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test]
+async fn in_a_browser_a_new_failure_appears_without_reload() {
+    let Some(browser) = Browser::start().await else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs chromium and chromium-driver (.ci/run installs them)"
+        );
+        eprintln!("ignored: no chromedriver here (apt-get install chromium chromium-driver)");
+        return;
+    };
+    let stack = Stack::start(&[]);
+    let mut secrets = Secrets::default();
+    evicted_refresh(&stack, &mut secrets).await;
+    let admin = stack.proxy.admin.unwrap();
+    let path = format!("/session/{}/url", browser.session);
+    browser
+        .call(
+            "POST",
+            &path,
+            serde_json::json!({"url": format!("http://{admin}/")}),
+        )
+        .await;
+    browser
+        .until(
+            "the stream connects",
+            "return document.getElementById('live').textContent === 'live'",
+        )
+        .await;
+    let has = |text: &str| format!("return document.body.innerText.indexOf({text:?}) >= 0");
+    browser.until("the eviction is listed", &has(EVICTED)).await;
+    browser.until("the family is at 5/5", &has("5/5")).await;
+    browser
+        .until(
+            "the chart has data",
+            "return document.querySelectorAll('#chart rect').length > 0",
+        )
+        .await;
+    let failed = stack
+        .refresh(LOGIN, WEB, "5Aep861-never-issued-token")
+        .await;
+    let id = event_id(&failed);
+    browser
+        .until(
+            "the new failure appears without reload",
+            &format!("return !!document.getElementById('row-{id}')"),
+        )
+        .await;
+    // The filter hides, as one types, rows that do not name the cause (top or ranked).
+    let rows = browser.filter_by_cause(EVICTED).await;
+    let rows = rows.as_array().unwrap();
+    assert!(!rows.is_empty(), "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|c| c.as_str().unwrap().split(' ').any(|id| id == EVICTED)),
+        "{rows:?}"
+    );
+    assert_eq!(
+        browser.filter_by_cause("sf.no.such_cause").await,
+        serde_json::json!([])
+    );
+    browser.filter_by_cause("").await;
+    let html = browser
+        .script("return document.documentElement.outerHTML")
+        .await;
+    secrets.assert_absent("the page in the browser", html.as_str().unwrap());
+    let shot = browser
+        .call(
+            "GET",
+            &format!("/session/{}/screenshot", browser.session),
+            Value::Null,
+        )
+        .await;
+    use base64::Engine;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot.as_str().unwrap())
+        .unwrap();
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-page.png");
+    std::fs::write(&file, png).unwrap();
+    browser
+        .call(
+            "DELETE",
+            &format!("/session/{}", browser.session),
+            Value::Null,
+        )
+        .await;
+}

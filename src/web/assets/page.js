@@ -76,6 +76,8 @@
     who.appendChild(document.createTextNode(d.user));
     var cause = cell(tr), code = document.createElement('code');
     code.textContent = d.cause; cause.appendChild(code);
+    var kind = document.createElement('small'); kind.textContent = e.event || '';
+    cause.appendChild(document.createElement('br')); cause.appendChild(kind);
     var b = document.createElement('span');
     b.className = 'basis ' + (e.basis || '');
     b.textContent = e.basis === 'prior' ? 'prior (a guess)' : (e.basis || '');
