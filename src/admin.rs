@@ -1,4 +1,5 @@
-//! The admin port: `/healthz`, `/readyz`, `/metrics`, `/ca.pem`, `/events?limit=N`.
+//! The admin port: `/healthz`, `/readyz`, `/metrics`, `/ca.pem`, `/events?limit=N`, and the
+//! operator's page and its JSON (`/`, `/events/stream`, `/api/…`: see [`crate::web`]).
 //!
 //! Must never: serve the CA key, or anything but the CA certificate from the CA directory.
 
@@ -21,6 +22,8 @@ pub struct Admin {
     pub ca_pem: String,
     /// Draining (503) or degraded (200, with the reason) — shared with the proxy and ledger.
     pub health: Arc<crate::health::Health>,
+    /// The token path's observer, for the ledger the page's token families are read from.
+    pub observer: Arc<crate::token_endpoint::Observer>,
 }
 
 impl Admin {
@@ -82,25 +85,15 @@ impl Admin {
                 "application/x-pem-file",
                 self.ca_pem.clone(),
             ),
-            "/events" => {
-                let limit = req
-                    .uri()
-                    .query()
-                    .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "limit"))
-                    .and_then(|(_, v)| v.parse::<usize>().ok())
-                    .unwrap_or(100);
-                let events = crate::telemetry::recent_events(limit);
-                text(
-                    StatusCode::OK,
-                    "application/json",
-                    serde_json::Value::Array(events).to_string(),
-                )
-            }
-            _ => text(
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                "not found: /healthz /readyz /metrics /ca.pem /events\n".into(),
-            ),
+            "/events" => crate::web::recent_events(req.uri().query()),
+            path => match crate::web::route(path, req.uri().query(), &self.observer.ledger) {
+                Some(response) => response,
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "not found: / /healthz /readyz /metrics /ca.pem /events /events/stream /api/events /api/families\n".into(),
+                ),
+            },
         }
     }
 }

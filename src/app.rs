@@ -117,7 +117,9 @@ pub async fn serve(
     }
     observer.recovery = recovery;
     let metrics = observer.metrics.clone();
-    let mut state = ProxyState::new(policy, tls, overrides, client, Arc::new(observer), options);
+    // Shared with the admin port, which reads the ledger for the page's token families.
+    let observer = Arc::new(observer);
+    let mut state = ProxyState::new(policy, tls, overrides, client, observer.clone(), options);
     state.access = access;
     state.gateway = args.gateway.clone();
     state.health = health;
@@ -138,6 +140,7 @@ pub async fn serve(
         metrics,
         ca_pem,
         health: proxy.state().health.clone(),
+        observer,
     });
     let admin_task = tokio::spawn(admin.clone().serve(admin_listener));
     let addr = proxy.local_addr()?;

@@ -53,3 +53,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod token_endpoint;
 pub mod upstream;
+pub mod web;

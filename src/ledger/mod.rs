@@ -12,6 +12,7 @@
 //! Must never: hold a secret. Keys are fingerprints; usernames are fingerprinted too.
 
 mod dead;
+pub mod families;
 mod persist;
 mod store;
 mod view;

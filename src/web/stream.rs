@@ -1,0 +1,118 @@
+//! `/events/stream`: every kept event as a server-sent event, as it happens.
+//!
+//! The token path only ever does a non-blocking broadcast send; each reader has its own task
+//! that copies from the broadcast into a small channel the response body drains. A reader too
+//! slow to keep up fills its channel, its task stops draining the broadcast, and the broadcast
+//! drops the oldest lines for it alone: the reader is told how many with an SSE comment.
+//!
+//! Must never: block or slow the sender, or send anything but the kept JSON lines.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::body::{BodyError, ProxyBody};
+
+/// Proxies and load balancers close connections idle for a minute or so; a comment every
+/// 15 s keeps the stream open and lets the reader notice a dead server.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// Frames waiting for a slow reader before its share of the broadcast starts to lag.
+const QUEUED_FRAMES: usize = 64;
+
+/// The streaming response.
+pub fn response() -> Response<ProxyBody> {
+    use http_body_util::BodyExt;
+    let (tx, rx) = mpsc::channel(QUEUED_FRAMES);
+    let events = crate::telemetry::subscribe();
+    tokio::spawn(copy(events, tx));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Frames { rx }.boxed())
+        .expect("valid response")
+}
+
+/// One kept line as an SSE message: `id:` when the event has an id, then one `data:` line
+/// (JSON lines hold no newline, so one is enough).
+pub fn frame(line: &str) -> String {
+    let id = serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get("event_id")?.as_str().map(str::to_owned))
+        .filter(|id| !id.is_empty() && !id.contains(['\r', '\n']));
+    let mut out = String::with_capacity(line.len() + 40);
+    if let Some(id) = id {
+        out.push_str("id: ");
+        out.push_str(&id);
+        out.push('\n');
+    }
+    out.push_str("data: ");
+    out.push_str(line);
+    out.push_str("\n\n");
+    out
+}
+
+async fn copy(mut events: broadcast::Receiver<std::sync::Arc<str>>, tx: mpsc::Sender<Bytes>) {
+    // Sent at once so a reader knows the stream is open (and `curl -N` shows something).
+    if tx
+        .send(Bytes::from_static(b"retry: 3000\n: connected\n\n"))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    loop {
+        let frame = tokio::select! {
+            received = events.recv() => match received {
+                Ok(line) => frame(&line),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    format!(": lagged, {missed} events missed\n\n")
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = heartbeat.tick() => ": heartbeat\n\n".to_owned(),
+            () = tx.closed() => return,
+        };
+        if tx.send(Bytes::from(frame)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The response body: frames from the reader's channel, until the server side ends.
+struct Frames {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BodyError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|frame| frame.map(|bytes| Ok(http_body::Frame::data(bytes))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_carries_the_event_id_and_one_data_line() {
+        let line = r#"{"ts":"2026-12-01T10:00:00.000Z","event":"invalid_grant","event_id":"ev_1"}"#;
+        assert_eq!(frame(line), format!("id: ev_1\ndata: {line}\n\n"));
+        let line = r#"{"event":"not_inspected"}"#;
+        assert_eq!(frame(line), format!("data: {line}\n\n"));
+    }
+}
