@@ -2,6 +2,9 @@
 //! failures to a receiver written here (raw HTTP/1.1 on 127.0.0.1, recording every request,
 //! able to answer 500 the first N times). Payload, signature, dedup, retries, the Slack
 //! format, filters, a dead receiver that never delays a token answer, and a full queue.
+//!
+//! The runtimes are multi-threaded: the receivers run on them while a test blocks waiting
+//! for a log line.
 
 mod common;
 
@@ -75,6 +78,48 @@ impl Receiver {
         Self { addr, got }
     }
 
+    /// The same over TLS, with a leaf for `hooks.test` from a CA of its own (its PEM in the
+    /// returned directory, `ca.pem`).
+    async fn start_tls() -> (Self, tempfile::TempDir) {
+        common::install_crypto();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["hooks.test".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let key = rustls_pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der());
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key.into())
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let record = got.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, record) = (acceptor.clone(), record.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    if let Some(request) = read_request(tls, &AtomicUsize::new(0), 0).await {
+                        record.lock().unwrap().push(request);
+                    }
+                });
+            }
+        });
+        (Self { addr, got }, dir)
+    }
+
     fn url(&self) -> String {
         format!("http://{}/hook/{URL_TOKEN}?key={URL_TOKEN}", self.addr)
     }
@@ -99,7 +144,7 @@ impl Receiver {
 
 /// Reads one request and answers it (500 while fewer than `failures` came before it).
 async fn read_request(
-    mut stream: tokio::net::TcpStream,
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     seen: &AtomicUsize,
     failures: usize,
 ) -> Option<Received> {
@@ -185,7 +230,7 @@ fn events_of(stack: &Stack, kind: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_diagnosed_invalid_grant_is_posted_signed_with_its_fields_and_no_secret() {
     let receiver = Receiver::start(0).await;
     let config = format!(
@@ -256,7 +301,7 @@ async fn a_diagnosed_invalid_grant_is_posted_signed_with_its_fields_and_no_secre
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeats_within_the_dedup_window_are_held_back_and_counted_on_the_next_one() {
     let receiver = Receiver::start(0).await;
     let url = receiver.url();
@@ -295,7 +340,7 @@ async fn repeats_within_the_dedup_window_are_held_back_and_counted_on_the_next_o
     assert!(got[0].json().get("suppressed").is_none());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_failing_twice_gets_the_alert_on_the_third_attempt() {
     let receiver = Receiver::start(2).await;
     let url = receiver.url();
@@ -327,7 +372,7 @@ async fn a_receiver_failing_twice_gets_the_alert_on_the_third_attempt() {
     assert_eq!(receiver.received().len(), 3, "delivered once, then no more");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_slack_format_is_one_line_of_text() {
     let receiver = Receiver::start(0).await;
     let config = format!(
@@ -347,7 +392,7 @@ async fn the_slack_format_is_one_line_of_text() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filter_keeps_out_what_it_does_not_name() {
     let (only_warnings, everything) = (Receiver::start(0).await, Receiver::start(0).await);
     let config = format!(
@@ -367,7 +412,7 @@ async fn a_filter_keeps_out_what_it_does_not_name() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_receiver_never_delays_the_token_answer() {
     // A port with nothing behind it yet: the alert's first attempts fail to connect.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -391,7 +436,7 @@ async fn a_dead_receiver_never_delays_the_token_answer() {
     assert_eq!(failed[0]["reason"], "could not connect", "{failed:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_beyond_a_full_queue_are_dropped_and_counted() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", port.local_addr().unwrap());
@@ -421,6 +466,50 @@ async fn alerts_beyond_a_full_queue_are_dropped_and_counted() {
         0,
         "still retrying the first"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_receiver_is_reached_through_resolve_and_verified_against_upstream_ca() {
+    let (receiver, dir) = Receiver::start_tls().await;
+    let resolve = format!("hooks.test:443={}", receiver.addr);
+    let ca = dir.path().join("ca.pem").display().to_string();
+    let url = format!("https://hooks.test/hook/{URL_TOKEN}");
+    let stack = Stack::start(&[
+        "--resolve",
+        &resolve,
+        "--upstream-ca",
+        &ca,
+        "--webhook",
+        &url,
+    ]);
+    unknown_refresh(&stack, 1).await;
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].json()["event"], "invalid_grant");
+    assert_eq!(got[0].header("host"), "hooks.test");
+    assert_eq!(
+        metric(
+            &stack,
+            "grantdoctor_webhook_deliveries_total{outcome=\"retried\"}"
+        ),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_whose_certificate_is_not_trusted_is_never_sent_the_alert() {
+    let (receiver, _dir) = Receiver::start_tls().await;
+    let resolve = format!("hooks.test:443={}", receiver.addr);
+    let url = format!("https://hooks.test/hook/{URL_TOKEN}");
+    let stack = Stack::start(&["--resolve", &resolve, "--webhook", &url]);
+    unknown_refresh(&stack, 1).await;
+    let failed = stack
+        .proxy
+        .wait_for_event(|e| e["event"] == "webhook_failed");
+    assert_eq!(failed["host"], "hooks.test");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.starts_with("TLS: "), "{reason}");
+    assert!(!stack.proxy.raw_log().contains(URL_TOKEN));
+    assert!(receiver.received().is_empty());
 }
 
 #[test]

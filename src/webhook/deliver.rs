@@ -161,7 +161,7 @@ async fn attempt_once(
     };
     match tokio::time::timeout(timeout, exchange).await {
         Err(_) => Attempt::Retry(format!("no answer within {} s", timeout.as_secs_f64())),
-        Ok(Err(e)) if e.is_connect() => Attempt::Retry("could not connect".into()),
+        Ok(Err(e)) if e.is_connect() => Attempt::Retry(connect_reason(&e)),
         Ok(Err(_)) => Attempt::Retry("the request failed".into()),
         Ok(Ok(status)) if status.is_success() => Attempt::Delivered,
         Ok(Ok(status)) if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
@@ -169,6 +169,31 @@ async fn attempt_once(
         }
         Ok(Ok(status)) => Attempt::Refused(status),
     }
+}
+
+/// Why a connection failed, in words of the error chain that never hold the URL: a TLS
+/// failure (an untrusted receiver certificate is the usual one) says so; the rest is "could
+/// not connect".
+fn connect_reason(error: &(dyn std::error::Error + 'static)) -> String {
+    match tls_error(error) {
+        Some(tls) => format!("TLS: {tls}"),
+        None => "could not connect".into(),
+    }
+}
+
+/// The rustls error in a chain, through the `io::Error`s the connectors wrap it in.
+fn tls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(inner) = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        && let Some(tls) = tls_error(inner)
+    {
+        return Some(tls);
+    }
+    error.source().and_then(tls_error)
 }
 
 fn request(target: &Target, delivery: &Delivery) -> Request<crate::body::ProxyBody> {
