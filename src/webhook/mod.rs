@@ -232,6 +232,10 @@ async fn dispatch(
             }
             Err(RecvError::Closed) => return,
         };
+        let kind = payload::kind_of(&line);
+        if !routes.iter().any(|r| r.filter.wants_kind(kind)) {
+            continue;
+        }
         let Some(alert) = Alert::parse(&line) else {
             continue;
         };
