@@ -94,6 +94,9 @@ pub async fn serve(
         tracing::info!(event = "orgs_configured", orgs = args.orgs.len());
         observer.orgs = Some(Arc::new(orgs));
     }
+    // Subscribed before the listener opens: no alert of the first exchange is missed.
+    crate::webhook::start(&args, client.clone(), observer.metrics.clone())
+        .map_err(anyhow::Error::new)?;
     tracing::info!(
         event = "ledger_loaded",
         refresh_tokens = observer.ledger.known_refresh_tokens()
@@ -409,6 +412,7 @@ pub fn check_config(args: RunArgs, provenance: &crate::config::Provenance) -> an
     crate::tls::upstream_client_config(&args.upstream_ca)
         .map_err(|e| usage(format!("--upstream-ca: {e}")))?;
     recovery(&args)?;
+    crate::webhook::configured(&args)?;
     let data = usable_dir(&args.data_dir).map_err(|e| anyhow::anyhow!("--data-dir {e}"))?;
     let ca = usable_ca_dir(&args.ca_dir)?;
     let mut out = crate::config::render_with_sources(&args, provenance);

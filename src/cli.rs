@@ -394,6 +394,32 @@ pub struct RunArgs {
     #[arg(long, env = "GRANTDOCTOR_CONFIRM_TIMEOUT", default_value_t = 1.5)]
     pub confirm_timeout: f64,
 
+    /// POST every diagnosed failure, warning, recovery and block to this URL as JSON
+    /// (repeatable; `[[webhooks]]` in the file adds filters, Slack format and signing). The URL
+    /// is treated as a secret: logs and check-config show `scheme://host/…` only.
+    #[arg(
+        long = "webhook",
+        value_name = "URL",
+        env = "GRANTDOCTOR_WEBHOOK",
+        value_delimiter = ','
+    )]
+    pub webhook: Vec<crate::webhook::SecretUrl>,
+
+    /// Webhooks configured as `[[webhooks]]` tables of the configuration file.
+    #[arg(skip)]
+    pub webhooks: Vec<crate::webhook::WebhookConfig>,
+
+    /// Seconds during which repeats of an alert (same event, cause or warning id, org, user
+    /// and client id) are held back; the next one sent says how many with `suppressed`.
+    /// 0 sends every one.
+    #[arg(long, env = "GRANTDOCTOR_WEBHOOK_DEDUP", default_value_t = 600)]
+    pub webhook_dedup: u64,
+
+    /// Alerts waiting per webhook; more are dropped and counted
+    /// (`grantdoctor_webhook_dropped_total{reason="queue_full"}`).
+    #[arg(long, env = "GRANTDOCTOR_WEBHOOK_QUEUE", default_value_t = 1000)]
+    pub webhook_queue: usize,
+
     /// Log format: json (default when stdout is not a terminal) or pretty.
     #[arg(long, env = "GRANTDOCTOR_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,

@@ -69,6 +69,11 @@ pub struct FileConfig {
     pub recovery: Option<RecoveryFile>,
     /// `[[orgs]]`: org connections.
     pub orgs: Option<Vec<crate::org::OrgConfig>>,
+    pub webhook: Option<Vec<String>>,
+    /// `[[webhooks]]`: alert receivers.
+    pub webhooks: Option<Vec<crate::webhook::WebhookConfig>>,
+    pub webhook_dedup: Option<u64>,
+    pub webhook_queue: Option<usize>,
     pub log_format: Option<LogFormat>,
     pub log_file: Option<PathBuf>,
 }
@@ -251,6 +256,12 @@ pub fn merge(
     if let Some(orgs) = file.orgs {
         args.orgs = orgs;
     }
+    take!(webhook, each);
+    if let Some(webhooks) = file.webhooks {
+        args.webhooks = webhooks;
+    }
+    take!(webhook_dedup);
+    take!(webhook_queue);
     if unset("log_format") && file.log_format.is_some() {
         args.log_format = file.log_format;
     }
@@ -315,7 +326,7 @@ pub fn provenance(matches: &ArgMatches, loaded: Option<&Loaded>) -> Provenance {
         };
         values.insert(id.to_owned(), source);
     }
-    for table in ["recovery", "orgs"] {
+    for table in ["recovery", "orgs", "webhooks"] {
         if loaded.is_some_and(|l| l.keys.contains(table)) {
             values.insert(table.into(), Source::File);
         }
@@ -439,6 +450,12 @@ pub fn render(args: &RunArgs) -> String {
     line("approval_limit", args.approval_limit.to_string());
     line("dead_token_breaker", switch(args.dead_token_breaker));
     line("confirm_timeout", args.confirm_timeout.to_string());
+    line(
+        "webhook",
+        list(args.webhook.iter().map(|u| u.shown()).collect()),
+    );
+    line("webhook_dedup", args.webhook_dedup.to_string());
+    line("webhook_queue", args.webhook_queue.to_string());
     if let Some(format) = args.log_format {
         line(
             "log_format",
@@ -477,6 +494,7 @@ pub fn render(args: &RunArgs) -> String {
             out.push_str(&format!("apps = {{ {} }}\n", pairs.join(", ")));
         }
     }
+    out.push_str(&crate::webhook::render_tables(&args.webhooks));
     for app in &args.jwt_bearer {
         out.push_str("\n[[recovery.jwt_bearer]]\n");
         out.push_str(&format!("client_id = {}\n", quote(&app.client_id)));

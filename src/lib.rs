@@ -20,6 +20,7 @@
 //!   coalescing, the rotated-token guard, the dead-token breaker — and how it is told to the
 //!   client.
 //! - [`telemetry`]: the JSON log line format.
+//! - [`webhook`]: alerts POSTed to webhooks (JSON or Slack), filtered, deduplicated, signed.
 //! - [`emulator`]: a faithful Salesforce token endpoint (`grantdoctor emulate`).
 //! - [`cli`] and [`app`]: arguments and wiring.
 
@@ -54,3 +55,4 @@ pub mod tls;
 pub mod token_endpoint;
 pub mod upstream;
 pub mod web;
+pub mod webhook;

@@ -59,6 +59,8 @@ pub struct Metrics {
     /// streams afterwards and is the client's pace, not ours.
     pub request_duration: Histograms,
     pub client_tls_failures: Family<Labels, Counter>,
+    pub webhook_deliveries: Family<Labels, Counter>,
+    pub webhook_dropped: Family<Labels, Counter>,
     build_info: Family<Labels, Gauge>,
 }
 
@@ -92,6 +94,8 @@ impl Default for Metrics {
             token_exchange_duration: Family::new_with_constructor(latency_histogram),
             request_duration: Family::new_with_constructor(latency_histogram),
             client_tls_failures: Family::default(),
+            webhook_deliveries: Family::default(),
+            webhook_dropped: Family::default(),
             build_info: Family::default(),
             registry: Registry::default(),
         };
@@ -166,6 +170,16 @@ impl Default for Metrics {
                 "client_tls_failures",
                 "Intercepted connections whose TLS handshake with the client failed, by reason",
                 &metrics.client_tls_failures,
+            ),
+            (
+                "webhook_deliveries",
+                "Webhook delivery attempts by outcome (delivered, retried, failed)",
+                &metrics.webhook_deliveries,
+            ),
+            (
+                "webhook_dropped",
+                "Webhook alerts dropped, by reason (queue_full, gave_up)",
+                &metrics.webhook_dropped,
             ),
         ];
         for (name, help, family) in families {
@@ -325,6 +339,11 @@ const KNOWN_LABELS: &[(&str, &[LabelValues])] = &[
         &[("kind", &["request_body", "token_request_too_large"])],
     ),
     ("client_tls_failures", &[("reason", TLS_FAILURE_REASONS)]),
+    (
+        "webhook_deliveries",
+        &[("outcome", &["delivered", "retried", "failed"])],
+    ),
+    ("webhook_dropped", &[("reason", &["queue_full", "gave_up"])]),
 ];
 
 /// Creates a series at zero, if it is not there yet.
@@ -393,6 +412,8 @@ impl Metrics {
             "accept_failures" => &self.accept_failures,
             "client_errors" => &self.client_errors,
             "client_tls_failures" => &self.client_tls_failures,
+            "webhook_deliveries" => &self.webhook_deliveries,
+            "webhook_dropped" => &self.webhook_dropped,
             _ => return None,
         })
     }
