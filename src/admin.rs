@@ -75,11 +75,15 @@ impl Admin {
                     "draining\n".into(),
                 ),
             },
-            "/metrics" => text(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.metrics.render(),
-            ),
+            "/metrics" => {
+                // Read at scrape time: the counts cost a pass over the families, not the tokens.
+                self.metrics.set_ledger_sizes(self.observer.ledger.sizes());
+                text(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    self.metrics.render(),
+                )
+            }
             "/ca.pem" => text(
                 StatusCode::OK,
                 "application/x-pem-file",

@@ -53,6 +53,9 @@ pub struct Metrics {
     pub org_queries: Family<Labels, Counter>,
     pub ledger_write_errors: Counter,
     pub upstream_requests_saved: Counter,
+    /// What the ledger holds, set at each scrape: `kind` = tokens_known, families,
+    /// live_approvals, dead_tokens.
+    pub ledger_size: Family<Labels, Gauge>,
     /// Token exchanges that reached upstream and were read, by grant type and outcome.
     pub token_exchange_duration: Histograms,
     /// Forwarded (non-token) requests until the response headers, by host class: the body
@@ -91,6 +94,7 @@ impl Default for Metrics {
             org_queries: Family::default(),
             ledger_write_errors: Counter::default(),
             upstream_requests_saved: Counter::default(),
+            ledger_size: Family::default(),
             token_exchange_duration: Family::new_with_constructor(latency_histogram),
             request_duration: Family::new_with_constructor(latency_histogram),
             client_tls_failures: Family::default(),
@@ -189,6 +193,11 @@ impl Default for Metrics {
             "ledger_write_errors",
             "Ledger batches that failed to reach the database (kept and retried)",
             metrics.ledger_write_errors.clone(),
+        );
+        registry.register(
+            "ledger_size",
+            "What the ledger holds, by kind (tokens_known, families, live_approvals, dead_tokens), at the last scrape",
+            metrics.ledger_size.clone(),
         );
         registry.register(
             "upstream_requests_saved",
@@ -428,6 +437,20 @@ impl Metrics {
         self.token_exchange_duration
             .get_or_create(&vec![("grant_type", grant.label()), ("outcome", outcome)])
             .observe(took.as_secs_f64());
+    }
+
+    /// The ledger's sizes, read at scrape time.
+    pub fn set_ledger_sizes(&self, sizes: crate::ledger::LedgerSizes) {
+        for (kind, value) in [
+            ("tokens_known", sizes.tokens_known),
+            ("families", sizes.families),
+            ("live_approvals", sizes.live_approvals),
+            ("dead_tokens", sizes.dead_tokens),
+        ] {
+            self.ledger_size
+                .get_or_create(&vec![("kind", kind)])
+                .set(value as i64);
+        }
     }
 
     /// One forwarded request's wait for its response headers.

@@ -429,3 +429,32 @@ fn metric_names_are_read_out_of_promql() {
     assert!(metric_names("up{job=\"grantdoctor\"} == 0").is_empty());
     assert!(metric_names("my_grantdoctor_thing").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_gauges_count_tokens_families_and_live_approvals() {
+    let stack = Stack::start(&[]);
+    for _ in 0..6 {
+        let answer = stack
+            .web_login(
+                "3MVG9web",
+                "web-secret",
+                "alice@acme.com",
+                "api refresh_token",
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let admin = stack.proxy.admin.expect("an admin port");
+    let text = scrape(admin);
+    let gauge = |kind: &str| {
+        sample(
+            &text,
+            &format!("grantdoctor_ledger_size{{kind=\"{kind}\"}}"),
+        )
+    };
+    assert_eq!(gauge("tokens_known"), Some(6.0), "{text}");
+    assert_eq!(gauge("families"), Some(1.0));
+    // Six issued, the limit keeps five.
+    assert_eq!(gauge("live_approvals"), Some(5.0));
+    assert_eq!(gauge("dead_tokens"), Some(0.0));
+}

@@ -135,6 +135,15 @@ pub(crate) struct ClientRecord {
     pub refresh_len: Option<(usize, usize)>,
 }
 
+/// Counts of what the ledger holds (no ids, no fingerprints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerSizes {
+    pub tokens_known: usize,
+    pub families: usize,
+    pub live_approvals: usize,
+    pub dead_tokens: usize,
+}
+
 /// What a diagnosis concluded, as the ledger keeps it: the ledger records, the rules judge.
 #[derive(Debug, Clone, Default)]
 pub struct Judgement {
@@ -355,6 +364,29 @@ impl GrantLedger {
             store.write(row.into_iter().collect());
         }
         Some(absorbed)
+    }
+
+    /// What the ledger holds, for the gauges: refresh tokens known, token families (org, user,
+    /// client id) and their live approvals (issued refresh tokens, at most the limit each).
+    pub fn sizes(&self) -> LedgerSizes {
+        let state = self.lock();
+        let limit = state.approval_limit();
+        let live = state
+            .authorizations
+            .values()
+            .map(|list| {
+                list.iter()
+                    .filter(|a| a.refresh_fp.is_some())
+                    .count()
+                    .min(limit)
+            })
+            .sum();
+        LedgerSizes {
+            tokens_known: state.refresh.len(),
+            families: state.authorizations.len(),
+            live_approvals: live,
+            dead_tokens: state.dead.len(),
+        }
     }
 
     /// How many refresh tokens the ledger knows (for logs and tests).
