@@ -120,16 +120,21 @@ async fn examine_org(conn: &OrgConnection, limit: usize, now: i64) -> Vec<Findin
         }
     }
     let apps: Vec<&str> = conn.config.apps.values().map(String::as_str).collect();
+    let policy_rows = match records::app_policies(conn, &apps).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            report.unreadable("ConnectedApplication", &e);
+            Vec::new()
+        }
+    };
+    policies(&mut report, &policy_rows);
+    let idle_limits = idle_limits(&policy_rows);
     match records::approvals_of_apps(conn, &apps).await {
         Ok(rows) => {
-            approvals(&mut report, &rows, limit, now);
+            approvals(&mut report, &rows, limit, &idle_limits, now);
             approving_users(&mut report, conn, &rows).await;
         }
         Err(e) => report.unreadable("OauthToken", &e),
-    }
-    match records::app_policies(conn, &apps).await {
-        Ok(rows) => policies(&mut report, &rows),
-        Err(e) => report.unreadable("ConnectedApplication", &e),
     }
     match records::logins(conn, now - LOGINS_SINCE_MS).await {
         Ok(rows) => failed_logins(&mut report, &rows),
@@ -163,7 +168,31 @@ fn integration_user(report: &mut Report<'_>, user: &crate::org::UserRecord) {
     }
 }
 
-fn approvals(report: &mut Report<'_>, rows: &[crate::org::Approval], limit: usize, now: i64) {
+/// Per app name, how long an approval may go unused: the app's timed validity period when it
+/// has one, else the 30-day cap.
+fn idle_limits(policies: &[serde_json::Value]) -> BTreeMap<String, i64> {
+    policies
+        .iter()
+        .filter(|app| app["OptionsRefreshTokenValidityMetric"].as_bool() == Some(true))
+        .filter_map(|app| {
+            let hours = app["RefreshTokenValidityPeriod"]
+                .as_i64()
+                .filter(|h| *h > 0)?;
+            Some((
+                app["Name"].as_str()?.to_owned(),
+                (hours * 3_600_000).min(IDLE_CAP_MS),
+            ))
+        })
+        .collect()
+}
+
+fn approvals(
+    report: &mut Report<'_>,
+    rows: &[crate::org::Approval],
+    limit: usize,
+    idle_limits: &BTreeMap<String, i64>,
+    now: i64,
+) {
     let mut by_user: BTreeMap<(&str, &str), Vec<&crate::org::Approval>> = BTreeMap::new();
     for row in rows {
         by_user
@@ -187,9 +216,10 @@ fn approvals(report: &mut Report<'_>, rows: &[crate::org::Approval], limit: usiz
                 )],
             );
         }
+        let allowed = idle_limits.get(app).copied().unwrap_or(IDLE_CAP_MS);
         for idle in live
             .iter()
-            .filter(|a| now - a.last_used.unwrap_or(a.created) >= IDLE_CAP_MS)
+            .filter(|a| now - a.last_used.unwrap_or(a.created) >= allowed)
         {
             let last = idle.last_used.unwrap_or(idle.created);
             report.add(
@@ -198,10 +228,11 @@ fn approvals(report: &mut Report<'_>, rows: &[crate::org::Approval], limit: usiz
                 Some(app),
                 Some(user),
                 vec![format!(
-                    "OauthToken {} last used {} ({} days ago): past the 30-day idle cap, its refresh token fails where idle limits apply",
+                    "OauthToken {} last used {} ({} days ago): past what the app allows ({} h), its refresh token fails on next use",
                     idle.id,
                     fmt_ms(last),
-                    (now - last) / DAY_MS
+                    (now - last) / DAY_MS,
+                    allowed / 3_600_000
                 )],
             );
         }
@@ -329,4 +360,61 @@ pub fn render(findings: &[Finding]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: i64 = 1_764_000_000_000;
+
+    fn approval(created: i64, last_used: Option<i64>) -> crate::org::Approval {
+        crate::org::Approval {
+            id: "0CQ000000000001AAA".into(),
+            user_id: "005000000000001AAA".into(),
+            app: "Acme Sync".into(),
+            created,
+            last_used,
+            use_count: 1,
+        }
+    }
+
+    fn findings(
+        rows: &[crate::org::Approval],
+        policies: &[serde_json::Value],
+        now: i64,
+    ) -> Vec<&'static str> {
+        let mut report = Report {
+            org: "acme.my.salesforce.com",
+            findings: Vec::new(),
+        };
+        approvals(&mut report, rows, 5, &idle_limits(policies), now);
+        report.findings.iter().map(|f| f.id).collect()
+    }
+
+    #[test]
+    fn an_approval_idle_past_the_apps_validity_period_is_found() {
+        let policy = serde_json::json!({"Name": "Acme Sync", "OptionsRefreshTokenValidityMetric": true, "RefreshTokenValidityPeriod": 1});
+        let rows = [approval(T, Some(T))];
+        assert_eq!(
+            findings(&rows, std::slice::from_ref(&policy), T + 2 * 3_600_000),
+            ["sf.refresh.policy_idle_expiry"]
+        );
+        assert!(findings(&rows, &[policy], T + 1_800_000).is_empty());
+        // Without a timed policy only the 30-day cap applies.
+        assert!(findings(&rows, &[], T + 2 * 3_600_000).is_empty());
+        assert_eq!(
+            findings(&rows, &[], T + 31 * DAY_MS),
+            ["sf.refresh.policy_idle_expiry"]
+        );
+    }
+
+    #[test]
+    fn a_full_approval_list_is_found_once_per_user_and_app() {
+        let rows: Vec<_> = (0..5).map(|i| approval(T + i, Some(T + i))).collect();
+        assert_eq!(
+            findings(&rows, &[], T + 10),
+            ["warn.approval_limit_reached"]
+        );
+    }
 }

@@ -286,3 +286,34 @@ async fn doctor_without_orgs_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[[orgs]]"));
 }
+
+#[tokio::test]
+async fn a_deactivated_user_is_confirmed_from_the_user_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = org_config(dir.path(), "app");
+    let stack = Stack::start(&["--config", &config]);
+    let token = token_first_seen_in_use(&stack).await;
+    // An admin deactivates the user: Salesforce revokes the user's tokens with it.
+    stack
+        .emu
+        .control("PATCH", &format!("users/{ALICE}"), json!({"active": false}))
+        .await;
+    stack
+        .emu
+        .control("POST", &format!("users/{ALICE}/revoke"), json!({}))
+        .await;
+    let answer = stack.refresh(LOGIN, WEB, &token).await;
+    assert_eq!(
+        answer.body["error_description"],
+        "expired access/refresh token"
+    );
+    assert_eq!(answer.cause(), "sf.user.inactive", "{}", answer.body);
+    assert_eq!(header(&answer, "grantdoctor-basis"), "confirmed");
+    assert!(
+        answer
+            .evidence("sf.user.inactive")
+            .contains("IsActive = false"),
+        "{}",
+        answer.body
+    );
+}

@@ -29,6 +29,8 @@ pub struct OrgFacts {
     pub user: Option<UserRecord>,
     /// The user's OAuth logins of the last hour, when they could be read.
     pub logins: Option<Vec<super::LoginRow>>,
+    /// The app's `ConnectedApplication` row (policy fields), when it could be read.
+    pub app_policy: Option<serde_json::Value>,
 }
 
 /// The diagnosis with what the records confirm marked `confirmed` and ranked first.
@@ -45,6 +47,9 @@ pub fn confirm(
     }
     if let Some(rows) = &facts.approvals {
         approvals(&mut out, token, rows, facts, limit, now);
+    }
+    if let Some(app) = &facts.app_policy {
+        policy(&mut out, app, facts);
     }
     out.causes
         .sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
@@ -198,6 +203,40 @@ fn approvals(
     }
 }
 
+/// The app's refresh token policy fields: a validity period of 0 expires every refresh token
+/// at once; another period is shown on the policy causes (whether it is idle or absolute is
+/// not in these fields).
+fn policy(out: &mut Diagnosis, app: &serde_json::Value, facts: &OrgFacts) {
+    let timed = app["OptionsRefreshTokenValidityMetric"].as_bool() == Some(true);
+    let period = app["RefreshTokenValidityPeriod"].as_i64();
+    let id = app["Id"].as_str().unwrap_or("");
+    match (timed, period) {
+        (true, Some(0)) => mark(
+            out,
+            "sf.refresh.policy_immediate_expiry",
+            0.97,
+            vec![format!(
+                "ConnectedApplication {id} ({}) in {}: refresh token validity period 0, every refresh token expires at once",
+                facts.app, facts.org
+            )],
+        ),
+        (true, Some(hours)) => {
+            for finding in out.causes.iter_mut().filter(|f| {
+                matches!(
+                    f.id,
+                    "sf.refresh.policy_idle_expiry" | "sf.refresh.policy_absolute_expiry"
+                )
+            }) {
+                finding.evidence.push(format!(
+                    "ConnectedApplication {id} ({}): refresh tokens expire after {hours} h (idle or absolute)",
+                    facts.app
+                ));
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Makes `id` a confirmed cause (added if absent), with the records first in its evidence.
 fn mark(out: &mut Diagnosis, id: &'static str, confidence: f64, records: Vec<String>) {
     match out.causes.iter_mut().find(|f| f.id == id) {
@@ -285,6 +324,7 @@ mod tests {
             approvals: Some(rows),
             user: None,
             logins: None,
+            app_policy: None,
         }
     }
 
@@ -370,6 +410,21 @@ mod tests {
             "{evidence}"
         );
         assert!(!evidence.contains("Invalid password"), "{evidence}");
+    }
+
+    #[test]
+    fn an_app_that_expires_tokens_at_once_is_confirmed_from_its_policy_fields() {
+        let facts = OrgFacts {
+            app_policy: Some(serde_json::json!({
+                "Id": "0H4000000000001AAA",
+                "OptionsRefreshTokenValidityMetric": true,
+                "RefreshTokenValidityPeriod": 0
+            })),
+            ..facts(vec![approval(1, T)])
+        };
+        let d = confirm(&priors(), &token("authorization_code"), &facts, 5, T);
+        assert_eq!(d.top().unwrap().id, "sf.refresh.policy_immediate_expiry");
+        assert_eq!(d.top().unwrap().basis, Basis::Confirmed);
     }
 
     #[test]

@@ -73,8 +73,8 @@ pub(super) async fn phase(
     if let Some(facts) = conn.recent_facts(&user_id, &app) {
         return org::confirm(&diagnosis, &token, &facts, limit, now);
     }
-    // Approvals, User, UserLogin and LoginHistory.
-    if !conn.may_query(4) {
+    // Approvals, User, UserLogin, LoginHistory and ConnectedApplication.
+    if !conn.may_query(5) {
         conn.tell_once(
             "rate_limited",
             "more confirmations than the per-minute query budget: the rest are answered unconfirmed",
@@ -93,6 +93,8 @@ pub(super) async fn phase(
             )
             .flatten(),
             logins: read(&conn, org::records::logins(&conn, now - 3_600_000).await),
+            app_policy: read(&conn, org::records::app_policies(&conn, &[&app]).await)
+                .and_then(|rows| rows.into_iter().next()),
             app: app.clone(),
         };
         if facts.approvals.is_some() {
