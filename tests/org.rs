@@ -97,10 +97,15 @@ async fn an_eviction_by_authorizations_made_elsewhere_is_confirmed_from_oauthtok
         .proxy
         .wait_for_event(|e| e["event"] == "invalid_grant");
     assert_eq!(event["basis"], "confirmed");
-    // The log never holds the org connection's access token or assertion.
+    // The log never holds the org connection's access token or assertion, nor the
+    // application's tokens.
     let log = stack.proxy.raw_log();
     assert!(!log.contains("eyJ"), "an assertion was logged");
     assert!(!log.contains(&token));
+    let access_token_shaped = log.as_bytes().windows(16).any(|w| {
+        w.starts_with(b"00D") && w[15] == b'!' && w[..15].iter().all(u8::is_ascii_alphanumeric)
+    });
+    assert!(!access_token_shaped, "an access token was logged");
 }
 
 #[tokio::test]
