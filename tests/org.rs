@@ -328,13 +328,23 @@ fn check_config_shows_the_org_connections_and_the_confirmation_budget() {
     let dir = tempfile::tempdir().unwrap();
     let config = org_config(dir.path(), "app");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
-        .args(["check-config", "--config", &config, "--confirm-timeout", "0.5"])
+        .args([
+            "check-config",
+            "--config",
+            &config,
+            "--confirm-timeout",
+            "0.5",
+        ])
         .args(["--data-dir", &dir.path().join("data").display().to_string()])
         .args(["--ca-dir", &dir.path().join("certs").display().to_string()])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("[[orgs]]"), "{text}");
     assert!(text.contains("host = \"acme.my.salesforce.com\""), "{text}");
     assert!(text.contains("\"3MVG9web\" = \"web\""), "{text}");
@@ -345,5 +355,8 @@ fn check_config_shows_the_org_connections_and_the_confirmation_budget() {
         .map(|l| l.split(" #").next().unwrap_or(l))
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(toml::from_str::<toml::Value>(&rendered).is_ok(), "{rendered}");
+    assert!(
+        toml::from_str::<toml::Value>(&rendered).is_ok(),
+        "{rendered}"
+    );
 }
