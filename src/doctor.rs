@@ -144,19 +144,7 @@ async fn examine_org(conn: &OrgConnection, limit: usize, now: i64) -> Vec<Findin
 }
 
 fn integration_user(report: &mut Report<'_>, user: &crate::org::UserRecord) {
-    let mut evidence = Vec::new();
-    if !user.active {
-        evidence.push(format!("User {} has IsActive = false", user.id));
-    }
-    if user.frozen {
-        evidence.push(format!("UserLogin of {} has IsFrozen = true", user.id));
-    }
-    if user.password_locked {
-        evidence.push(format!(
-            "UserLogin of {} has IsPasswordLocked = true",
-            user.id
-        ));
-    }
+    let evidence = user.problems();
     if !evidence.is_empty() {
         report.add(
             "sf.user.inactive",
@@ -254,23 +242,8 @@ async fn approving_users(
     // Bounded: each user is one query against the org's daily API limit.
     for (user_id, app) in users.into_iter().take(MAX_USERS_READ) {
         match records::user(conn, UserKey::Id(user_id)).await {
-            Ok(Some(user)) if !user.active || user.frozen || user.password_locked => {
-                let mut evidence = Vec::new();
-                if !user.active {
-                    evidence.push(format!(
-                        "User {} ({}) has IsActive = false",
-                        user.id, user.username
-                    ));
-                }
-                if user.frozen {
-                    evidence.push(format!("UserLogin of {} has IsFrozen = true", user.id));
-                }
-                if user.password_locked {
-                    evidence.push(format!(
-                        "UserLogin of {} has IsPasswordLocked = true",
-                        user.id
-                    ));
-                }
+            Ok(Some(user)) if !user.problems().is_empty() => {
+                let mut evidence = user.problems();
                 evidence.push(format!(
                     "it holds approvals of {app}: its refreshes will fail"
                 ));

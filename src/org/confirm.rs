@@ -84,23 +84,9 @@ fn login_lines(logins: &[super::LoginRow], token: &TokenHistory) -> Vec<String> 
 }
 
 fn user_state(out: &mut Diagnosis, user: &UserRecord, org: &str) {
-    let mut lines = Vec::new();
-    if !user.active {
-        lines.push(format!(
-            "User {} ({}) has IsActive = false in {org}",
-            user.id, user.username
-        ));
-    }
-    if user.frozen {
-        lines.push(format!("UserLogin of {} has IsFrozen = true", user.id));
-    }
-    if user.password_locked {
-        lines.push(format!(
-            "UserLogin of {} has IsPasswordLocked = true",
-            user.id
-        ));
-    }
+    let mut lines = user.problems();
     if !lines.is_empty() {
+        lines.push(format!("read from {org}"));
         mark(out, "sf.user.inactive", 0.97, lines);
     }
 }

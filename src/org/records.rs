@@ -27,6 +27,29 @@ pub struct UserRecord {
     pub password_locked: bool,
 }
 
+impl UserRecord {
+    /// Why this user can no longer log in, one evidence line per flag; empty when it can.
+    pub fn problems(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if !self.active {
+            lines.push(format!(
+                "User {} ({}) has IsActive = false",
+                self.id, self.username
+            ));
+        }
+        if self.frozen {
+            lines.push(format!("UserLogin of {} has IsFrozen = true", self.id));
+        }
+        if self.password_locked {
+            lines.push(format!(
+                "UserLogin of {} has IsPasswordLocked = true",
+                self.id
+            ));
+        }
+        lines
+    }
+}
+
 /// A `LoginHistory` row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoginRow {
