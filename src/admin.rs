@@ -69,6 +69,11 @@ impl Admin {
                     "text/plain",
                     format!("degraded: {reason}\n"),
                 ),
+                Readiness::Unready(reason) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("unready: {reason}\n"),
+                ),
                 Readiness::Draining => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",

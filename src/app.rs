@@ -82,9 +82,39 @@ pub async fn serve(
         health: health.clone(),
         write_errors: observer.metrics.ledger_write_errors.clone(),
     };
-    observer.ledger = crate::ledger::GrantLedger::open(&args.data_dir, retention, now, hooks)
-        .map_err(|e| anyhow::anyhow!("opening the ledger: {e}"))?
-        .with_approval_limit(args.approval_limit as usize);
+    if args.ready_requires_store {
+        health.require("store");
+    }
+    let ledger = match args
+        .store
+        .target()
+        .map_err(|e| anyhow::Error::new(crate::cli::UsageError(format!("--store: {e}"))))?
+    {
+        crate::fleet::Target::Sqlite => {
+            crate::ledger::GrantLedger::open(&args.data_dir, retention, now, hooks)
+                .map_err(|e| anyhow::anyhow!("opening the ledger: {e}"))?
+        }
+        crate::fleet::Target::Postgres(target) => {
+            let shown = target.shown().to_owned();
+            let options = crate::fleet::FleetOptions {
+                store_ca: args.store_ca.clone(),
+                lease: std::time::Duration::from_secs(args.response_timeout.max(1)) + LEASE_MARGIN,
+                replay_window: std::time::Duration::from_secs(args.replay_window),
+                retention,
+            };
+            let outage =
+                crate::fleet::Outage::new(health.clone(), observer.metrics.store_errors.clone());
+            let opened = crate::fleet::Fleet::open(target, options, outage)
+                .await
+                .map_err(|e| anyhow::anyhow!("opening the shared store {shown}: {e}"))?;
+            // Every replica fingerprints a token alike, or their records would not meet.
+            observer.fingerprints = crate::oauth::Fingerprinter::from_key(&opened.fingerprint_key);
+            observer.fleet = Some(opened.fleet);
+            tracing::info!(event = "store_shared", store = %shown);
+            crate::ledger::GrantLedger::open_shared(Box::new(opened.records)).await
+        }
+    };
+    observer.ledger = ledger.with_approval_limit(args.approval_limit as usize);
     observer.dead_token_breaker = args.dead_token_breaker.on();
     observer.confirm_timeout =
         std::time::Duration::from_secs_f64(args.confirm_timeout.clamp(0.0, 60.0));
@@ -155,6 +185,10 @@ pub async fn serve(
     drop(data_lock);
     Ok(())
 }
+
+/// How much longer a fleet lease lasts than the leader's upstream call may: time to read,
+/// record and publish the answer.
+const LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Raises the descriptor limit and fits `--max-connections` under it.
 fn descriptor_budget(wanted: usize) -> usize {

@@ -305,6 +305,34 @@ pub struct RunArgs {
     #[arg(long, env = "GRANTDOCTOR_LEDGER_MAX_ROWS", default_value_t = 1_000_000)]
     pub ledger_max_rows: u64,
 
+    /// Where the ledger lives: `sqlite` (the embedded database under --data-dir, one process)
+    /// or `postgres://user:password@host:port/database[?sslmode=require|verify-full]`, shared
+    /// by every replica: history, the rotation guard and refresh coalescing then span the
+    /// fleet. The password is never shown.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "GRANTDOCTOR_STORE",
+        default_value = "sqlite"
+    )]
+    pub store: crate::fleet::StoreUrl,
+
+    /// Extra trust anchors (PEM) for the database's certificate (`sslmode=require` or
+    /// `verify-full`), added to the built-in roots.
+    #[arg(
+        long = "store-ca",
+        value_name = "PEM",
+        env = "GRANTDOCTOR_STORE_CA",
+        value_delimiter = ','
+    )]
+    pub store_ca: Vec<PathBuf>,
+
+    /// Answer /readyz 503 while the shared store is failing. Off by default: traffic still
+    /// flows without the database, and a database outage should not take every replica out
+    /// of its load balancer.
+    #[arg(long, env = "GRANTDOCTOR_READY_REQUIRES_STORE")]
+    pub ready_requires_store: bool,
+
     /// Where diagnoses are added to failed token responses.
     #[arg(long, env = "GRANTDOCTOR_ANNOTATE", value_enum, default_value = "all")]
     pub annotate: AnnotateMode,

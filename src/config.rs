@@ -53,6 +53,10 @@ pub struct FileConfig {
     pub max_header_bytes: Option<usize>,
     pub retention_days: Option<u64>,
     pub ledger_max_rows: Option<u64>,
+    /// `sqlite` or a `postgres://` URL (a secret: its password is masked when shown).
+    pub store: Option<crate::fleet::StoreUrl>,
+    pub store_ca: Option<Vec<PathBuf>>,
+    pub ready_requires_store: Option<bool>,
     pub annotate: Option<AnnotateMode>,
     pub annotate_description: Option<String>,
     /// Client id → `immediate`, `idle:SECONDS` or `absolute:SECONDS`.
@@ -200,6 +204,9 @@ pub fn merge(
     take!(max_header_bytes);
     take!(retention_days);
     take!(ledger_max_rows);
+    take!(store);
+    take!(store_ca);
+    take!(ready_requires_store);
     take!(annotate);
     if unset("annotate_description")
         && let Some(mode) = file.annotate_description
@@ -433,6 +440,20 @@ pub fn render(args: &RunArgs) -> String {
     line("max_header_bytes", args.max_header_bytes.to_string());
     line("retention_days", args.retention_days.to_string());
     line("ledger_max_rows", args.ledger_max_rows.to_string());
+    line("store", quote(&args.store.shown()));
+    line(
+        "store_ca",
+        list(
+            args.store_ca
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+        ),
+    );
+    line(
+        "ready_requires_store",
+        args.ready_requires_store.to_string(),
+    );
     line(
         "annotate",
         quote(&format!("{:?}", args.annotate).to_ascii_lowercase()),

@@ -11,6 +11,8 @@ pub struct Health {
     draining: AtomicBool,
     /// Failing parts by name, with the reason each last gave.
     degraded: Mutex<BTreeMap<&'static str, String>>,
+    /// Parts without which this replica must not take traffic (`--ready-requires-store`).
+    required: Mutex<Vec<&'static str>>,
 }
 
 /// What `/readyz` answers.
@@ -18,6 +20,8 @@ pub struct Health {
 pub enum Readiness {
     Ready,
     Degraded(String),
+    /// A required part is failing: a load balancer must stop sending.
+    Unready(String),
     Draining,
 }
 
@@ -40,6 +44,14 @@ impl Health {
         self.lock().remove(part).is_some()
     }
 
+    /// Makes `part` required: while it fails, readiness is [`Readiness::Unready`].
+    pub fn require(&self, part: &'static str) {
+        self.required
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(part);
+    }
+
     pub fn readiness(&self) -> Readiness {
         if self.draining() {
             return Readiness::Draining;
@@ -47,6 +59,10 @@ impl Health {
         let degraded = self.lock();
         if degraded.is_empty() {
             return Readiness::Ready;
+        }
+        let required = self.required.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((part, reason)) = degraded.iter().find(|(p, _)| required.contains(p)) {
+            return Readiness::Unready(format!("{part}: {reason}"));
         }
         Readiness::Degraded(
             degraded

@@ -14,6 +14,8 @@
 //! - [`token_endpoint`]: the one buffered path, where token exchanges are observed.
 //! - [`oauth`], [`ledger`], [`diagnose`]: what an exchange says, what was seen before, why it
 //!   failed (pure).
+//! - [`fleet`]: what replicas share on PostgreSQL (`--store postgres://…`): the ledger's
+//!   records, leases of refreshes in flight, sealed replays.
 //! - [`org`]: org connections that read Salesforce's own records (`OauthToken`, `User`...) to
 //!   confirm what the ledger cannot decide.
 //! - [`recover`] and [`annotate`]: what is done about a failure — JWT bearer recovery, refresh
@@ -41,6 +43,7 @@ pub mod doctor;
 pub mod emulator;
 pub mod explain;
 pub mod fd_limit;
+pub mod fleet;
 pub mod health;
 pub mod ledger;
 pub mod logs;

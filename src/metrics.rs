@@ -64,6 +64,8 @@ pub struct Metrics {
     pub client_tls_failures: Family<Labels, Counter>,
     pub webhook_deliveries: Family<Labels, Counter>,
     pub webhook_dropped: Family<Labels, Counter>,
+    /// Failed operations of the shared store (`--store postgres://…`), by operation.
+    pub store_errors: Family<Labels, Counter>,
     build_info: Family<Labels, Gauge>,
 }
 
@@ -100,6 +102,7 @@ impl Default for Metrics {
             client_tls_failures: Family::default(),
             webhook_deliveries: Family::default(),
             webhook_dropped: Family::default(),
+            store_errors: Family::default(),
             build_info: Family::default(),
             registry: Registry::default(),
         };
@@ -184,6 +187,11 @@ impl Default for Metrics {
                 "webhook_dropped",
                 "Webhook alerts dropped, by reason (queue_full, gave_up)",
                 &metrics.webhook_dropped,
+            ),
+            (
+                "store_errors",
+                "Failed operations of the shared store, by operation (read, write, lease, seal, sweep, prune); traffic flows on",
+                &metrics.store_errors,
             ),
         ];
         for (name, help, family) in families {
@@ -353,6 +361,10 @@ const KNOWN_LABELS: &[(&str, &[LabelValues])] = &[
         &[("outcome", &["delivered", "retried", "failed"])],
     ),
     ("webhook_dropped", &[("reason", &["queue_full", "gave_up"])]),
+    (
+        "store_errors",
+        &[("op", &["read", "write", "lease", "seal", "sweep", "prune"])],
+    ),
 ];
 
 /// Creates a series at zero, if it is not there yet.
@@ -423,6 +435,7 @@ impl Metrics {
             "client_tls_failures" => &self.client_tls_failures,
             "webhook_deliveries" => &self.webhook_deliveries,
             "webhook_dropped" => &self.webhook_dropped,
+            "store_errors" => &self.store_errors,
             _ => return None,
         })
     }

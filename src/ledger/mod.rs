@@ -11,6 +11,7 @@
 //!
 //! Must never: hold a secret. Keys are fingerprints; usernames are fingerprinted too.
 
+pub mod backend;
 mod dead;
 pub mod families;
 mod persist;
@@ -24,7 +25,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::oauth::{GrantType, RequestFacts, ResponseFacts};
 
+pub use backend::RecordStore;
 pub use dead::{Absorbed, BODY_KEPT_MAX, DeadToken, KeptCause, STORM_PER_MINUTE};
+pub(crate) use persist::kind as record_kind;
+pub use store::Row;
+pub(crate) use store::fold;
 pub use store::{Commit, Retention, StoreHooks};
 pub use view::{ConcurrentRefresh, LedgerView, SecretHistory, TokenHistory};
 
@@ -272,7 +277,7 @@ pub struct Warning {
 #[derive(Debug, Default)]
 pub struct GrantLedger {
     state: Mutex<State>,
-    store: Option<store::Store>,
+    store: Option<Box<dyn RecordStore>>,
 }
 
 /// Marks a refresh as in flight until dropped (or [`InFlight::finish`]ed).
@@ -310,8 +315,35 @@ impl GrantLedger {
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(Self {
             state: Mutex::new(persist::restore(rows)),
-            store: Some(store),
+            store: Some(Box::new(store)),
         })
+    }
+
+    /// A ledger on a store other replicas share, loaded with everything it holds.
+    pub async fn open_shared(store: Box<dyn RecordStore>) -> Self {
+        let ledger = Self {
+            state: Mutex::default(),
+            store: Some(store),
+        };
+        ledger.sync().await;
+        ledger
+    }
+
+    /// Takes in what other replicas recorded since the last look; a no-op for a store no one
+    /// else writes. Called before an exchange is judged, so that a token issued, rotated or
+    /// evicted through another replica is known here.
+    pub async fn sync(&self) {
+        let Some(store) = &self.store else { return };
+        if let Some(rows) = store.changes().await
+            && !rows.is_empty()
+        {
+            persist::merge(&mut self.lock(), rows);
+        }
+    }
+
+    /// Whether other replicas share this ledger's records.
+    pub fn shared(&self) -> bool {
+        self.store.as_ref().is_some_and(|s| s.shared())
     }
 
     /// Salesforce's approval limit as this deployment sees it (`--approval-limit`).
@@ -439,7 +471,9 @@ impl GrantLedger {
             .success
             .as_ref()
             .is_some_and(|s| s.refresh_token_fp.is_some());
-        if issues_refresh_token {
+        // Shared, every record is waited for: the next exchange may come through another
+        // replica, which must find it.
+        if issues_refresh_token || store.shared() {
             (warnings, store.write_durably(rows))
         } else {
             store.write(rows);

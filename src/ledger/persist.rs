@@ -146,8 +146,20 @@ pub(crate) fn dead_row(state: &State, key: &super::dead::DeadKey, now: i64) -> O
 /// Rebuilds the state from stored records (oldest first); unreadable records are skipped.
 pub(crate) fn restore(rows: Vec<Row>) -> State {
     let mut state = State::default();
+    merge(&mut state, rows);
+    state
+}
+
+/// Takes records into the state, replacing what they replace. Idempotent: a record read
+/// twice (a shared store's change feed may repeat one) changes nothing the second time.
+pub(crate) fn merge(state: &mut State, rows: Vec<Row>) {
     for row in rows {
-        let Some(value) = row.value else { continue };
+        let Some(value) = row.value else {
+            if row.kind == PASSWORD_FAILURES {
+                state.password_failures.remove(&super::fp_key(&row.key));
+            }
+            continue;
+        };
         match row.kind {
             REFRESH => {
                 if let Ok(entry) = serde_json::from_str::<super::RefreshEntry>(&value) {
@@ -169,9 +181,17 @@ pub(crate) fn restore(rows: Vec<Row>) -> State {
                         state.intern(&client),
                     );
                     let list = state.authorizations.entry(key).or_default();
-                    list.push(authorization);
-                    if list.len() > super::AUTHORIZATIONS_KEPT {
-                        list.remove(0);
+                    let same = |a: &super::Approval| {
+                        a.at == authorization.at && a.refresh_fp == authorization.refresh_fp
+                    };
+                    if !list.iter().any(same) {
+                        // In time order, wherever a replica's record lands in the feed: the
+                        // approval count evicts the oldest.
+                        let at = list.partition_point(|a| a.at <= authorization.at);
+                        list.insert(at, authorization);
+                        if list.len() > super::AUTHORIZATIONS_KEPT {
+                            list.remove(0);
+                        }
                     }
                 }
             }
@@ -207,6 +227,8 @@ pub(crate) fn restore(rows: Vec<Row>) -> State {
                         state
                             .password_failures_by_host
                             .insert(row.key, host.password_failures);
+                    } else {
+                        state.password_failures_by_host.remove(&row.key);
                     }
                 }
             }
@@ -218,7 +240,7 @@ pub(crate) fn restore(rows: Vec<Row>) -> State {
             }
             DEAD => {
                 if let (Some(key), Ok(token)) = (
-                    super::dead::parse_row_key(&mut state, &row.key),
+                    super::dead::parse_row_key(state, &row.key),
                     serde_json::from_str::<super::DeadToken>(&value),
                 ) {
                     state.dead.insert(key, token);
@@ -227,5 +249,4 @@ pub(crate) fn restore(rows: Vec<Row>) -> State {
             _ => {}
         }
     }
-    state
 }

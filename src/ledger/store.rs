@@ -18,7 +18,7 @@ use rusqlite::{Connection, params};
 
 /// One record to write: `value` `None` deletes it.
 #[derive(Debug, Clone)]
-pub(crate) struct Row {
+pub struct Row {
     pub kind: &'static str,
     pub key: String,
     pub value: Option<String>,
@@ -59,6 +59,11 @@ struct Batch {
 pub struct Commit(tokio::sync::oneshot::Receiver<bool>);
 
 impl Commit {
+    /// A commit that resolves when `done` is sent.
+    pub(crate) fn new(done: tokio::sync::oneshot::Receiver<bool>) -> Self {
+        Self(done)
+    }
+
     /// Waits for the commit, at most `bound`: a stuck disk must not hold a client's answer.
     pub async fn wait(self, bound: std::time::Duration) -> bool {
         matches!(tokio::time::timeout(bound, self.0).await, Ok(Ok(true)))
@@ -159,9 +164,9 @@ pub(crate) fn open(
     ))
 }
 
-impl Store {
+impl super::backend::RecordStore for Store {
     /// Queues rows; they reach the disk within a few milliseconds.
-    pub fn write(&self, rows: Vec<Row>) {
+    fn write(&self, rows: Vec<Row>) {
         if let Some(tx) = &self.tx
             && !rows.is_empty()
         {
@@ -173,7 +178,7 @@ impl Store {
     }
 
     /// Queues rows and returns their commit, to wait for before answering.
-    pub fn write_durably(&self, rows: Vec<Row>) -> Option<Commit> {
+    fn write_durably(&self, rows: Vec<Row>) -> Option<Commit> {
         let tx = self.tx.as_ref()?;
         let (done, commit) = tokio::sync::oneshot::channel();
         tx.send(Batch {
@@ -284,7 +289,7 @@ impl Writer {
 }
 
 /// Keeps only the last row per record, in the order of those last rows.
-fn fold(rows: &mut Vec<Row>) {
+pub(crate) fn fold(rows: &mut Vec<Row>) {
     let mut last = std::collections::HashMap::new();
     for (i, row) in rows.iter().enumerate() {
         last.insert((row.kind, row.key.clone()), i);

@@ -14,6 +14,7 @@
 
 mod breaker;
 mod confirm;
+mod fleet;
 mod line;
 mod rescue;
 mod run_to_end;
@@ -77,6 +78,8 @@ pub struct Observer {
     pub orgs: Option<Arc<crate::org::Orgs>>,
     /// `--confirm-timeout`: how long an answer waits for the org's records.
     pub confirm_timeout: Duration,
+    /// `--store postgres://…`: leases and sealed replays shared with other replicas.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Observer {
@@ -96,6 +99,7 @@ impl Observer {
             dead_token_breaker: true,
             orgs: None,
             confirm_timeout: Duration::from_millis(1500),
+            fleet: None,
         }
     }
 }
@@ -291,6 +295,10 @@ async fn exchange<S: Upstream>(
         &bytes,
         &observer.fingerprints,
     );
+    if observer.ledger.shared() {
+        // What other replicas recorded decides the guard and the diagnosis here too.
+        observer.ledger.sync().await;
+    }
     let presented = (facts.grant == oauth::GrantType::RefreshToken)
         .then(|| facts.refresh_fp().map(crate::ledger::fp_key))
         .flatten();
@@ -305,14 +313,14 @@ async fn exchange<S: Upstream>(
         return Ok(observe(inner, &observer, ex, None).await.into_response());
     };
     let credentials = credentials_key(&ex.parts.headers, ex.parts.uri.query(), &ex.bytes);
-    if let Some(response) = guarded(&observer, fp, &credentials, &ex) {
+    if let Some(response) = guarded(&observer, fp, &credentials, &ex).await {
         return Ok(response);
     }
     if let Some(response) = breaker::answer(inner.clone(), &observer, &ex).await {
         return Ok(response);
     }
     let Some(flights) = &observer.coalescing else {
-        return Ok(refresh_detached(inner, observer.clone(), ex, credentials, None).await);
+        return Ok(refresh_detached(inner, observer.clone(), ex, credentials, None, None).await);
     };
     match flights
         .join(exchange_key(&host, &ex.parts, &ex.bytes))
@@ -332,15 +340,49 @@ async fn exchange<S: Upstream>(
         }
         // The leader's response could not be shared (not inspectable): go on our own.
         Joined::Follow(None) => {
-            Ok(refresh_detached(inner, observer.clone(), ex, credentials, None).await)
+            Ok(refresh_detached(inner, observer.clone(), ex, credentials, None, None).await)
         }
         Joined::Lead(leader) => {
             // The flight that rotated this token may have landed since the guard looked.
-            if let Some(response) = guarded(&observer, fp, &credentials, &ex) {
+            if let Some(response) = guarded(&observer, fp, &credentials, &ex).await {
                 drop(leader);
                 return Ok(response);
             }
-            Ok(refresh_detached(inner, observer.clone(), ex, credentials, Some(leader)).await)
+            let lease = match &observer.fleet {
+                Some(fleet) => {
+                    let key = exchange_key(&host, &ex.parts, &ex.bytes);
+                    match fleet::lead_or_follow(fleet, &key).await {
+                        fleet::FleetTurn::Answer(shared) => {
+                            crate::metrics::Metrics::count(&observer.metrics.coalesced, &[]);
+                            tracing::info!(
+                                event = "coalesced",
+                                host = ex.route.host,
+                                client_id = oauth::short_client_id(
+                                    ex.facts.client_id.as_deref().unwrap_or("")
+                                ),
+                                token_fp = ex.facts.refresh_fp().unwrap_or(""),
+                                status = shared.parts.status.as_u16(),
+                                across = "replicas",
+                                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+                            );
+                            leader.land(Some(shared.clone()));
+                            return Ok(shared.response());
+                        }
+                        fleet::FleetTurn::Lead(lease) => Some(lease),
+                        fleet::FleetTurn::Alone => None,
+                    }
+                }
+                None => None,
+            };
+            Ok(refresh_detached(
+                inner,
+                observer.clone(),
+                ex,
+                credentials,
+                Some(leader),
+                lease,
+            )
+            .await)
         }
     }
 }
@@ -379,9 +421,17 @@ async fn refresh_detached<S: Upstream>(
     ex: Exchange,
     credentials: CredentialsKey,
     leader: Option<crate::recover::flight::Leader<ExchangeKey, Option<Arc<Finished>>>>,
+    lease: Option<fleet::Lease>,
 ) -> Response<ProxyBody> {
     RunToEnd::new(async move {
         let observed = observe(inner, &observer, ex, Some(credentials)).await;
+        if let (Some(lease), Some(fleet)) = (lease, &observer.fleet) {
+            let shared = match &observed {
+                Observed::Inspected(finished) => Some(&**finished),
+                Observed::Passthrough(_) => None,
+            };
+            lease.land(fleet, shared).await;
+        }
         if let Some(leader) = leader {
             leader.land(match &observed {
                 Observed::Inspected(finished) => Some(finished.clone()),
@@ -395,7 +445,7 @@ async fn refresh_detached<S: Upstream>(
 }
 
 /// The rotated-token guard's answer, when the presented token was rotated away.
-fn guarded(
+async fn guarded(
     observer: &Observer,
     fp: u64,
     credentials: &CredentialsKey,
@@ -405,7 +455,15 @@ fn guarded(
     if !observer.ledger.rotated(fp) {
         return None;
     }
-    Some(match guard.verdict(fp, credentials) {
+    let mut verdict = guard.verdict(fp, credentials);
+    if let (Verdict::Block, Some(fleet)) = (&verdict, &observer.fleet)
+        && let Some(old) = fleet::presented_refresh_token(&ex.bytes)
+        && let Some(kept) = fleet::replay(fleet, &old, credentials).await
+    {
+        // The rotation went through another replica, which kept its answer for twins.
+        verdict = Verdict::Replay(kept);
+    }
+    Some(match verdict {
         Verdict::Replay(finished) => {
             crate::metrics::Metrics::count(&observer.metrics.guard, &[("decision", "replayed")]);
             tracing::info!(
@@ -438,6 +496,13 @@ async fn observe<S: Upstream>(
     } = ex;
     let host = route.host.as_str();
     let spare = inner.clone();
+    // Read before the body goes upstream: a rotation's answer is sealed under it for twins
+    // on other replicas.
+    let presented = observer
+        .fleet
+        .as_ref()
+        .and(credentials)
+        .and_then(|_| fleet::presented_refresh_token(&bytes));
     let in_flight = observer.ledger.begin(&facts);
     let response = inner
         .oneshot_infallible(Request::from_parts(parts, body::full(bytes)))
@@ -494,6 +559,9 @@ async fn observe<S: Upstream>(
                 body: raw.clone(),
             });
             guard.rotated(crate::ledger::fp_key(old), credentials, finished.clone());
+            if let (Some(fleet), Some(presented)) = (&observer.fleet, &presented) {
+                fleet::keep_replay(fleet, presented, &credentials, &finished).await;
+            }
             Some(finished)
         }
         _ => None,

@@ -5,6 +5,7 @@
 pub mod emulator;
 pub mod jwt;
 pub mod origin;
+pub mod postgres;
 pub mod raw;
 pub mod stack;
 

@@ -1,0 +1,119 @@
+//! One connection to PostgreSQL, kept open: connected at start, and reconnected in the
+//! background whenever it drops, so a request never waits on a connection attempt. While it
+//! is down, every operation fails at once with [`StoreError::Unavailable`] and the caller
+//! falls back to what this replica holds.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::url::{PgTarget, Tls};
+
+/// Why a store operation failed. Never carries the URL (it holds the password).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database is not connected")]
+    Unavailable,
+    #[error("the database did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Schema(String),
+}
+
+/// Pause before the first reconnection attempt, doubled up to the second.
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+/// A connection that heals itself.
+pub struct Db {
+    target: PgTarget,
+    tls: Option<MakeRustlsConnect>,
+    current: RwLock<Option<Arc<Client>>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Db({})", self.target.shown())
+    }
+}
+
+impl Db {
+    /// Connects (trying for up to `wait`), then keeps the connection up in the background.
+    pub async fn open(
+        target: PgTarget,
+        tls: Option<rustls::ClientConfig>,
+        wait: Duration,
+    ) -> Result<Arc<Self>, StoreError> {
+        let db = Arc::new(Self {
+            tls: match target.tls {
+                Tls::Off => None,
+                Tls::Verified => tls.map(MakeRustlsConnect::new),
+            },
+            target,
+            current: RwLock::new(None),
+        });
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = RECONNECT_FIRST;
+        let ended = loop {
+            match db.connect().await {
+                Ok(ended) => break ended,
+                Err(e) if tokio::time::Instant::now() + pause >= deadline => return Err(e.into()),
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RECONNECT_MAX);
+                }
+            }
+        };
+        tokio::spawn(db.clone().supervise(ended));
+        Ok(db)
+    }
+
+    /// The live connection, or `Unavailable` at once while it is being re-established.
+    pub fn client(&self) -> Result<Arc<Client>, StoreError> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StoreError::Unavailable)
+    }
+
+    /// Connects and installs the client; the handle ends when the connection does.
+    async fn connect(&self) -> Result<tokio::task::JoinHandle<()>, tokio_postgres::Error> {
+        let (client, ended) = match &self.tls {
+            None => {
+                let (client, connection) = self.target.config.connect(NoTls).await?;
+                (client, tokio::spawn(async move { drop(connection.await) }))
+            }
+            Some(tls) => {
+                let (client, connection) = self.target.config.connect(tls.clone()).await?;
+                (client, tokio::spawn(async move { drop(connection.await) }))
+            }
+        };
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(client));
+        Ok(ended)
+    }
+
+    async fn supervise(self: Arc<Self>, mut ended: tokio::task::JoinHandle<()>) {
+        loop {
+            let _ = (&mut ended).await;
+            self.current
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            tracing::debug!(event = "store_disconnected", store = self.target.shown());
+            let mut pause = RECONNECT_FIRST;
+            ended = loop {
+                tokio::time::sleep(pause).await;
+                match self.connect().await {
+                    Ok(ended) => break ended,
+                    Err(_) => pause = (pause * 2).min(RECONNECT_MAX),
+                }
+            };
+            tracing::info!(event = "store_reconnected", store = self.target.shown());
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! What replicas share through PostgreSQL (`--store postgres://…`): the ledger's records,
+//! the leases of refreshes in flight (coalescing across the fleet), and sealed answers for
+//! the rotated-token guard's replays. With `--store sqlite` (the default) none of this runs.
+//!
+//! The database is never in the way of the application's traffic: every operation is
+//! bounded in time, fails at once while the connection is down, and on failure the caller
+//! goes on with what this replica holds. An outage is counted
+//! (`grantdoctor_store_errors_total{op}`), logged once, and reported on `/readyz` as
+//! degraded until an operation succeeds again.
+//!
+//! Must never: write a secret to the database. Records hold fingerprints; sealed answers
+//! can only be opened by a caller presenting the secrets they were sealed under
+//! ([`seal`]); the fingerprint key kept in the database is grantdoctor's own, shared so
+//! that every replica fingerprints a token alike.
+
+pub mod db;
+pub mod lease;
+pub mod migrate;
+pub mod records;
+pub mod seal;
+pub mod url;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+pub use db::StoreError;
+pub use url::{PgTarget, StoreUrl, Target};
+
+/// How long a start waits for the database before giving up.
+const START_WAIT: Duration = Duration::from_secs(15);
+/// The most one store operation may take on the token path.
+const OP_TIMEOUT: Duration = Duration::from_millis(750);
+/// How often finished leases and expired sealed answers are swept, and records pruned.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Counts and reports store failures: once per outage in the log and on `/readyz`.
+#[derive(Clone)]
+pub struct Outage {
+    health: Arc<crate::health::Health>,
+    errors: Family<Vec<(&'static str, &'static str)>, Counter>,
+    down: Arc<AtomicBool>,
+}
+
+impl Outage {
+    pub fn new(
+        health: Arc<crate::health::Health>,
+        errors: Family<Vec<(&'static str, &'static str)>, Counter>,
+    ) -> Self {
+        Self {
+            health,
+            errors,
+            down: Arc::default(),
+        }
+    }
+
+    /// Runs `op` within `bound`; `None` (counted, reported) when it fails or takes longer.
+    pub async fn bounded<T>(
+        &self,
+        op: &'static str,
+        bound: Duration,
+        run: impl Future<Output = Result<T, StoreError>>,
+    ) -> Option<T> {
+        let outcome = match tokio::time::timeout(bound, run).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreError::Timeout(bound)),
+        };
+        match outcome {
+            Ok(value) => {
+                if self.down.swap(false, Ordering::AcqRel) && self.health.restore("store") {
+                    tracing::info!(event = "store_recovered", op);
+                }
+                Some(value)
+            }
+            Err(e) => {
+                self.failed(op, &e);
+                None
+            }
+        }
+    }
+
+    fn failed(&self, op: &'static str, e: &StoreError) {
+        self.errors.get_or_create(&vec![("op", op)]).inc();
+        self.down.store(true, Ordering::Release);
+        let reason = format!(
+            "the shared store is failing ({op}: {e}); this replica serves from what it holds"
+        );
+        if self.health.degrade("store", reason) {
+            tracing::warn!(
+                event = "store_unavailable",
+                op,
+                reason = %e,
+                note = "traffic flows; the guard and coalescing fall back to this replica; records are kept and retried; /readyz reports degraded until the store answers"
+            );
+        }
+    }
+}
+
+/// How the fleet's shared parts behave.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub store_ca: Vec<PathBuf>,
+    /// A lease outlives the leader's upstream call: `--response-timeout` plus a margin.
+    pub lease: Duration,
+    /// `--replay-window`: how long a sealed replay is kept.
+    pub replay_window: Duration,
+    pub retention: crate::ledger::Retention,
+}
+
+/// The shared store, opened.
+pub struct Fleet {
+    db: Arc<db::Db>,
+    replica: Arc<str>,
+    outage: Outage,
+    lease_ms: i64,
+    replay_ms: i64,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fleet({})", self.replica)
+    }
+}
+
+/// What opening the shared store gives the rest of the process.
+pub struct Opened {
+    pub fleet: Arc<Fleet>,
+    pub records: Arc<records::PgRecords>,
+    /// The fleet's fingerprint key: every replica fingerprints a token alike.
+    pub fingerprint_key: Vec<u8>,
+}
+
+impl Fleet {
+    /// Connects (two connections: one for the writer's transactions, one for reads and
+    /// leases), migrates, and starts the background sweeps.
+    pub async fn open(
+        target: PgTarget,
+        options: FleetOptions,
+        outage: Outage,
+    ) -> Result<Opened, StoreError> {
+        let tls = crate::tls::upstream_client_config(&options.store_ca)
+            .map_err(|e| StoreError::Schema(format!("store_ca: {e}")))?;
+        let reader = db::Db::open(target.clone(), Some(tls.clone()), START_WAIT).await?;
+        let writer = db::Db::open(target, Some(tls), START_WAIT).await?;
+        let client = reader.client()?;
+        let before = migrate::migrate(&client).await?;
+        tracing::info!(
+            event = "store_opened",
+            schema = migrate::latest(),
+            migrated_from = before
+        );
+        let fingerprint_key = shared_fingerprint_key(&client).await?;
+        let replica: Arc<str> = Arc::from(replica_id().as_str());
+        let records = Arc::new(records::PgRecords::start(
+            reader.clone(),
+            writer,
+            replica.clone(),
+            outage.clone(),
+            OP_TIMEOUT,
+        ));
+        let fleet = Arc::new(Self {
+            db: reader,
+            replica,
+            outage,
+            lease_ms: options.lease.as_millis() as i64,
+            replay_ms: options.replay_window.as_millis() as i64,
+        });
+        tokio::spawn(sweeps(fleet.clone(), records.clone(), options.retention));
+        Ok(Opened {
+            fleet,
+            records,
+            fingerprint_key,
+        })
+    }
+
+    /// This replica's name in lease rows (random per start).
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    pub fn replay_window_ms(&self) -> i64 {
+        self.replay_ms
+    }
+
+    /// Runs one lease or sealed-answer operation, bounded; `None` when the store failed.
+    async fn run<T, F, Fut>(&self, op: &'static str, run: F) -> Option<T>
+    where
+        F: FnOnce(Arc<tokio_postgres::Client>) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let client = match self.db.client() {
+            Ok(client) => client,
+            Err(e) => {
+                self.outage.failed(op, &e);
+                return None;
+            }
+        };
+        self.outage.bounded(op, OP_TIMEOUT, run(client)).await
+    }
+
+    /// Takes the lease of a refresh, or says who has it.
+    pub async fn take(&self, id: &[u8]) -> Option<lease::Turn> {
+        let (holder, lease_ms) = (self.replica.clone(), self.lease_ms);
+        self.run("lease", |c| async move {
+            lease::take(&c, id, &holder, lease_ms).await
+        })
+        .await
+    }
+
+    pub async fn look(&self, id: &[u8]) -> Option<lease::Turn> {
+        self.run("lease", |c| async move { lease::look(&c, id).await })
+            .await
+    }
+
+    /// Publishes a leader's sealed answer (kept `keep_ms`), or with `None` frees the lease.
+    pub async fn land(
+        &self,
+        id: &[u8],
+        generation: i64,
+        sealed: Option<&[u8]>,
+        keep_ms: i64,
+    ) -> Option<bool> {
+        self.run("lease", |c| async move {
+            lease::land(&c, id, generation, sealed, keep_ms).await
+        })
+        .await
+    }
+
+    pub async fn put_sealed(&self, id: &[u8], sealed: &[u8], keep_ms: i64) -> Option<()> {
+        self.run("seal", |c| async move {
+            lease::put_sealed(&c, id, sealed, keep_ms).await
+        })
+        .await
+    }
+
+    pub async fn get_sealed(&self, id: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.run("seal", |c| async move { lease::get_sealed(&c, id).await })
+            .await
+    }
+}
+
+/// The fingerprint key every replica uses, created by the first to start.
+async fn shared_fingerprint_key(client: &tokio_postgres::Client) -> Result<Vec<u8>, StoreError> {
+    let mut fresh = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
+        .map_err(|_| StoreError::Schema("no randomness for the fingerprint key".into()))?;
+    client
+        .execute(
+            "INSERT INTO grantdoctor_settings (name, value) VALUES ('fingerprint_key', $1)
+             ON CONFLICT (name) DO NOTHING",
+            &[&&fresh[..]],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT value FROM grantdoctor_settings WHERE name = 'fingerprint_key'",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+fn replica_id() -> String {
+    let mut bytes = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Sweeps finished leases and expired sealed answers; prunes records past retention (one
+/// replica at a time).
+async fn sweeps(
+    fleet: Arc<Fleet>,
+    records: Arc<records::PgRecords>,
+    retention: crate::ledger::Retention,
+) {
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            _ = sweep.tick() => {
+                fleet.run("sweep", |c| async move { lease::sweep(&c).await }).await;
+            }
+            _ = prune.tick() => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or_default();
+                let oldest = now - retention.max_age_days as i64 * 86_400_000;
+                let max_rows = retention.max_rows as i64;
+                let pruned = fleet
+                    .outage
+                    .bounded("prune", Duration::from_secs(300), records.prune(oldest, max_rows))
+                    .await;
+                if let Some(rows) = pruned.filter(|n| *n > 0) {
+                    tracing::info!(event = "store_pruned", rows);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! The ledger's records on PostgreSQL, shared by replicas. Writes go through one task on a
+//! connection of its own, in batches (group commit); every write transaction takes one
+//! advisory lock before it numbers its rows, so sequence order is commit order and a replica
+//! that read up to number N has seen every commit before N. Reads are the change feed: the
+//! records other replicas wrote since this one last looked.
+//!
+//! A batch that fails (the database down, a timeout) is kept and retried with back-off; the
+//! outage is counted and reported once (see [`super::Outage`]).
+//!
+//! Must never: write a secret. The rows are those of the embedded store: fingerprints, ids,
+//! hosts, times.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::Outage;
+use super::db::{Db, StoreError};
+use crate::ledger::{Commit, RecordStore, Row, fold, record_kind};
+
+/// Serializes numbering with commits (see the module docs).
+const WRITE_LOCK: i64 = 0x6772_616e_7464_6f64;
+/// Held by the one replica that prunes at a time.
+const PRUNE_LOCK: i64 = 0x6772_616e_7464_6f65;
+
+/// Rows read per round of the change feed.
+const FEED_PAGE: i64 = 20_000;
+/// Batches queued for the writer before writes wait.
+const PENDING_BATCHES: usize = 4096;
+/// How long write-behind rows gather before a commit.
+const GATHER: Duration = Duration::from_millis(2);
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Rows deleted per statement of a prune: a bounded delete never holds the table long.
+const PRUNE_CHUNK: i64 = 10_000;
+
+struct Batch {
+    rows: Vec<Row>,
+    committed: Option<oneshot::Sender<bool>>,
+}
+
+/// The shared records, as the ledger sees them.
+pub struct PgRecords {
+    tx: mpsc::Sender<Batch>,
+    reader: Arc<Db>,
+    replica: Arc<str>,
+    /// The last sequence number read; held while a read runs, so reads never overlap.
+    cursor: tokio::sync::Mutex<i64>,
+    /// Reads begun, so that a caller who waited for a read that began after it arrived
+    /// takes that read's result rather than running another.
+    begun: AtomicU64,
+    outage: Outage,
+    op_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgRecords(..)")
+    }
+}
+
+impl PgRecords {
+    /// Starts the writer on `writer`'s connection; reads go through `reader`.
+    pub fn start(
+        reader: Arc<Db>,
+        writer: Arc<Db>,
+        replica: Arc<str>,
+        outage: Outage,
+        op_timeout: Duration,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(PENDING_BATCHES);
+        let task = Writer {
+            db: writer,
+            replica: replica.clone(),
+            outage: outage.clone(),
+            pending: Vec::new(),
+            waiting: Vec::new(),
+            retry: None,
+            op_timeout,
+        };
+        tokio::spawn(task.run(rx));
+        Self {
+            tx,
+            reader,
+            replica,
+            cursor: tokio::sync::Mutex::new(0),
+            begun: AtomicU64::new(0),
+            outage,
+            op_timeout,
+        }
+    }
+
+    async fn read_changes(&self) -> Option<Vec<Row>> {
+        let arrived = self.begun.load(Ordering::Acquire);
+        let mut cursor = self.cursor.lock().await;
+        if self.begun.load(Ordering::Acquire) > arrived + 1 {
+            // A read that began after this caller arrived has run: it saw everything
+            // committed before then.
+            return Some(Vec::new());
+        }
+        self.begun.fetch_add(1, Ordering::AcqRel);
+        let mut rows = Vec::new();
+        loop {
+            let page = self
+                .outage
+                .bounded("read", self.op_timeout, feed(&self.reader, *cursor))
+                .await?;
+            let full = page.len() as i64 == FEED_PAGE;
+            for (row, seq, writer) in page {
+                *cursor = (*cursor).max(seq);
+                if *writer != *self.replica {
+                    rows.extend(row);
+                }
+            }
+            if !full {
+                return Some(rows);
+            }
+        }
+    }
+
+    /// Deletes records past the retention, in bounded chunks, if no other replica is at it.
+    pub async fn prune(&self, oldest: i64, max_rows: i64) -> Result<u64, StoreError> {
+        let client = self.reader.client()?;
+        let row = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&PRUNE_LOCK])
+            .await?;
+        if !row.get::<_, bool>(0) {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        let outcome: Result<(), StoreError> = async {
+            loop {
+                let n = client
+                    .execute(
+                        "DELETE FROM grantdoctor_records WHERE (kind, key) IN (
+                            SELECT kind, key FROM grantdoctor_records WHERE at < $1 LIMIT $2)",
+                        &[&oldest, &PRUNE_CHUNK],
+                    )
+                    .await?;
+                deleted += n;
+                if (n as i64) < PRUNE_CHUNK {
+                    break;
+                }
+            }
+            loop {
+                let n = client
+                    .execute(
+                        "DELETE FROM grantdoctor_records WHERE (kind, key) IN (
+                            SELECT kind, key FROM grantdoctor_records
+                            ORDER BY at DESC OFFSET $1 LIMIT $2)",
+                        &[&max_rows, &PRUNE_CHUNK],
+                    )
+                    .await?;
+                deleted += n;
+                if (n as i64) < PRUNE_CHUNK {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let _ = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&PRUNE_LOCK])
+            .await;
+        outcome.map(|()| deleted)
+    }
+}
+
+/// One page of the change feed after `cursor`: rows with their number and writer.
+async fn feed(db: &Db, cursor: i64) -> Result<Vec<(Option<Row>, i64, String)>, StoreError> {
+    let client = db.client()?;
+    let rows = client
+        .query(
+            "SELECT kind, key, value, at, seq, writer FROM grantdoctor_records
+             WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&cursor, &FEED_PAGE],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let kind: String = r.get(0);
+            let row = record_kind(&kind).map(|kind| Row {
+                kind,
+                key: r.get(1),
+                value: r.get(2),
+                at: r.get(3),
+            });
+            (row, r.get(4), r.get(5))
+        })
+        .collect())
+}
+
+impl RecordStore for PgRecords {
+    fn write(&self, rows: Vec<Row>) {
+        if !rows.is_empty() {
+            let _ = self.tx.try_send(Batch {
+                rows,
+                committed: None,
+            });
+        }
+    }
+
+    fn write_durably(&self, rows: Vec<Row>) -> Option<Commit> {
+        let (done, commit) = oneshot::channel();
+        self.tx
+            .try_send(Batch {
+                rows,
+                committed: Some(done),
+            })
+            .ok()?;
+        Some(Commit::new(commit))
+    }
+
+    fn changes(&self) -> crate::ledger::backend::Changes<'_> {
+        Box::pin(self.read_changes())
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+}
+
+/// The writer task's state.
+struct Writer {
+    db: Arc<Db>,
+    replica: Arc<str>,
+    outage: Outage,
+    pending: Vec<Row>,
+    waiting: Vec<oneshot::Sender<bool>>,
+    retry: Option<Duration>,
+    op_timeout: Duration,
+}
+
+impl Writer {
+    fn take(&mut self, batch: Batch) {
+        self.pending.extend(batch.rows);
+        self.waiting.extend(batch.committed);
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Batch>) {
+        loop {
+            let received = match self.retry {
+                None => rx.recv().await,
+                Some(pause) => match tokio::time::timeout(pause, rx.recv()).await {
+                    Ok(batch) => batch,
+                    Err(_) => {
+                        self.commit().await;
+                        continue;
+                    }
+                },
+            };
+            let Some(batch) = received else {
+                if !self.pending.is_empty() {
+                    self.commit().await;
+                }
+                return;
+            };
+            self.take(batch);
+            if self.waiting.is_empty() && self.retry.is_none() {
+                tokio::time::sleep(GATHER).await;
+            }
+            while let Ok(more) = rx.try_recv() {
+                self.take(more);
+            }
+            self.commit().await;
+        }
+    }
+
+    async fn commit(&mut self) {
+        fold(&mut self.pending);
+        if self.retry.is_some()
+            && let Ok(client) = self.db.client()
+        {
+            // The failed attempt may have been cut off inside its transaction.
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        let written = self
+            .outage
+            .bounded(
+                "write",
+                self.op_timeout,
+                write_batch(&self.db, &self.replica, &self.pending),
+            )
+            .await;
+        if written.is_some() {
+            self.pending.clear();
+            self.retry = None;
+            for waiter in self.waiting.drain(..) {
+                let _ = waiter.send(true);
+            }
+            return;
+        }
+        // The answer goes out anyway: the record is in this replica's memory, and is retried.
+        for waiter in self.waiting.drain(..) {
+            let _ = waiter.send(false);
+        }
+        self.retry = Some(
+            self.retry
+                .map_or(RETRY_FIRST, |pause| (pause * 2).min(RETRY_MAX)),
+        );
+    }
+}
+
+async fn write_batch(db: &Db, replica: &str, rows: &[Row]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let client = db.client()?;
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind).collect();
+    let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    let values: Vec<Option<&str>> = rows.iter().map(|r| r.value.as_deref()).collect();
+    let ats: Vec<i64> = rows.iter().map(|r| r.at).collect();
+    client.batch_execute("BEGIN").await?;
+    let written = async {
+        client
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+            .await?;
+        client
+            .execute(
+                "INSERT INTO grantdoctor_records (kind, key, value, at, seq, writer)
+                 SELECT k, c, v, a, nextval('grantdoctor_records_seq'), $5
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) AS t(k, c, v, a)
+                 ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value,
+                    at = excluded.at, seq = excluded.seq, writer = excluded.writer",
+                &[&kinds, &keys, &values, &ats, &replica],
+            )
+            .await?;
+        client.batch_execute("COMMIT").await
+    }
+    .await;
+    if written.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    Ok(written?)
+}

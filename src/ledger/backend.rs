@@ -1,0 +1,51 @@
+//! Where the ledger's records go: the one interface its two backends share. The memory
+//! layer ([`super::GrantLedger`]) records and answers views; a backend keeps the records
+//! (`kind`, `key`, JSON value) durable and, when several replicas share it, hands each the
+//! records the others wrote, so that every replica's views see the same history.
+//!
+//! - [`super::store::Store`]: the embedded SQLite database under `--data-dir` (one process).
+//! - `crate::fleet::records::PgRecords`: PostgreSQL shared by replicas (`--store postgres://…`).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::store::{Commit, Row};
+
+/// Records written by others since the last call, oldest first; `None` when nothing could
+/// be read (the caller goes on with what it holds).
+pub type Changes<'a> = Pin<Box<dyn Future<Output = Option<Vec<Row>>> + Send + 'a>>;
+
+/// A place that keeps the ledger's records.
+pub trait RecordStore: Send + Sync + std::fmt::Debug {
+    /// Queues rows; they are durable within milliseconds.
+    fn write(&self, rows: Vec<Row>);
+
+    /// Queues rows and returns their commit, to wait for before answering.
+    fn write_durably(&self, rows: Vec<Row>) -> Option<Commit>;
+
+    /// What other writers recorded since the last call.
+    fn changes(&self) -> Changes<'_> {
+        Box::pin(std::future::ready(None))
+    }
+
+    /// Whether other processes write here too: every write is then waited for, so that the
+    /// next exchange through another replica sees it.
+    fn shared(&self) -> bool {
+        false
+    }
+}
+
+impl<T: RecordStore> RecordStore for std::sync::Arc<T> {
+    fn write(&self, rows: Vec<Row>) {
+        (**self).write(rows)
+    }
+    fn write_durably(&self, rows: Vec<Row>) -> Option<Commit> {
+        (**self).write_durably(rows)
+    }
+    fn changes(&self) -> Changes<'_> {
+        (**self).changes()
+    }
+    fn shared(&self) -> bool {
+        (**self).shared()
+    }
+}

@@ -1,0 +1,161 @@
+//! The token path across replicas (`--store postgres://…`): identical refreshes anywhere in
+//! the fleet share one upstream request, and a twin of a rotating refresh gets its answer on
+//! whichever replica it lands. Both go through sealed answers ([`crate::fleet::seal`]):
+//! the database never holds a usable token.
+//!
+//! Whenever the store fails, each function says so by returning "alone" or nothing, and the
+//! caller goes on as a single process would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use super::{ExchangeKey, Finished};
+use crate::fleet::Fleet;
+use crate::fleet::lease::Turn;
+use crate::fleet::seal::{Sealer, StoredAnswer};
+use crate::recover::CredentialsKey;
+
+/// How long a leader's answer stays for followers still polling.
+const FLIGHT_KEEP_MS: i64 = 2_000;
+/// How often a follower looks for the leader's answer.
+const POLL: Duration = Duration::from_millis(20);
+
+/// What this replica does with a refresh after the fleet was asked.
+pub(super) enum FleetTurn {
+    /// Another replica led it: its answer.
+    Answer(Arc<Finished>),
+    /// This replica leads: publish the answer through the lease when it is in.
+    Lead(Lease),
+    /// The store could not be asked: go on as a single process.
+    Alone,
+}
+
+/// The lease of a refresh this replica leads.
+pub(super) struct Lease {
+    sealer: Sealer,
+    generation: i64,
+}
+
+/// Leads the refresh, or follows the replica that does until its answer lands (or its
+/// lease expires, when this replica tries to take over).
+pub(super) async fn lead_or_follow(fleet: &Fleet, key: &ExchangeKey) -> FleetTurn {
+    let sealer = Sealer::derive("flight", &[key]);
+    loop {
+        let left = match fleet.take(sealer.id()).await {
+            None => return FleetTurn::Alone,
+            Some(Turn::Lead(generation)) => return FleetTurn::Lead(Lease { sealer, generation }),
+            Some(Turn::Landed(sealed)) => return answer(&sealer, &sealed),
+            Some(Turn::Wait(left)) => left,
+        };
+        let until = tokio::time::Instant::now() + Duration::from_millis(left as u64);
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep(POLL).await;
+            match fleet.look(sealer.id()).await {
+                None => return FleetTurn::Alone,
+                Some(Turn::Landed(sealed)) => return answer(&sealer, &sealed),
+                // Freed without an answer (the leader's could not be shared): take it now.
+                Some(Turn::Wait(0)) => break,
+                Some(Turn::Wait(_) | Turn::Lead(_)) => {}
+            }
+        }
+    }
+}
+
+fn answer(sealer: &Sealer, sealed: &[u8]) -> FleetTurn {
+    match sealer.open(sealed).as_deref().and_then(finished_from) {
+        Some(finished) => FleetTurn::Answer(Arc::new(finished)),
+        None => FleetTurn::Alone,
+    }
+}
+
+impl Lease {
+    /// Publishes the leader's answer to the fleet's followers, or frees the lease when it
+    /// cannot be shared (followers then go upstream themselves, one at a time).
+    pub(super) async fn land(self, fleet: &Fleet, answer: Option<&Finished>) {
+        let sealed = answer.map(|f| self.sealer.seal(&stored(f).to_bytes()));
+        let landed = fleet
+            .land(
+                self.sealer.id(),
+                self.generation,
+                sealed.as_deref(),
+                FLIGHT_KEEP_MS,
+            )
+            .await;
+        if landed == Some(false) {
+            tracing::warn!(
+                event = "lease_lost",
+                reason = "another replica took this refresh's lease over before its answer landed"
+            );
+        }
+    }
+}
+
+/// Keeps the answer of a refresh that rotated `old_token` away for its twins on other
+/// replicas, sealed under the old token and the client's credentials.
+pub(super) async fn keep_replay(
+    fleet: &Fleet,
+    old_token: &str,
+    credentials: &CredentialsKey,
+    finished: &Finished,
+) {
+    let sealer = Sealer::derive("replay", &[old_token.as_bytes(), credentials]);
+    let sealed = sealer.seal(&stored(finished).to_bytes());
+    fleet
+        .put_sealed(sealer.id(), &sealed, fleet.replay_window_ms())
+        .await;
+}
+
+/// The answer another replica kept for a twin presenting `old_token` with these
+/// credentials, within the replay window.
+pub(super) async fn replay(
+    fleet: &Fleet,
+    old_token: &str,
+    credentials: &CredentialsKey,
+) -> Option<Arc<Finished>> {
+    let sealer = Sealer::derive("replay", &[old_token.as_bytes(), credentials]);
+    let sealed = fleet.get_sealed(sealer.id()).await??;
+    sealer
+        .open(&sealed)
+        .as_deref()
+        .and_then(finished_from)
+        .map(Arc::new)
+}
+
+/// The refresh token of a token request's form, as presented.
+pub(super) fn presented_refresh_token(body: &[u8]) -> Option<String> {
+    form_urlencoded::parse(body)
+        .find(|(name, _)| name == "refresh_token")
+        .map(|(_, value)| value.into_owned())
+}
+
+fn stored(finished: &Finished) -> StoredAnswer {
+    StoredAnswer {
+        status: finished.parts.status.as_u16(),
+        headers: finished
+            .parts
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+            .collect(),
+        body: finished.body.to_vec(),
+    }
+}
+
+fn finished_from(bytes: &[u8]) -> Option<Finished> {
+    let stored = StoredAnswer::from_bytes(bytes)?;
+    let mut headers = HeaderMap::new();
+    for (name, value) in stored.headers {
+        headers.append(
+            HeaderName::from_bytes(name.as_bytes()).ok()?,
+            HeaderValue::from_bytes(&value).ok()?,
+        );
+    }
+    Some(Finished::new(
+        StatusCode::from_u16(stored.status).ok()?,
+        headers,
+        Bytes::from(stored.body),
+    ))
+}

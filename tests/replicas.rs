@@ -1,0 +1,506 @@
+//! Many replicas, one memory: two or three real grantdoctor processes sharing one real
+//! PostgreSQL (`--store postgres://…`), in front of the emulator. A history seen in parts by
+//! different replicas is diagnosed as one; a rotated token is guarded on every replica; an
+//! identical refresh anywhere in the fleet goes upstream once; the database going away
+//! costs no application traffic.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::emulator::{EmulatorProcess, HOSTS, encode};
+use common::postgres::{self, Postgres};
+use common::stack::Answer;
+use common::{ProxyProcess, client_via};
+use serde_json::{Value, json};
+
+const LOGIN: &str = "login.salesforce.com";
+const WEB: &str = "3MVG9web";
+const WEB_SECRET: &str = "web-secret";
+const ALICE: &str = "alice@acme.com";
+
+struct Replica {
+    proxy: ProxyProcess,
+    client: reqwest::Client,
+}
+
+struct Fleet {
+    emu: EmulatorProcess,
+    pg: Postgres,
+    replicas: Vec<Replica>,
+}
+
+fn replica_args(emu: &EmulatorProcess, pg: &Postgres, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--store".to_owned(),
+        pg.url(),
+        "--upstream-ca".into(),
+        emu.ca_pem().display().to_string(),
+    ];
+    for host in HOSTS {
+        args.push("--resolve".into());
+        args.push(format!("{host}:443={}", emu.addr));
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn replica(args: &[String]) -> Replica {
+    let proxy = ProxyProcess::start(args);
+    let client = client_via(&proxy, &[&proxy.ca_pem()], false);
+    Replica { proxy, client }
+}
+
+impl Fleet {
+    /// `n` replicas on one database, or `None` where PostgreSQL is not installed.
+    fn start(n: usize, extra: &[&str]) -> Option<Self> {
+        let pg = Postgres::start()?;
+        let emu = EmulatorProcess::start();
+        let args = replica_args(&emu, &pg, extra);
+        let replicas = (0..n).map(|_| replica(&args)).collect();
+        Some(Self { emu, pg, replicas })
+    }
+
+    async fn token(&self, at: usize, form: &[(&str, &str)]) -> Answer {
+        self.try_token(at, form).await.unwrap()
+    }
+
+    /// The same, for a replica that may die on the way.
+    async fn try_token(&self, at: usize, form: &[(&str, &str)]) -> reqwest::Result<Answer> {
+        let response = self.replicas[at]
+            .client
+            .post(format!("https://{LOGIN}/services/oauth2/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode(form))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// The web-server flow, its code exchanged through replica `at`: a new refresh token.
+    async fn login(&self, at: usize) -> String {
+        let code = self
+            .emu
+            .control(
+                "POST",
+                "authorize",
+                json!({"client_id": WEB, "username": ALICE, "scope": "api refresh_token",
+                       "redirect_uri": "https://app.example.com/callback"}),
+            )
+            .await["code"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let answer = self
+            .token(
+                at,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("client_id", WEB),
+                    ("client_secret", WEB_SECRET),
+                    ("code", &code),
+                    ("redirect_uri", "https://app.example.com/callback"),
+                ],
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.body["refresh_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn refresh(&self, at: usize, token: &str) -> Answer {
+        self.token(
+            at,
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", WEB),
+                ("refresh_token", token),
+            ],
+        )
+        .await
+    }
+
+    async fn upstream_refreshes(&self) -> usize {
+        let log = self.emu.control("GET", "requests", Value::Null).await;
+        log.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["grant_type"] == "refresh_token")
+            .count()
+    }
+
+    async fn rotate(&self) {
+        self.emu
+            .control("PATCH", "apps/3MVG9web", json!({"rotation": true}))
+            .await;
+    }
+
+    fn admin(&self, at: usize, path: &str) -> (u16, String) {
+        common::raw::admin_get(self.replicas[at].proxy.admin.unwrap(), path).unwrap()
+    }
+
+    fn logs(&self) -> String {
+        self.replicas
+            .iter()
+            .map(|r| r.proxy.raw_log())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn header<'a>(answer: &'a Answer, name: &str) -> &'a str {
+    answer
+        .headers
+        .get(name)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
+}
+
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .map(|n| n.trim().parse::<f64>().unwrap() as u64)
+        .unwrap_or_else(|| panic!("{series} not in the metrics"))
+}
+
+#[tokio::test]
+async fn five_authorizations_through_one_replica_and_a_sixth_through_another_explain_the_eviction_on_a_third()
+ {
+    let Some(fleet) = Fleet::start(3, &[]) else {
+        return;
+    };
+    let mut tokens = Vec::new();
+    for _ in 0..5 {
+        tokens.push(fleet.login(0).await);
+    }
+    tokens.push(fleet.login(1).await);
+
+    let answer = fleet.refresh(2, &tokens[0]).await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert_eq!(answer.body["error"], "invalid_grant");
+    assert_eq!(answer.cause(), "sf.refresh.approval_limit_evicted");
+    assert_eq!(header(&answer, "grantdoctor-basis"), "evidence");
+    let evidence = answer.evidence("sf.refresh.approval_limit_evicted");
+    assert!(
+        evidence.contains("5 newer refresh tokens were issued"),
+        "{evidence}"
+    );
+    // The issue times are the evidence: the first token's and the newer ones'.
+    assert!(evidence.contains("issued"), "{evidence}");
+    let logged = fleet.replicas[2]
+        .proxy
+        .wait_for_event(|e| e["event"] == "invalid_grant");
+    assert_eq!(logged["cause"], "sf.refresh.approval_limit_evicted");
+}
+
+#[tokio::test]
+async fn a_rotation_through_one_replica_is_replayed_to_its_twin_on_another_and_blocked_on_a_third_after_the_window()
+ {
+    let Some(fleet) = Fleet::start(3, &["--replay-window", "2"]) else {
+        return;
+    };
+    fleet.rotate().await;
+    let first = fleet.login(0).await;
+    let rotated = fleet.refresh(0, &first).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let second = rotated.body["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+
+    // A twin within the window, through another replica: the same answer.
+    let twin = fleet.refresh(1, &first).await;
+    assert_eq!(twin.status, 200, "{}", twin.body);
+    assert_eq!(twin.body["refresh_token"], second.as_str());
+    assert_eq!(fleet.upstream_refreshes().await, 1);
+
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let stale = fleet.refresh(2, &first).await;
+    assert_eq!(stale.status, 400, "{}", stale.body);
+    assert_eq!(
+        header(&stale, "grantdoctor-blocked"),
+        "rotated-refresh-token"
+    );
+    assert_eq!(stale.cause(), "sf.refresh.rotated_token_reused");
+    // Never forwarded: the family is alive, and the newest token refreshes.
+    assert_eq!(fleet.upstream_refreshes().await, 1);
+    let next = fleet.refresh(1, &second).await;
+    assert_eq!(next.status, 200, "{}", next.body);
+
+    // Nothing usable in the database, nor in any log.
+    let dump = fleet.pg.dump();
+    assert!(
+        dump.contains("grantdoctor_records"),
+        "the dump holds the tables"
+    );
+    let access = rotated.body["access_token"].as_str().unwrap().to_owned();
+    for secret in [&first, &second, &access, &WEB_SECRET.to_owned()] {
+        assert!(
+            !dump.contains(secret.as_str()),
+            "the database holds a secret"
+        );
+        assert!(
+            !fleet.logs().contains(secret.as_str()),
+            "a log holds a secret"
+        );
+    }
+    assert!(!fleet.logs().contains(postgres::PASSWORD));
+}
+
+#[tokio::test]
+async fn five_hundred_identical_refreshes_over_three_replicas_make_one_upstream_refresh() {
+    // Five hundred clients connecting through three debug builds on two cores take longer
+    // than the default window to all arrive; every one of them is a twin here.
+    let Some(fleet) = Fleet::start(3, &["--replay-window", "60"]) else {
+        return;
+    };
+    fleet.rotate().await;
+    // Issued before grantdoctor watched: no replica has seen it.
+    let first = fleet
+        .emu
+        .web_login(WEB, WEB_SECRET, ALICE, "api refresh_token")
+        .await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fleet = Arc::new(fleet);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..500 {
+        let (fleet, first) = (fleet.clone(), first.clone());
+        tasks.spawn(async move { fleet.refresh(i % 3, &first).await });
+    }
+    let mut new_tokens = std::collections::HashSet::new();
+    while let Some(done) = tasks.join_next().await {
+        let answer = done.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        new_tokens.insert(answer.body["refresh_token"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(new_tokens.len(), 1, "every caller got the same new token");
+    assert_eq!(fleet.upstream_refreshes().await, 1);
+    let newest = new_tokens.into_iter().next().unwrap();
+    let next = fleet.refresh(1, &newest).await;
+    assert_eq!(next.status, 200, "the family is intact: {}", next.body);
+}
+
+#[tokio::test]
+async fn a_follower_completes_the_refresh_when_the_leader_replica_is_killed_mid_flight() {
+    let Some(mut fleet) = Fleet::start(2, &["--response-timeout", "4"]) else {
+        return;
+    };
+    let mut settings = fleet.emu.control("GET", "settings", Value::Null).await;
+    settings["refresh_latency_ms"] = json!(2500);
+    fleet.emu.control("PUT", "settings", settings).await;
+    let token = fleet.login(0).await;
+    let fleet_ref = &fleet;
+    let leader = async {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", WEB),
+            ("refresh_token", token.as_str()),
+        ];
+        let cut = tokio::time::timeout(Duration::from_secs(10), fleet_ref.try_token(0, &form));
+        assert!(
+            !matches!(cut.await, Ok(Ok(_))),
+            "the killed leader cannot have answered"
+        );
+    };
+    // The leader's refresh is upstream when the follower arrives and the leader dies.
+    let follower = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let follow = fleet_ref.refresh(1, &token);
+        tokio::pin!(follow);
+        let kill = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let pid = fleet_ref.replicas[0].proxy.pid();
+            std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap();
+        };
+        let (answer, ()) = tokio::join!(&mut follow, kill);
+        (answer, started.elapsed())
+    };
+    let ((), (answer, took)) = tokio::join!(leader, follower);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // The lease is the response timeout (4 s) plus 2 s; then the follower's own refresh.
+    assert!(
+        took < Duration::from_secs(4 + 2 + 5),
+        "the follower waited {took:?}"
+    );
+    // It waited for the dead leader's lease rather than racing it upstream.
+    assert!(
+        took > Duration::from_secs(3),
+        "the follower went at once: {took:?}"
+    );
+    let log = fleet.replicas[1].proxy.raw_log();
+    assert!(!log.contains(&token));
+    fleet.replicas.remove(0);
+}
+
+#[tokio::test]
+async fn with_the_database_down_traffic_flows_readiness_says_degraded_and_it_heals() {
+    let Some(fleet) = Fleet::start(2, &[]) else {
+        return;
+    };
+    let before = fleet.login(0).await;
+    fleet.pg.stop_server();
+
+    // Traffic flows on what the replica holds.
+    let token = fleet.login(0).await;
+    let refreshed = fleet.refresh(0, &token).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    let again = fleet.refresh(1, &before).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    let (status, ready) = fleet.admin(0, "/readyz");
+    assert_eq!(
+        status, 200,
+        "a database outage does not take the replica out"
+    );
+    assert!(ready.starts_with("degraded: store:"), "{ready}");
+    let (_, metrics) = fleet.admin(0, "/metrics");
+    let errors: u64 = ["read", "write", "lease", "seal"]
+        .iter()
+        .map(|op| {
+            counter(
+                &metrics,
+                &format!("grantdoctor_store_errors_total{{op=\"{op}\"}} "),
+            )
+        })
+        .sum();
+    assert!(errors >= 1, "{metrics}");
+    let outages = fleet.replicas[0]
+        .proxy
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "store_unavailable")
+        .count();
+    assert_eq!(outages, 1, "one log line per outage, not per request");
+    assert!(!fleet.logs().contains(postgres::PASSWORD));
+
+    fleet.pg.start_server();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // An exchange makes the replica use the store again.
+        let _ = fleet.refresh(0, &token).await;
+        if fleet.admin(0, "/readyz").1 == "ok\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replica did not reconnect");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    fleet.replicas[0]
+        .proxy
+        .wait_for_event(|e| e["event"] == "store_recovered");
+
+    // Shared coalescing works again: identical refreshes on both replicas, one upstream.
+    fleet.rotate().await;
+    let fresh = fleet.login(1).await;
+    let upstream_before = fleet.upstream_refreshes().await;
+    let fleet = Arc::new(fleet);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (fleet, fresh) = (fleet.clone(), fresh.clone());
+        tasks.spawn(async move { fleet.refresh(i % 2, &fresh).await });
+    }
+    let mut tokens = std::collections::HashSet::new();
+    while let Some(done) = tasks.join_next().await {
+        let answer = done.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        tokens.insert(answer.body["refresh_token"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(fleet.upstream_refreshes().await, upstream_before + 1);
+}
+
+#[test]
+fn two_replicas_starting_at_once_on_an_empty_database_both_come_up_and_one_migrates() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let emu = EmulatorProcess::start();
+    let args = replica_args(&emu, &pg, &[]);
+    let (a, b) = std::thread::scope(|s| {
+        let one = s.spawn(|| replica(&args));
+        let two = s.spawn(|| replica(&args));
+        (one.join().unwrap(), two.join().unwrap())
+    });
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM grantdoctor_schema").trim(),
+        "1"
+    );
+    let migrated = [&a, &b]
+        .iter()
+        .flat_map(|r| r.proxy.events())
+        .filter(|e| e["event"] == "store_migrated")
+        .count();
+    assert_eq!(migrated, 1, "exactly one replica applied the migration");
+    for r in [&a, &b] {
+        assert_eq!(
+            common::raw::admin_get(r.proxy.admin.unwrap(), "/readyz")
+                .unwrap()
+                .1,
+            "ok\n"
+        );
+    }
+}
+
+#[test]
+fn a_schema_newer_than_the_binary_is_refused_at_start_without_showing_the_password() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let emu = EmulatorProcess::start();
+    let args = replica_args(&emu, &pg, &[]);
+    drop(replica(&args));
+    pg.psql("INSERT INTO grantdoctor_schema (version) VALUES (999)");
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
+        .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--ca-dir", &dir.path().join("certs").display().to_string()])
+        .args(["--data-dir", &dir.path().join("data").display().to_string()])
+        .args(["--store", &pg.url()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("version 999, newer than this build knows"),
+        "{text}"
+    );
+    assert!(
+        text.contains("postgres://grantdoctor:****@127.0.0.1:"),
+        "{text}"
+    );
+    assert!(!text.contains(postgres::PASSWORD), "{text}");
+}
+
+#[test]
+fn check_config_masks_the_store_password() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
+        .args([
+            "check-config",
+            "--store",
+            "postgres://gd:hunter2-store@db.internal:5432/ledger",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("store = \"postgres://gd:****@db.internal:5432/ledger\""),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2-store"));
+}
