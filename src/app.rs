@@ -101,14 +101,13 @@ pub async fn serve(
                 lease: std::time::Duration::from_secs(args.response_timeout.max(1)) + LEASE_MARGIN,
                 replay_window: std::time::Duration::from_secs(args.replay_window),
                 retention,
+                fingerprint_check: observer.fingerprints.check(),
             };
             let outage =
                 crate::fleet::Outage::new(health.clone(), observer.metrics.store_errors.clone());
             let opened = crate::fleet::Fleet::open(target, options, outage)
                 .await
                 .map_err(|e| anyhow::anyhow!("opening the shared store {shown}: {e}"))?;
-            // Every replica fingerprints a token alike, or their records would not meet.
-            observer.fingerprints = crate::oauth::Fingerprinter::from_key(&opened.fingerprint_key);
             observer.fleet = Some(opened.fleet);
             tracing::info!(event = "store_shared", store = %shown);
             crate::ledger::GrantLedger::open_shared(Box::new(opened.records)).await

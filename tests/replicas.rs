@@ -46,8 +46,18 @@ fn replica_args(emu: &EmulatorProcess, pg: &Postgres, extra: &[&str]) -> Vec<Str
     args
 }
 
+/// The fingerprint key every replica of a fleet is given (as one Secret would be).
+const FLEET_KEY: [u8; 32] = [7; 32];
+
 fn replica(args: &[String]) -> Replica {
-    let proxy = ProxyProcess::start(args);
+    replica_with_key(args, &FLEET_KEY)
+}
+
+fn replica_with_key(args: &[String], key: &[u8; 32]) -> Replica {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/fingerprint.key"), key).unwrap();
+    let proxy = ProxyProcess::start_in(dir, args);
     let client = client_via(&proxy, &[&proxy.ca_pem()], false);
     Replica { proxy, client }
 }
@@ -484,6 +494,35 @@ fn a_schema_newer_than_the_binary_is_refused_at_start_without_showing_the_passwo
         "{text}"
     );
     assert!(!text.contains(postgres::PASSWORD), "{text}");
+}
+
+#[test]
+fn a_replica_with_another_fingerprint_key_is_refused_and_the_database_never_holds_the_key() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let emu = EmulatorProcess::start();
+    let args = replica_args(&emu, &pg, &[]);
+    drop(replica(&args));
+    let dump = pg.dump();
+    assert!(
+        !dump.contains("0707070707070707"),
+        "the key is not in the database"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/fingerprint.key"), [9u8; 32]).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
+        .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--ca-dir", &dir.path().join("certs").display().to_string()])
+        .args(["--data-dir", &dir.path().join("data").display().to_string()])
+        .args(["--store", &pg.url()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("give every replica the same key"), "{text}");
 }
 
 #[test]

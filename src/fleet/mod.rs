@@ -8,10 +8,14 @@
 //! (`grantdoctor_store_errors_total{op}`), logged once, and reported on `/readyz` as
 //! degraded until an operation succeeds again.
 //!
+//! Every replica must fingerprint a token alike, or their records would never meet: they
+//! share one `fingerprint.key` (mounted from one Secret). The database holds only a check
+//! value of it, and a replica with another key refuses to start rather than write records
+//! no other replica can match.
+//!
 //! Must never: write a secret to the database. Records hold fingerprints; sealed answers
 //! can only be opened by a caller presenting the secrets they were sealed under
-//! ([`seal`]); the fingerprint key kept in the database is grantdoctor's own, shared so
-//! that every replica fingerprints a token alike.
+//! ([`seal`]); the fingerprint key itself stays in each replica's data directory.
 
 pub mod db;
 pub mod lease;
@@ -111,6 +115,8 @@ pub struct FleetOptions {
     /// `--replay-window`: how long a sealed replay is kept.
     pub replay_window: Duration,
     pub retention: crate::ledger::Retention,
+    /// A check value of this replica's fingerprint key ([`crate::oauth::Fingerprinter::check`]).
+    pub fingerprint_check: String,
 }
 
 /// The shared store, opened.
@@ -132,8 +138,6 @@ impl std::fmt::Debug for Fleet {
 pub struct Opened {
     pub fleet: Arc<Fleet>,
     pub records: Arc<records::PgRecords>,
-    /// The fleet's fingerprint key: every replica fingerprints a token alike.
-    pub fingerprint_key: Vec<u8>,
 }
 
 impl Fleet {
@@ -155,7 +159,7 @@ impl Fleet {
             schema = migrate::latest(),
             migrated_from = before
         );
-        let fingerprint_key = shared_fingerprint_key(&client).await?;
+        agree_on_fingerprint_key(&client, &options.fingerprint_check).await?;
         let replica: Arc<str> = Arc::from(replica_id().as_str());
         let records = Arc::new(records::PgRecords::start(
             reader.clone(),
@@ -172,11 +176,7 @@ impl Fleet {
             replay_ms: options.replay_window.as_millis() as i64,
         });
         tokio::spawn(sweeps(fleet.clone(), records.clone(), options.retention));
-        Ok(Opened {
-            fleet,
-            records,
-            fingerprint_key,
-        })
+        Ok(Opened { fleet, records })
     }
 
     /// This replica's name in lease rows (random per start).
@@ -245,25 +245,32 @@ impl Fleet {
     }
 }
 
-/// The fingerprint key every replica uses, created by the first to start.
-async fn shared_fingerprint_key(client: &tokio_postgres::Client) -> Result<Vec<u8>, StoreError> {
-    let mut fresh = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
-        .map_err(|_| StoreError::Schema("no randomness for the fingerprint key".into()))?;
+/// Checks that this replica fingerprints like the others: the first to start records a
+/// check value of its key, and every other must match it.
+async fn agree_on_fingerprint_key(
+    client: &tokio_postgres::Client,
+    check: &str,
+) -> Result<(), StoreError> {
     client
         .execute(
-            "INSERT INTO grantdoctor_settings (name, value) VALUES ('fingerprint_key', $1)
+            "INSERT INTO grantdoctor_settings (name, value) VALUES ('fingerprint_check', $1)
              ON CONFLICT (name) DO NOTHING",
-            &[&&fresh[..]],
+            &[&check.as_bytes()],
         )
         .await?;
     let row = client
         .query_one(
-            "SELECT value FROM grantdoctor_settings WHERE name = 'fingerprint_key'",
+            "SELECT value FROM grantdoctor_settings WHERE name = 'fingerprint_check'",
             &[],
         )
         .await?;
-    Ok(row.get(0))
+    let fleet: Vec<u8> = row.get(0);
+    if fleet != check.as_bytes() {
+        return Err(StoreError::Schema(
+            "this replica's fingerprint key (fingerprint.key in --data-dir) is not the one the other replicas of this store use, so their records would never match its tokens: give every replica the same key (one Secret mounted as fingerprint.key in each)".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn replica_id() -> String {

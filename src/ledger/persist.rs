@@ -250,3 +250,44 @@ pub(crate) fn merge(state: &mut State, rows: Vec<Row>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn approval(at: i64, fp: u64) -> Row {
+        Row {
+            kind: AUTHORIZATIONS,
+            key: format!("00Dorg|005user|3MVG9web|{at}|fp_{fp:016x}"),
+            value: Some(format!("{{\"at\":{at},\"refresh_fp\":{fp}}}")),
+            at,
+        }
+    }
+
+    #[test]
+    fn records_read_twice_or_out_of_order_leave_one_history_in_time_order() {
+        let mut state = State::default();
+        merge(&mut state, vec![approval(3_000, 3), approval(1_000, 1)]);
+        // A shared store's change feed may hand a record over again, and another replica's
+        // older record may arrive after a newer one.
+        merge(&mut state, vec![approval(1_000, 1), approval(2_000, 2)]);
+        let list = state.authorizations.values().next().unwrap();
+        let times: Vec<i64> = list.iter().map(|a| a.at).collect();
+        assert_eq!(times, [1_000, 2_000, 3_000]);
+    }
+
+    #[test]
+    fn a_deleted_record_of_another_replica_is_deleted_here() {
+        let mut state = State::default();
+        let row = |value: Option<&str>| Row {
+            kind: PASSWORD_FAILURES,
+            key: "fp_00000000000000aa".into(),
+            value: value.map(str::to_owned),
+            at: 1,
+        };
+        merge(&mut state, vec![row(Some("2"))]);
+        assert_eq!(state.password_failures.get(&0xaa), Some(&2));
+        merge(&mut state, vec![row(None)]);
+        assert_eq!(state.password_failures.get(&0xaa), None);
+    }
+}

@@ -60,6 +60,12 @@ impl Fingerprinter {
     }
 
     /// `fp_` followed by 16 hex digits (64 bits of the HMAC).
+    /// A value that tells whether two processes hold the same key, without revealing it:
+    /// replicas sharing a store compare it.
+    pub fn check(&self) -> String {
+        self.fingerprint("grantdoctor fingerprint key check")
+    }
+
     pub fn fingerprint(&self, secret: &str) -> String {
         let tag = hmac::sign(&self.key, secret.as_bytes());
         let hex: String = tag.as_ref()[..8]

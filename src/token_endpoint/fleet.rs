@@ -64,6 +64,26 @@ pub(super) async fn lead_or_follow(fleet: &Fleet, key: &ExchangeKey) -> FleetTur
     }
 }
 
+/// Waits until this replica holds the fleet's lease for a JWT bearer exchange of `key`
+/// (host, app, user); `None` when the store cannot be asked. The lease is freed with
+/// [`Lease::land`] and no answer: the next replica then runs its own exchange.
+pub(super) async fn one_at_a_time(fleet: &Fleet, key: &crate::recover::Key) -> Option<Lease> {
+    let sealer = Sealer::derive(
+        "jwt",
+        &[
+            key.host.as_bytes(),
+            key.client_id.as_bytes(),
+            key.subject.as_bytes(),
+        ],
+    );
+    loop {
+        match fleet.take(sealer.id()).await? {
+            Turn::Lead(generation) => return Some(Lease { sealer, generation }),
+            Turn::Wait(_) | Turn::Landed(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
 fn answer(sealer: &Sealer, sealed: &[u8]) -> FleetTurn {
     match sealer.open(sealed).as_deref().and_then(finished_from) {
         Some(finished) => FleetTurn::Answer(Arc::new(finished)),

@@ -103,8 +103,18 @@ pub(super) async fn attempt<S: Upstream>(
         Plan::Attempt { key, audience } => (key, audience),
     };
     let (result, how) = recovery
-        .run(&key, || {
-            jwt_exchange(inner, observer, route, &key, &audience)
+        .run(&key, || async {
+            // One JWT exchange at a time per (host, app, user) across the fleet too; the
+            // recovered token itself stays in this replica's memory.
+            let turn = match &observer.fleet {
+                Some(fleet) => super::fleet::one_at_a_time(fleet, &key).await,
+                None => None,
+            };
+            let outcome = jwt_exchange(inner, observer, route, &key, &audience).await;
+            if let (Some(turn), Some(fleet)) = (turn, &observer.fleet) {
+                turn.land(fleet, None).await;
+            }
+            outcome
         })
         .await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
