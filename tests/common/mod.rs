@@ -4,6 +4,7 @@
 
 pub mod emulator;
 pub mod jwt;
+pub mod org;
 pub mod origin;
 pub mod raw;
 pub mod stack;
