@@ -171,6 +171,11 @@ fn route(
             world.faults.extend(std::iter::repeat_n(f.fault, f.count));
             json!({"queued": world.faults.len()})
         }
+        ("POST", ["query-faults"]) => {
+            let f: super::query::QueryFaults = parse(body)?;
+            world.query_faults.extend(f.queue());
+            json!({"queued": world.query_faults.len()})
+        }
         ("GET", ["settings"]) => serde_json::to_value(&world.settings).expect("serialisable"),
         ("PUT", ["settings"]) => {
             world.settings = parse::<Settings>(body)?;

@@ -1,10 +1,14 @@
 //! Answers `GET /services/data/vNN.N/query?q=` for the session's user: parse ([`super::soql`]),
 //! find the object and check the user may see it ([`super::records`]), check every named field,
 //! then filter, sort, limit and render in Salesforce's JSON shape. Errors are Salesforce's
-//! `400 [{"message","errorCode"}]`. Must never: answer with a token value, or with a row of
-//! another org.
+//! `400 [{"message","errorCode"}]`. Injected [`QueryFault`]s stand in for the answers the
+//! world's state cannot produce (a refused session, a broken or slow answer). Must never:
+//! answer with a token value, or with a row of another org.
 
 use std::cmp::Ordering;
+use std::time::Duration;
+
+use serde::Deserialize;
 
 use super::records::{self, Kind, Object, Row, Value};
 use super::soql::{self, Condition, Literal, Op, Query};
@@ -49,6 +53,82 @@ impl QueryError {
             serde_json::Value::from(self.message.as_str()),
             serde_json::Value::from(self.code)
         )
+    }
+}
+
+/// A failure of the next authenticated query, queued by `POST /_emulator/query-faults`: what an
+/// org connection must survive although no state of the world leads to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryFault {
+    /// `401 INVALID_SESSION_ID` for a live session, as when an admin ends it server-side.
+    Unauthorized,
+    /// `403 INSUFFICIENT_ACCESS`, as when the user's profile loses API access.
+    Forbidden,
+    /// `200` with a JSON answer cut short, as from a middlebox that breaks the body off.
+    Malformed,
+    /// The true answer, held back this long (real time, like `refresh_latency_ms`).
+    Slow(Duration),
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FaultKind {
+    Unauthorized,
+    Forbidden,
+    Malformed,
+    Slow,
+}
+
+/// The control API's body: `{"fault", "delay_ms" (slow only), "count"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryFaults {
+    fault: FaultKind,
+    #[serde(default)]
+    delay_ms: u64,
+    #[serde(default = "one")]
+    count: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl QueryFaults {
+    /// The faults to queue, one per query.
+    pub fn queue(&self) -> impl Iterator<Item = QueryFault> + use<> {
+        let fault = match self.fault {
+            FaultKind::Unauthorized => QueryFault::Unauthorized,
+            FaultKind::Forbidden => QueryFault::Forbidden,
+            FaultKind::Malformed => QueryFault::Malformed,
+            FaultKind::Slow => QueryFault::Slow(Duration::from_millis(self.delay_ms)),
+        };
+        std::iter::repeat_n(fault, self.count)
+    }
+}
+
+impl QueryFault {
+    /// The status and body answered instead of the query's, or `None` when the true answer
+    /// follows (after the delay of a slow one).
+    pub fn answer(self) -> Option<(u16, String)> {
+        let refused = |code: &str, message: &str| {
+            format!(r#"[{{"message":"{message}","errorCode":"{code}"}}]"#)
+        };
+        match self {
+            Self::Unauthorized => Some((
+                401,
+                refused("INVALID_SESSION_ID", "Session expired or invalid"),
+            )),
+            Self::Forbidden => Some((
+                403,
+                refused("INSUFFICIENT_ACCESS", "Insufficient Privileges"),
+            )),
+            Self::Malformed => Some((
+                200,
+                r#"{"totalSize":1,"done":true,"records":[{"attributes":"#.into(),
+            )),
+            Self::Slow(_) => None,
+        }
     }
 }
 
@@ -360,5 +440,21 @@ mod tests {
         assert!(is_account_query("SELECT Id FROM Account"));
         assert!(is_account_query("select Name from account limit 5"));
         assert!(!is_account_query("SELECT Id FROM AccountHistory"));
+    }
+
+    #[test]
+    fn a_queued_fault_is_one_per_query_and_a_slow_one_keeps_the_true_answer() {
+        let body = r#"{"fault": "slow", "delay_ms": 250, "count": 2}"#;
+        let faults: QueryFaults = serde_json::from_str(body).unwrap();
+        let queued: Vec<QueryFault> = faults.queue().collect();
+        assert_eq!(queued, [QueryFault::Slow(Duration::from_millis(250)); 2]);
+        assert_eq!(queued[0].answer(), None);
+        let (status, body) = QueryFault::Forbidden.answer().unwrap();
+        assert_eq!(status, 403);
+        let errors: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(errors[0]["errorCode"], "INSUFFICIENT_ACCESS");
+        let (status, body) = QueryFault::Malformed.answer().unwrap();
+        assert_eq!(status, 200);
+        assert!(serde_json::from_str::<serde_json::Value>(&body).is_err());
     }
 }

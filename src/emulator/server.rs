@@ -74,7 +74,7 @@ impl Emulator {
                 return self.rest(&req, |_| versions_body());
             }
             if path.starts_with("/services/data/v") && path.ends_with("/query") {
-                return self.query(&req, &path);
+                return self.query(req, &path).await;
             }
         }
         plain(StatusCode::NOT_FOUND, "emulator: no such resource\n")
@@ -258,9 +258,10 @@ impl Emulator {
         )
     }
 
-    /// The SOQL endpoint: answered from the world for the session's user (see [`super::query`]).
-    fn query(&self, req: &Request<Incoming>, path: &str) -> Response<ProxyBody> {
-        let Some((_, _, username)) = self.session(req) else {
+    /// The SOQL endpoint: answered from the world for the session's user (see [`super::query`]),
+    /// unless a fault is queued for it.
+    async fn query(&self, req: Request<Incoming>, path: &str) -> Response<ProxyBody> {
+        let Some((_, _, username)) = self.session(&req) else {
             return invalid_session();
         };
         // `/services/data/vNN.N/query`: record URLs carry the version the client asked for.
@@ -269,6 +270,16 @@ impl Emulator {
             .find(|(k, _)| k == "q")
             .map(|(_, v)| v.into_owned());
         let gzip = accepts_gzip(req.headers());
+        let fault = self.world().query_faults.pop_front();
+        if let Some(fault) = fault {
+            if let super::query::QueryFault::Slow(delay) = fault {
+                tokio::time::sleep(delay).await;
+            }
+            if let Some((status, body)) = fault.answer() {
+                let status = StatusCode::from_u16(status).expect("a valid status");
+                return json(status, body, gzip);
+            }
+        }
         match super::query::answer(&self.world(), &username, version, q.as_deref()) {
             Ok(body) => json(StatusCode::OK, body, gzip),
             Err(error) => json(StatusCode::BAD_REQUEST, error.body(), gzip),

@@ -222,6 +222,8 @@ pub struct World {
     next_family: u64,
     pub log: Vec<LoggedRequest>,
     pub faults: VecDeque<Fault>,
+    /// Injected failures for the next REST queries (see [`super::query::QueryFault`]).
+    pub query_faults: VecDeque<super::query::QueryFault>,
     /// Login attempts of known users, oldest first, for `LoginHistory` (see [`super::logins`]).
     pub(crate) login_history: VecDeque<super::logins::LoginEvent>,
 }

@@ -5,6 +5,9 @@
 //! approval was made at or before the time the ledger first knew the token; if no row is that
 //! old, the approval is gone: evicted when the limit's worth of newer approvals live, revoked
 //! otherwise.
+//!
+//! Evidence names records by date and the user by id, never by record id or username: a
+//! confirmed diagnosis is kept in the ledger by the dead-token breaker.
 
 use crate::diagnose::{Basis, Diagnosis, Finding};
 use crate::ledger::{TokenHistory, UNSEEN, fmt_ms};
@@ -170,8 +173,8 @@ fn approvals(
             "sf.refresh.policy_idle_expiry",
             0.95,
             vec![format!(
-                "OauthToken {} (this token's approval) is live but last used at {}, {} days ago",
-                own.id,
+                "this token's approval (the OauthToken row created at {}) is live but last used at {}, {} days ago",
+                fmt_ms(own.created),
                 fmt_ms(last),
                 (now - last) / 86_400_000
             )],
@@ -183,8 +186,9 @@ fn approvals(
         .filter(|f| f.id.starts_with("sf.refresh.policy_"))
     {
         finding.evidence.push(format!(
-            "OauthToken {} (this token's approval) is still live in {}: the token expired, the approval did not",
-            own.id, facts.org
+            "this token's approval (the OauthToken row created at {}) is still live in {}: the token expired, the approval did not",
+            fmt_ms(own.created),
+            facts.org
         ));
     }
 }

@@ -29,13 +29,12 @@ pub struct UserRecord {
 
 impl UserRecord {
     /// Why this user can no longer log in, one evidence line per flag; empty when it can.
+    /// Lines name the user by id only: a confirmed diagnosis is kept by the dead-token
+    /// breaker in the ledger, which holds no username.
     pub fn problems(&self) -> Vec<String> {
         let mut lines = Vec::new();
         if !self.active {
-            lines.push(format!(
-                "User {} ({}) has IsActive = false",
-                self.id, self.username
-            ));
+            lines.push(format!("User {} has IsActive = false", self.id));
         }
         if self.frozen {
             lines.push(format!("UserLogin of {} has IsFrozen = true", self.id));

@@ -27,6 +27,10 @@ const ANSWER_CAP: usize = 4 * 1024 * 1024;
 const FACTS_KEPT: Duration = Duration::from_secs(30);
 /// Queries per minute at most, far below any org's daily API allowance.
 const QUERIES_PER_MINUTE: u32 = 120;
+/// How long the org's refusal of the connection itself (its login, or a session right after
+/// the login) answers for it before the org is asked again: a broken connection must not send
+/// a login per query of every confirmation.
+const REFUSAL_KEPT: Duration = Duration::from_secs(30);
 
 /// Why the org could not be asked. Messages carry hosts, ids and Salesforce's error text,
 /// never a token or the assertion.
@@ -71,6 +75,8 @@ pub struct OrgConnection {
     client: UpstreamClient,
     metrics: Arc<Metrics>,
     session: tokio::sync::Mutex<Option<Session>>,
+    /// The org's last refusal of the connection itself and when, kept for `REFUSAL_KEPT`.
+    refusal: Mutex<Option<(Instant, OrgError)>>,
     org_id: Mutex<Option<String>>,
     /// What was already logged about this connection's own problems: once per cause.
     told: Mutex<HashSet<String>>,
@@ -101,6 +107,7 @@ impl OrgConnection {
             client,
             metrics,
             session: tokio::sync::Mutex::new(None),
+            refusal: Mutex::new(None),
             org_id: Mutex::new(None),
             told: Mutex::new(HashSet::new()),
             facts: Mutex::new(std::collections::HashMap::new()),
@@ -171,20 +178,18 @@ impl OrgConnection {
         }
     }
 
-    /// Runs one SOQL query and returns its records; logs in first (again after a 401).
+    /// Runs one SOQL query and returns its records; logs in first (again after a 401), unless
+    /// the org refused the connection itself moments ago.
     pub async fn query(
         &self,
         object: &'static str,
         soql: &str,
     ) -> Result<Vec<serde_json::Value>, OrgError> {
-        let outcome = self.query_once(object, soql).await;
-        let outcome = match outcome {
-            Err(OrgError::Refused { status: 401, .. }) => {
-                *self.session.lock().await = None;
-                self.query_once(object, soql).await
-            }
-            other => other,
-        };
+        // Not counted: the org was not asked.
+        if let Some(refusal) = self.recent_refusal() {
+            return Err(refusal);
+        }
+        let outcome = self.query_with_session(object, soql).await;
         let label = match &outcome {
             Ok(_) => "ok",
             Err(OrgError::Refused { .. }) => "refused",
@@ -200,6 +205,37 @@ impl OrgConnection {
             ],
         );
         outcome
+    }
+
+    async fn query_with_session(
+        &self,
+        object: &'static str,
+        soql: &str,
+    ) -> Result<Vec<serde_json::Value>, OrgError> {
+        match self.query_once(object, soql).await {
+            Err(OrgError::Refused { status: 401, .. }) => {
+                *self.session.lock().await = None;
+                let retried = self.query_once(object, soql).await;
+                if let Err(e @ OrgError::Refused { status: 401, .. }) = &retried {
+                    // Refused right after a login: the next session would be too.
+                    self.keep_refusal(e);
+                }
+                retried
+            }
+            other => other,
+        }
+    }
+
+    fn recent_refusal(&self) -> Option<OrgError> {
+        let refusal = self.refusal.lock().unwrap_or_else(|e| e.into_inner());
+        refusal
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < REFUSAL_KEPT)
+            .map(|(_, e)| e.clone())
+    }
+
+    fn keep_refusal(&self, e: &OrgError) {
+        *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), e.clone()));
     }
 
     /// The org label of the metric: the configured host, leaked once per connection so the
@@ -284,7 +320,11 @@ impl OrgConnection {
         {
             return Ok((s.access_token.clone(), s.instance.clone()));
         }
-        let fresh = self.login().await?;
+        let fresh = self.login().await.inspect_err(|e| {
+            if matches!(e, OrgError::Login { .. }) {
+                self.keep_refusal(e);
+            }
+        })?;
         let found = (fresh.access_token.clone(), fresh.instance.clone());
         *session = Some(fresh);
         Ok(found)

@@ -83,6 +83,7 @@ pub(super) async fn phase(
         return diagnosis;
     }
     let unconfirmed = diagnosis.clone();
+    let slow = conn.clone();
     let work = tokio::spawn(async move {
         let facts = OrgFacts {
             org: conn.config.host.clone(),
@@ -107,6 +108,14 @@ pub(super) async fn phase(
         Ok(Ok(confirmed)) => confirmed,
         Ok(Err(_)) => diagnosis,
         Err(_) => {
+            slow.tell_once(
+                "slow",
+                &format!(
+                    "the org's records did not arrive within the confirmation budget of {} s: the answer went unconfirmed; its confirmation follows in the log as a `confirmed` event",
+                    observer.confirm_timeout.as_secs_f64()
+                ),
+                "raise --confirm-timeout if the org is always this slow to answer; otherwise nothing to fix",
+            );
             let event_id = event_id.to_owned();
             tokio::spawn(async move {
                 if let Ok(confirmed) = work.await {
@@ -123,20 +132,59 @@ fn read<T>(conn: &org::OrgConnection, result: Result<T, org::OrgError>) -> Optio
     match result {
         Ok(rows) => Some(rows),
         Err(e) => {
-            let (kind, fix) = match &e {
-                org::OrgError::Login { cause, .. } => (
-                    format!("login:{cause}"),
-                    format!("the org connection's own login failed as {cause}: see that cause's fix"),
-                ),
-                org::OrgError::Refused { object, .. } => (
-                    format!("refused:{object}"),
-                    "grant the integration user API Enabled, View Setup and Configuration, and Customize Application or Manage Users".to_owned(),
-                ),
-                _ => ("unavailable".to_owned(), "check the org's host and the proxy's network path to it".to_owned()),
-            };
+            let (kind, fix) = lack(&e);
             conn.tell_once(&kind, &e.to_string(), &fix);
             None
         }
+    }
+}
+
+/// What the org connection lacks, as a kind logged once and the fix of it. A kind names the
+/// lack, not the query that met it: one lack fails every query alike.
+fn lack(e: &org::OrgError) -> (String, String) {
+    match e {
+        org::OrgError::Login { cause, .. } => (
+            format!("login:{cause}"),
+            format!("the org connection's own login failed as {cause}: see that cause's fix"),
+        ),
+        // A fresh session refused: the login already was retried once for this query.
+        org::OrgError::Refused { status: 401, .. } => (
+            "session_refused".to_owned(),
+            "the org refuses the integration user's sessions right after its login: check the user's session settings (sessions locked to an IP, high assurance) and that its profile has API Enabled".to_owned(),
+        ),
+        org::OrgError::Refused { status: 403, .. } => (
+            "forbidden".to_owned(),
+            "give the integration user's profile API Enabled and View Setup and Configuration".to_owned(),
+        ),
+        // Salesforce answers an object the user may not see as one that does not exist.
+        org::OrgError::Refused { object, .. } => (
+            format!("refused:{object}"),
+            format!(
+                "grant the integration user API Enabled and {} to read {object}",
+                permission_for(object)
+            ),
+        ),
+        org::OrgError::Malformed { .. } => (
+            "malformed".to_owned(),
+            "the org's API answered with something that is not a query answer: check that the host is the org's My Domain and that nothing between the proxy and Salesforce rewrites or cuts answers".to_owned(),
+        ),
+        org::OrgError::Key(_) => (
+            "key".to_owned(),
+            "check the org's private_key: it must be the RSA key of the app's certificate".to_owned(),
+        ),
+        org::OrgError::Unreachable { .. } => (
+            "unavailable".to_owned(),
+            "check the org's host and the proxy's network path to it".to_owned(),
+        ),
+    }
+}
+
+/// The system permissions that show an object, per Salesforce's object reference.
+fn permission_for(object: &str) -> &'static str {
+    match object {
+        "LoginHistory" => "Manage Users or Monitor Login History",
+        "UserLogin" => "Manage Users",
+        _ => "Customize Application or Manage Users",
     }
 }
 
@@ -152,4 +200,45 @@ fn log_late(event_id: &str, confirmed: &Diagnosis) {
         causes = confirmed.log_value().as_str(),
         evidence = top.evidence.join("; "),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(object: &'static str, status: u16) -> org::OrgError {
+        org::OrgError::Refused {
+            object,
+            status,
+            code: String::new(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_lack_that_fails_every_query_is_one_kind() {
+        for status in [401, 403] {
+            assert_eq!(
+                lack(&refused("OauthToken", status)).0,
+                lack(&refused("LoginHistory", status)).0
+            );
+        }
+    }
+
+    #[test]
+    fn an_object_hidden_from_the_user_names_the_permission_that_shows_it() {
+        let (kind, fix) = lack(&refused("LoginHistory", 400));
+        assert_eq!(kind, "refused:LoginHistory");
+        assert!(fix.contains("Monitor Login History"), "{fix}");
+    }
+
+    #[test]
+    fn a_malformed_answer_is_not_sent_to_check_the_network() {
+        let (kind, fix) = lack(&org::OrgError::Malformed {
+            host: "acme.my.salesforce.com".into(),
+            reason: "the OauthToken answer is not JSON".into(),
+        });
+        assert_eq!(kind, "malformed");
+        assert!(!fix.contains("network"), "{fix}");
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod emulator;
 pub mod jwt;
+pub mod org;
 pub mod origin;
 pub mod postgres;
 pub mod raw;
