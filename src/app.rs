@@ -105,7 +105,7 @@ pub async fn serve(
             };
             let outage =
                 crate::fleet::Outage::new(health.clone(), observer.metrics.store_errors.clone());
-            let opened = crate::fleet::Fleet::open(target, options, outage)
+            let opened = crate::fleet::Fleet::open(*target, options, outage)
                 .await
                 .map_err(|e| anyhow::anyhow!("opening the shared store {shown}: {e}"))?;
             observer.fleet = Some(opened.fleet);

@@ -47,7 +47,7 @@ impl std::fmt::Display for StoreUrl {
 #[derive(Debug)]
 pub enum Target {
     Sqlite,
-    Postgres(PgTarget),
+    Postgres(Box<PgTarget>),
 }
 
 /// How the connection to PostgreSQL is encrypted.
@@ -94,7 +94,7 @@ impl StoreUrl {
     pub fn shown(&self) -> String {
         match self.target() {
             Ok(Target::Sqlite) => "sqlite".into(),
-            Ok(Target::Postgres(pg)) => pg.shown,
+            Ok(Target::Postgres(pg)) => pg.shown.clone(),
             Err(_) => "(not a valid store URL)".into(),
         }
     }
@@ -162,7 +162,7 @@ impl StoreUrl {
             Tls::Verified => "?sslmode=verify-full",
         };
         let shown = format!("postgres://{user}{password}@{host}:{port}/{db}{mode}");
-        Ok(Target::Postgres(PgTarget { config, tls, shown }))
+        Ok(Target::Postgres(Box::new(PgTarget { config, tls, shown })))
     }
 }
 

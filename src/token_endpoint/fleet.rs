@@ -35,14 +35,15 @@ pub(super) enum FleetTurn {
 
 /// The lease of a refresh this replica leads.
 pub(super) struct Lease {
-    sealer: Sealer,
+    /// Boxed: its key schedule is large, and a lease lives across the leader's awaits.
+    sealer: Box<Sealer>,
     generation: i64,
 }
 
 /// Leads the refresh, or follows the replica that does until its answer lands (or its
 /// lease expires, when this replica tries to take over).
 pub(super) async fn lead_or_follow(fleet: &Fleet, key: &ExchangeKey) -> FleetTurn {
-    let sealer = Sealer::derive("flight", &[key]);
+    let sealer = Box::new(Sealer::derive("flight", &[key]));
     loop {
         let left = match fleet.take(sealer.id()).await {
             None => return FleetTurn::Alone,
@@ -68,14 +69,14 @@ pub(super) async fn lead_or_follow(fleet: &Fleet, key: &ExchangeKey) -> FleetTur
 /// (host, app, user); `None` when the store cannot be asked. The lease is freed with
 /// [`Lease::land`] and no answer: the next replica then runs its own exchange.
 pub(super) async fn one_at_a_time(fleet: &Fleet, key: &crate::recover::Key) -> Option<Lease> {
-    let sealer = Sealer::derive(
+    let sealer = Box::new(Sealer::derive(
         "jwt",
         &[
             key.host.as_bytes(),
             key.client_id.as_bytes(),
             key.subject.as_bytes(),
         ],
-    );
+    ));
     loop {
         match fleet.take(sealer.id()).await? {
             Turn::Lead(generation) => return Some(Lease { sealer, generation }),
