@@ -9,6 +9,10 @@
 //!   rotation. Direct, they collide (E4) and revoke the family; through grantdoctor they
 //!   share one upstream refresh.
 //!
+//! - **rotation storm across replicas**: the same over three grantdoctor replicas sharing one
+//!   PostgreSQL store (`--store postgres://…`, a throwaway cluster the bench starts; skipped,
+//!   and said so, where PostgreSQL is not installed), callers spread over the three.
+//!
 //! Reported: callers, upstream exchanges (from the emulator's request log), successes, p50/p99
 //! caller latency. Run: `cargo bench --bench recovery_storm` (knob: `STORM_CALLERS`, 1000).
 
@@ -21,6 +25,10 @@ use serde_json::{Value, json};
 
 mod support;
 use support::{Running, free_addr, wait_for_port};
+
+#[allow(dead_code)]
+#[path = "../tests/common/postgres.rs"]
+mod postgres;
 
 const LOGIN: &str = "login.salesforce.com";
 const WEB: &str = "3MVG9web";
@@ -111,6 +119,54 @@ fn main() {
                 "refresh_token",
             ));
         }
+        match postgres::Postgres::start() {
+            None => println!("rotation storm across replicas: not run (no PostgreSQL here)"),
+            Some(pg) => {
+                let replicas: Vec<Process> = (0..3)
+                    .map(|i| {
+                        let name = format!("gd-replica-{i}");
+                        std::fs::create_dir_all(dir.path().join(&name).join("data")).unwrap();
+                        // One fingerprint key for the fleet, as one Secret would give it.
+                        std::fs::write(
+                            dir.path().join(&name).join("data/fingerprint.key"),
+                            [3u8; 32],
+                        )
+                        .unwrap();
+                        Process::proxy(
+                            dir.path(),
+                            &name,
+                            emu.addr,
+                            &config,
+                            &["--store", &pg.url()],
+                        )
+                    })
+                    .collect();
+                let clients: Vec<reqwest::Client> = replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        client(
+                            &dir.path().join(format!("gd-replica-{i}/certs/ca.pem")),
+                            Some(r.addr),
+                            emu.addr,
+                        )
+                    })
+                    .collect();
+                let token = login(&direct).await;
+                clear(&direct).await;
+                let run = storm_over(&clients, callers, |_| token.clone()).await;
+                let log = requests(&direct).await;
+                rows.push(row(
+                    "rotation storm",
+                    "3 replicas, one PostgreSQL",
+                    callers,
+                    &run,
+                    &log,
+                    "refresh_token",
+                ));
+                drop(replicas);
+            }
+        }
     });
     println!("| storm | path | callers | upstream exchanges | callers answered 200 | p50 | p99 |");
     println!("|---|---|---:|---:|---:|---:|---:|");
@@ -143,9 +199,18 @@ fn row(storm: &str, path: &str, callers: usize, run: &Run, log: &[Value], grant:
 }
 
 async fn storm(client: &reqwest::Client, callers: usize, token: impl Fn(usize) -> String) -> Run {
+    storm_over(std::slice::from_ref(client), callers, token).await
+}
+
+/// Callers spread round-robin over `clients`.
+async fn storm_over(
+    clients: &[reqwest::Client],
+    callers: usize,
+    token: impl Fn(usize) -> String,
+) -> Run {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..callers {
-        let (client, token) = (client.clone(), token(i));
+        let (client, token) = (clients[i % clients.len()].clone(), token(i));
         tasks.spawn(async move {
             let started = Instant::now();
             let status = client
