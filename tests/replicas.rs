@@ -526,6 +526,54 @@ fn a_replica_with_another_fingerprint_key_is_refused_and_the_database_never_hold
 }
 
 #[test]
+fn over_tls_the_database_certificate_is_verified_against_store_ca() {
+    let Some(pg) = Postgres::start_tls() else {
+        return;
+    };
+    let emu = EmulatorProcess::start();
+    let url = format!(
+        "postgres://{}:{}@localhost:{}/postgres?sslmode=verify-full",
+        postgres::USER,
+        postgres::PASSWORD,
+        pg.port
+    );
+    let mut args = replica_args(
+        &emu,
+        &pg,
+        &["--store-ca", &pg.ca_pem().display().to_string()],
+    );
+    args[1] = url.clone();
+    let trusted = replica(&args);
+    let (_, ready) = common::raw::admin_get(trusted.proxy.admin.unwrap(), "/readyz").unwrap();
+    assert_eq!(ready, "ok\n");
+    assert!(
+        trusted
+            .proxy
+            .wait_for_event(|e| e["event"] == "store_opened")["schema"]
+            == 1
+    );
+    let ssl = pg.psql("SELECT count(*) FROM pg_stat_ssl WHERE ssl AND pid <> pg_backend_pid()");
+    assert!(
+        ssl.trim().parse::<u32>().unwrap() >= 2,
+        "the replica's connections use TLS"
+    );
+
+    // Without the CA, the server's certificate is not trusted: refused at start.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
+        .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--ca-dir", &dir.path().join("certs").display().to_string()])
+        .args(["--data-dir", &dir.path().join("data").display().to_string()])
+        .args(["--store", &url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("opening the shared store"), "{text}");
+    assert!(!text.contains(postgres::PASSWORD), "{text}");
+}
+
+#[test]
 fn check_config_masks_the_store_password() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
         .args([

@@ -95,7 +95,7 @@ impl PgRecords {
     async fn read_changes(&self) -> Option<Vec<Row>> {
         let arrived = self.begun.load(Ordering::Acquire);
         let mut cursor = self.cursor.lock().await;
-        if self.begun.load(Ordering::Acquire) > arrived + 1 {
+        if self.begun.load(Ordering::Acquire) > arrived {
             // A read that began after this caller arrived has run: it saw everything
             // committed before then.
             return Some(Vec::new());

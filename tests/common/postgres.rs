@@ -18,6 +18,8 @@ pub struct Postgres {
     pub port: u16,
     /// Run the server's tools as this user (root cannot run the server).
     run_as: Option<String>,
+    /// Server options for TLS, when started with [`Postgres::start_tls`].
+    tls: Option<String>,
 }
 
 /// Where the server's tools are: Debian's versioned directory, or the PATH.
@@ -56,6 +58,21 @@ fn is_root() -> bool {
 impl Postgres {
     /// Starts a cluster, or `None` (outside CI) when PostgreSQL is not installed.
     pub fn start() -> Option<Self> {
+        Self::start_with(false)
+    }
+
+    /// The same with TLS on, its certificate (for `localhost` and 127.0.0.1) signed by a
+    /// throwaway CA whose PEM is [`Postgres::ca_pem`].
+    pub fn start_tls() -> Option<Self> {
+        Self::start_with(true)
+    }
+
+    /// The CA that signed the server's certificate (TLS clusters only).
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn start_with(tls: bool) -> Option<Self> {
         let Some(bin) = bin_dir() else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -69,6 +86,35 @@ impl Postgres {
         let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, PASSWORD).unwrap();
         std::fs::create_dir(dir.path().join("sock")).unwrap();
+        let tls = tls.then(|| {
+            use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+            let ca_key = KeyPair::generate().unwrap();
+            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca.distinguished_name
+                .push(rcgen::DnType::CommonName, "test database CA");
+            std::fs::write(
+                dir.path().join("ca.pem"),
+                ca.self_signed(&ca_key).unwrap().pem(),
+            )
+            .unwrap();
+            let issuer = Issuer::new(ca, ca_key);
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            let (crt, pem) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            std::fs::write(&crt, cert.pem()).unwrap();
+            std::fs::write(&pem, key.serialize_pem()).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&pem, std::fs::Permissions::from_mode(0o600)).unwrap();
+            format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                crt.display(),
+                pem.display()
+            )
+        });
         if let Some(user) = &run_as {
             let chown = Command::new("chown")
                 .args(["-R", &format!("{user}:"), &dir.path().display().to_string()])
@@ -80,6 +126,7 @@ impl Postgres {
             bin,
             port: free_port(),
             run_as,
+            tls,
             dir,
         };
         let data = pg.data().display().to_string();
@@ -130,9 +177,10 @@ impl Postgres {
     /// Starts (or restarts) the server on the same port.
     pub fn start_server(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200{}",
             self.port,
-            self.dir.path().join("sock").display()
+            self.dir.path().join("sock").display(),
+            self.tls.as_deref().unwrap_or("")
         );
         let log = self.dir.path().join("server.log").display().to_string();
         let data = self.data().display().to_string();
