@@ -53,6 +53,7 @@ pub struct FileConfig {
     pub max_header_bytes: Option<usize>,
     pub retention_days: Option<u64>,
     pub ledger_max_rows: Option<u64>,
+    pub ledger_sync: Option<crate::cli::LedgerSync>,
     pub annotate: Option<AnnotateMode>,
     pub annotate_description: Option<String>,
     /// Client id → `immediate`, `idle:SECONDS` or `absolute:SECONDS`.
@@ -200,6 +201,7 @@ pub fn merge(
     take!(max_header_bytes);
     take!(retention_days);
     take!(ledger_max_rows);
+    take!(ledger_sync);
     take!(annotate);
     if unset("annotate_description")
         && let Some(mode) = file.annotate_description
@@ -433,6 +435,7 @@ pub fn render(args: &RunArgs) -> String {
     line("max_header_bytes", args.max_header_bytes.to_string());
     line("retention_days", args.retention_days.to_string());
     line("ledger_max_rows", args.ledger_max_rows.to_string());
+    line("ledger_sync", quote(args.ledger_sync.as_str()));
     line(
         "annotate",
         quote(&format!("{:?}", args.annotate).to_ascii_lowercase()),

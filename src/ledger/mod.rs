@@ -273,6 +273,8 @@ pub struct Warning {
 pub struct GrantLedger {
     state: Mutex<State>,
     store: Option<store::Store>,
+    /// `--ledger-sync write-behind`: no answer waits for the disk (measures durability's cost).
+    pub(crate) write_behind: bool,
 }
 
 /// Marks a refresh as in flight until dropped (or [`InFlight::finish`]ed).
@@ -311,6 +313,7 @@ impl GrantLedger {
         Ok(Self {
             state: Mutex::new(persist::restore(rows)),
             store: Some(store),
+            write_behind: false,
         })
     }
 
@@ -439,7 +442,7 @@ impl GrantLedger {
             .success
             .as_ref()
             .is_some_and(|s| s.refresh_token_fp.is_some());
-        if issues_refresh_token {
+        if issues_refresh_token && !self.write_behind {
             (warnings, store.write_durably(rows))
         } else {
             store.write(rows);
