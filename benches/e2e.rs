@@ -7,12 +7,22 @@
 //! `E2E_IDLE_CONNECTIONS` (held open for the memory figure, default 1000), `E2E_BASELINE`
 //! (another grantdoctor binary, e.g. a build of the previous commit, run alongside as
 //! "baseline" to compare two builds in one run), `E2E_ANNOTATE` (grantdoctor's `--annotate`),
-//! `E2E_HUDSUCKER` (a hudsucker proxy that does nothing, `benches/peers/hudsucker-noop`).
+//! `E2E_HUDSUCKER` (a hudsucker proxy that does nothing, `benches/peers/hudsucker-noop`),
+//! `E2E_ONLY=get,token,rotation,tunnel,memory` (a subset of the scenarios).
+//!
+//! A variant of this build: `E2E_VARIANT_ARGS` (extra `run` arguments, split on whitespace)
+//! starts a second grantdoctor of the same binary with them, reported as "variant" next to
+//! the first, so the cost of an option is measured in one run (e.g.
+//! `--ledger-sync write-behind`). In those arguments `{webhook}` stands for the URL of a
+//! receiver inside the harness that answers 204 and counts what it gets.
+//! `E2E_VARIANT_STREAM=1` also holds the variant's `GET /events/stream` (the operator page's
+//! live feed) open for the whole run, read as fast as it comes.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -42,16 +52,25 @@ fn main() {
         return;
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Thousands of idle connections need as many descriptors here as in the proxy; the
+    // children inherit the raised limit.
+    let _ = grantdoctor::fd_limit::raise();
     let seconds: u64 = env_or("E2E_SECONDS", 5);
     let connections: usize = env_or("E2E_CONNECTIONS", 32);
     let idle_connections: usize = env_or("E2E_IDLE_CONNECTIONS", 1000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let origin = Nginx::start(dir.path());
+    let binary = Path::new(env!("CARGO_BIN_EXE_grantdoctor"));
     let mut proxies = vec![Proxy::grantdoctor(
         &dir.path().join("grantdoctor"),
         &origin,
-        Path::new(env!("CARGO_BIN_EXE_grantdoctor")),
+        binary,
         "grantdoctor",
+        &[],
     )];
     if let Ok(baseline) = std::env::var("E2E_BASELINE") {
         proxies.push(Proxy::grantdoctor(
@@ -59,7 +78,36 @@ fn main() {
             &origin,
             Path::new(&baseline),
             "baseline",
+            &[],
         ));
+    }
+    let variant_args: Option<Vec<String>> = std::env::var("E2E_VARIANT_ARGS")
+        .ok()
+        .map(|a| a.split_whitespace().map(str::to_owned).collect());
+    let receiver = variant_args
+        .as_ref()
+        .filter(|args| args.iter().any(|a| a.contains("{webhook}")))
+        .map(|_| rt.block_on(WebhookReceiver::start()));
+    let mut stream = None;
+    if let Some(args) = &variant_args {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| match &receiver {
+                Some(r) => a.replace("{webhook}", &r.url()),
+                None => a.clone(),
+            })
+            .collect();
+        let variant = Proxy::grantdoctor(
+            &dir.path().join("variant"),
+            &origin,
+            binary,
+            "variant",
+            &args,
+        );
+        if std::env::var("E2E_VARIANT_STREAM").is_ok_and(|v| v == "1") {
+            stream = Some(rt.block_on(StreamReader::start(variant.admin.unwrap())));
+        }
+        proxies.push(variant);
     }
     if let Ok(mitmdump) = std::env::var("E2E_MITMDUMP") {
         proxies.push(Proxy::mitmproxy(dir.path(), &origin, Path::new(&mitmdump)));
@@ -67,15 +115,11 @@ fn main() {
     if let Ok(hudsucker) = std::env::var("E2E_HUDSUCKER") {
         proxies.push(Proxy::hudsucker(dir.path(), &origin, Path::new(&hudsucker)));
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let duration = Duration::from_secs(seconds);
     let direct_tls = client_tls(&origin.ca_pem);
     let names: Vec<&str> = proxies.iter().map(|p| p.name).collect();
     let mut table = Table::new(&names);
-    // `E2E_ONLY=get,token,tunnel,memory` runs a subset (for profiling one scenario).
+    // `E2E_ONLY=get,token,rotation,tunnel,memory` runs a subset (for profiling one scenario).
     let only = std::env::var("E2E_ONLY").unwrap_or_default();
     let want = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
 
@@ -115,49 +159,71 @@ fn main() {
         );
     }
     // One token-endpoint-shaped POST load to `path`: directly, and through every proxy.
-    let token = |route: Route, tls: Tls, path| {
+    let token = |route: Route, tls: Tls, path, answer| {
         rt.block_on(load_of(
             route,
             tls,
             connections,
             duration,
             true,
-            Exchange::Refresh(path),
+            Exchange::Refresh(path, answer),
         ))
     };
-    let direct_post = |path| {
+    let direct_post = |path, answer| {
         with_cpu(origin.pid(), None, || {
-            token(Route::Direct(origin.addr), direct_tls.clone(), path)
+            token(Route::Direct(origin.addr), direct_tls.clone(), path, answer)
         })
     };
-    let through_post = |path| -> Vec<Stats> {
+    let through_post = |path, answer| -> Vec<Stats> {
         proxies
             .iter()
             .map(|p| {
                 with_cpu(origin.pid(), Some(p.pid()), || {
-                    token(Route::Proxy(p.addr, INTERCEPTED), p.tls.clone(), path)
+                    token(
+                        Route::Proxy(p.addr, INTERCEPTED),
+                        p.tls.clone(),
+                        path,
+                        answer,
+                    )
                 })
             })
             .collect()
     };
     if want("token") {
-        let direct_token = direct_post("/services/oauth2/token");
+        let failing = Answer::InvalidGrant;
+        let direct_token = direct_post("/services/oauth2/token", failing);
         table.rates(
             &format!("failed refresh at the token endpoint (observe, diagnose, annotate), keep-alive, {connections} conns"),
             &direct_token,
-            &through_post("/services/oauth2/token"),
+            &through_post("/services/oauth2/token", failing),
         );
         table.rates(
             "the same POST to a path only forwarded (the proxy doing nothing)",
             &direct_token,
-            &through_post("/not-the-token-endpoint"),
+            &through_post("/not-the-token-endpoint", failing),
         );
         // The annotated answer is ~40 times the origin's: this row tells the cost of the
         // bigger answer apart from the cost of the work.
         table.rates(
             &format!("the same POST only forwarded, the origin answering {ANNOTATED_SIZE} bytes (the annotated answer's size)"),
-            &direct_post("/not-the-token-endpoint-annotated-size"),
-            &through_post("/not-the-token-endpoint-annotated-size"),
+            &direct_post("/not-the-token-endpoint-annotated-size", failing),
+            &through_post("/not-the-token-endpoint-annotated-size", failing),
+        );
+    }
+    if want("rotation") {
+        // Every answer issues a new refresh token: the exchanges whose ledger write is
+        // durable (the answer waits for its commit).
+        let path = "/services/oauth2/token?answer=rotate";
+        table.rates(
+            &format!("successful refresh, rotation on (a new refresh token in every answer), keep-alive, {connections} conns"),
+            &direct_post(path, Answer::Rotated),
+            &through_post(path, Answer::Rotated),
+        );
+        let path = "/services/oauth2/token?answer=mix";
+        table.rates(
+            "refreshes of which one in ten fails with invalid_grant, the rest rotating",
+            &direct_post(path, Answer::OneInTenFails),
+            &through_post(path, Answer::OneInTenFails),
         );
     }
     if want("tunnel") {
@@ -181,16 +247,49 @@ fn main() {
         table.bulk("blind tunnel bulk download, 4 streams", direct, &tunnelled);
     }
     let after_load: Vec<(u64, u64)> = proxies.iter().map(|p| p.memory_kib()).collect();
-    let idle: Vec<u64> = if want("memory") {
+    // Connections that only completed CONNECT and the TLS handshake first: what a client
+    // pool holds open; measured first, before freed memory of the other kind can be reused.
+    let (bare, idle): (Vec<Held>, Vec<Held>) = if want("memory") {
         proxies
             .iter()
-            .map(|p| rt.block_on(hold_connections(p, idle_connections)))
-            .collect()
+            .map(|p| {
+                let bare = rt.block_on(hold_connections(p, idle_connections, false));
+                std::thread::sleep(Duration::from_secs(1));
+                (
+                    bare,
+                    rt.block_on(hold_connections(p, idle_connections, true)),
+                )
+            })
+            .unzip()
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
 
     table.print();
+    if let Some(receiver) = &receiver {
+        println!(
+            "\nwebhook receiver: {} deliveries received",
+            receiver.received.load(Ordering::Relaxed)
+        );
+    }
+    if let Some(variant) = proxies.iter().find(|p| p.name == "variant")
+        && let Some(admin) = variant.admin
+    {
+        let metrics = fetch_metrics(admin);
+        println!(
+            "variant's webhook counters: delivered {}, dropped {}",
+            metric_sum(&metrics, "grantdoctor_webhook_deliveries_total"),
+            metric_sum(&metrics, "grantdoctor_webhook_dropped_total"),
+        );
+    }
+    if let Some(stream) = &stream {
+        println!(
+            "/events/stream reader: {} events, {} reported missed (lagged), {:.1} MiB",
+            stream.events.load(Ordering::Relaxed),
+            stream.missed.load(Ordering::Relaxed),
+            mib(stream.bytes.load(Ordering::Relaxed) / 1024)
+        );
+    }
     println!("\n| memory | {} |", names.join(" | "));
     println!("|---|{}", "---|".repeat(names.len()));
     println!(
@@ -201,13 +300,27 @@ fn main() {
             .collect::<Vec<_>>()
             .join(" | ")
     );
-    println!(
-        "| RSS holding {idle_connections} intercepted keep-alive connections | {} |",
-        idle.iter()
-            .map(|rss| format!("{:.1} MiB", mib(*rss)))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    );
+    for (label, held) in [
+        ("CONNECT and TLS, then nothing", &bare),
+        ("keep-alive after one request each", &idle),
+    ] {
+        if held.is_empty() {
+            continue;
+        }
+        println!(
+            "| RSS holding {idle_connections} intercepted connections, {label}: total (before), per connection, time to open | {} |",
+            held.iter()
+                .map(|h| format!(
+                    "{:.1} MiB ({:.1} MiB), {:.1} KiB, {:.1} s",
+                    mib(h.holding),
+                    mib(h.before),
+                    h.holding.saturating_sub(h.before) as f64 / idle_connections.max(1) as f64,
+                    h.opening.as_secs_f64()
+                ))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
 }
 
 fn mib(kib: u64) -> f64 {
@@ -271,28 +384,42 @@ impl Table {
         ));
     }
 
-    /// With a peer: grantdoctor's rate over the peer's.
+    /// The first proxy after grantdoctor that is not its variant.
+    fn peer(&self) -> Option<usize> {
+        (1..self.names.len()).find(|&i| self.names[i] != "variant")
+    }
+
+    fn variant(&self) -> Option<usize> {
+        self.names.iter().position(|n| n == "variant")
+    }
+
+    /// With a peer: grantdoctor's rate over the peer's; with a variant: the variant's rate
+    /// over grantdoctor's.
     fn versus(&self, values: &[f64]) -> String {
-        if values.len() < 2 {
-            return String::new();
+        let mut out = String::new();
+        if let Some(peer) = self.peer() {
+            out.push_str(&format!(" | **{:.1}×**", values[0] / values[peer]));
         }
-        format!(" | **{:.1}×**", values[0] / values[1])
+        if let Some(variant) = self.variant() {
+            out.push_str(&format!(" | **{:.3}×**", values[variant] / values[0]));
+        }
+        out
     }
 
     fn print(&self) {
-        let versus = if self.names.len() > 1 {
-            format!(" | {} ÷ {}", self.names[0], self.names[1])
-        } else {
-            String::new()
-        };
+        let mut versus = String::new();
+        if let Some(peer) = self.peer() {
+            versus.push_str(&format!(" | {} ÷ {}", self.names[0], self.names[peer]));
+        }
+        if self.variant().is_some() {
+            versus.push_str(&format!(" | variant ÷ {}", self.names[0]));
+        }
+        let extra = versus.matches(" | ").count();
         println!(
             "\n| scenario (rate, ratio to direct, p50 / p99) | direct | {}{versus} |",
             self.names.join(" | ")
         );
-        println!(
-            "|---|---|{}",
-            "---|".repeat(self.names.len() + usize::from(!versus.is_empty()))
-        );
+        println!("|---|---|{}", "---|".repeat(self.names.len() + extra));
         for row in &self.rows {
             println!("{row}");
         }
@@ -310,30 +437,171 @@ impl Table {
     }
 }
 
-/// Opens `n` intercepted keep-alive connections, one request each, and reads the proxy's RSS
-/// while all are open.
-async fn hold_connections(proxy: &Proxy, n: usize) -> u64 {
-    let mut senders = Vec::with_capacity(n);
+/// The proxy's RSS in KiB with connections held open, and before they were opened.
+struct Held {
+    before: u64,
+    holding: u64,
+    opening: Duration,
+}
+
+/// Opens `n` intercepted connections (CONNECT, then TLS through it; then one request each when
+/// `request`) and reads the proxy's RSS while all are open.
+async fn hold_connections(proxy: &Proxy, n: usize, request: bool) -> Held {
+    let before = proxy.memory_kib().0;
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(n);
     for chunk in 0..n.div_ceil(50) {
         let opened: Vec<_> = (0..50.min(n - chunk * 50))
             .map(|_| {
                 let tls = proxy.tls.clone();
                 let route = Route::Proxy(proxy.addr, INTERCEPTED);
                 tokio::spawn(async move {
+                    if !request {
+                        return (Some(open(route, &tls).await), None);
+                    }
                     let mut sender = handshake(route, &tls).await;
                     send(&mut sender, Exchange::Get("/hello")).await;
-                    sender
+                    (None, Some(sender))
                 })
             })
             .collect();
         for task in opened {
-            senders.push(task.await.unwrap());
+            held.push(task.await.unwrap());
         }
     }
+    let opening = started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss = proxy.memory_kib().0;
-    drop(senders);
-    rss
+    let holding = proxy.memory_kib().0;
+    drop(held);
+    Held {
+        before,
+        holding,
+        opening,
+    }
+}
+
+/// A webhook receiver that answers every request 204 and counts them.
+struct WebhookReceiver {
+    addr: SocketAddr,
+    received: Arc<AtomicU64>,
+}
+
+impl WebhookReceiver {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(AtomicU64::new(0));
+        let count = received.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let count = count.clone();
+                            async move {
+                                let _ = req.into_body().collect().await;
+                                count.fetch_add(1, Ordering::Relaxed);
+                                let answer = http::Response::builder()
+                                    .status(204)
+                                    .body(http_body_util::Empty::<Bytes>::new())
+                                    .unwrap();
+                                Ok::<_, std::convert::Infallible>(answer)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, received }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+}
+
+/// One reader of `/events/stream`, counting what it gets.
+#[derive(Default)]
+struct StreamReader {
+    events: AtomicU64,
+    missed: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl StreamReader {
+    /// Connects, checks the stream opened, and reads it in a task until the run ends.
+    async fn start(admin: SocketAddr) -> Arc<Self> {
+        let stream = TcpStream::connect(admin).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let request = http::Request::get("/events/stream")
+            .header("host", admin.to_string())
+            .header("accept", "text/event-stream")
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200, "/events/stream");
+        let reader = Arc::new(Self::default());
+        let counts = reader.clone();
+        tokio::spawn(async move {
+            let _sender = sender;
+            let mut body = response.into_body();
+            let mut pending = Vec::new();
+            while let Some(Ok(frame)) = body.frame().await {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                counts.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                pending.extend_from_slice(&data);
+                let mut start = 0;
+                while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
+                    let line = &pending[start..start + end];
+                    if line.starts_with(b"data: ") {
+                        counts.events.fetch_add(1, Ordering::Relaxed);
+                    } else if let Some(rest) = line.strip_prefix(b": lagged, ") {
+                        let missed = String::from_utf8_lossy(rest);
+                        let n = missed.split(' ').next().and_then(|n| n.parse().ok());
+                        counts.missed.fetch_add(n.unwrap_or(0), Ordering::Relaxed);
+                    }
+                    start += end + 1;
+                }
+                pending.drain(..start);
+            }
+        });
+        reader
+    }
+}
+
+/// The admin port's `/metrics` text.
+fn fetch_metrics(admin: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+/// The sum over every label set of a counter in `/metrics` text.
+fn metric_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -479,8 +747,29 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 #[derive(Clone, Copy)]
 enum Exchange {
     Get(&'static str),
-    /// A refresh-token form POST to this path; the origin answers 400 invalid_grant.
-    Refresh(&'static str),
+    /// A refresh-token form POST to this path, answered as the origin is told to.
+    Refresh(&'static str, Answer),
+}
+
+/// How the origin answers a refresh (`?answer=` on the token endpoint picks it).
+#[derive(Clone, Copy)]
+enum Answer {
+    /// 400 invalid_grant.
+    InvalidGrant,
+    /// 200 with a new refresh token, different each time.
+    Rotated,
+    /// One in ten (by a hash of nginx's request id) as `InvalidGrant`, the rest `Rotated`.
+    OneInTenFails,
+}
+
+impl Answer {
+    fn admits(self, status: u16) -> bool {
+        match self {
+            Self::InvalidGrant => status == 400,
+            Self::Rotated => status == 200,
+            Self::OneInTenFails => status == 200 || status == 400,
+        }
+    }
 }
 
 async fn handshake(route: Route, tls: &Tls) -> Sender {
@@ -493,17 +782,17 @@ async fn handshake(route: Route, tls: &Tls) -> Sender {
 }
 
 async fn send(sender: &mut Sender, exchange: Exchange) -> usize {
-    let (req, status) = match exchange {
+    let (req, answer) = match exchange {
         Exchange::Get(path) => (
             http::Request::get(path)
                 .header("host", INTERCEPTED)
                 .body(Full::default())
                 .unwrap(),
-            200,
+            None,
         ),
         // A different token each time, as from many users: identical concurrent refreshes
         // would be coalesced into one upstream request and measure that instead.
-        Exchange::Refresh(path) => (
+        Exchange::Refresh(path, answer) => (
             http::Request::post(path)
                 .header("host", INTERCEPTED)
                 .header("content-type", "application/x-www-form-urlencoded")
@@ -512,11 +801,15 @@ async fn send(sender: &mut Sender, exchange: Exchange) -> usize {
                     NEXT_TOKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 ))))
                 .unwrap(),
-            400,
+            Some(answer),
         ),
     };
     let response = sender.send_request(req).await.unwrap();
-    assert_eq!(response.status(), status);
+    let status = response.status().as_u16();
+    match answer {
+        Some(answer) => assert!(answer.admits(status), "refresh answered {status}"),
+        None => assert_eq!(status, 200),
+    }
     response
         .into_body()
         .collect()
@@ -660,6 +953,8 @@ impl Nginx {
             let head = r#"{"error":"invalid_grant","error_description":"expired access/refresh token","padding":""#;
             format!("{head}{}\"}}", "x".repeat(ANNOTATED_SIZE - head.len() - 2))
         };
+        // A refresh token of Salesforce's length, new in every answer ($request_id).
+        let rotated = r#"{"access_token":"00Dbench!AQ0AQ$request_id","refresh_token":"5Aep861bench.rotated.$request_id$request_id","instance_url":"https://login.salesforce.com","token_type":"Bearer","issued_at":"1764633600000","scope":"api refresh_token"}"#;
         let conf = format!(
             "daemon off; worker_processes 1; master_process off; pid {d}/nginx.pid; error_log stderr warn;
 events {{ worker_connections 4096; }}
@@ -668,12 +963,18 @@ http {{
   client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3;
   uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;
   keepalive_requests 10000000;
+  split_clients \"${{request_id}}\" $one_in_ten {{ 10% fail; * rotate; }}
+  map $arg_answer $answer {{ default fail; rotate rotate; mix $one_in_ten; }}
   server {{
     listen 127.0.0.1:{port} ssl http2;
     listen 127.0.0.1:{tunnel_port} ssl http2;
     ssl_certificate {d}/origin.pem; ssl_certificate_key {d}/origin.key;
     location = /hello {{ return 200 \"hello from origin\\n\"; }}
-    location = /services/oauth2/token {{ default_type application/json; return 400 '{{\"error\":\"invalid_grant\",\"error_description\":\"expired access/refresh token\"}}'; }}
+    location = /services/oauth2/token {{
+      default_type application/json;
+      if ($answer = rotate) {{ return 200 '{rotated}'; }}
+      return 400 '{{\"error\":\"invalid_grant\",\"error_description\":\"expired access/refresh token\"}}';
+    }}
     location = /not-the-token-endpoint {{ default_type application/json; return 400 '{{\"error\":\"invalid_grant\",\"error_description\":\"expired access/refresh token\"}}'; }}
     location = /not-the-token-endpoint-annotated-size {{ default_type application/json; return 400 '{sized}'; }}
     location /files/ {{ alias {d}/files/; }}
@@ -706,6 +1007,8 @@ struct Proxy {
     name: &'static str,
     child: Running,
     addr: SocketAddr,
+    /// grantdoctor's admin listener.
+    admin: Option<SocketAddr>,
     /// What a client trusts to talk through it.
     tls: Tls,
 }
@@ -715,13 +1018,20 @@ impl Proxy {
         self.child.0.id()
     }
 
-    fn grantdoctor(dir: &Path, origin: &Nginx, binary: &Path, name: &'static str) -> Self {
+    fn grantdoctor(
+        dir: &Path,
+        origin: &Nginx,
+        binary: &Path,
+        name: &'static str,
+        extra: &[String],
+    ) -> Self {
         let origin_ca = origin.ca_pem.clone();
         let (tunnel, origin) = (origin.tunnel_addr, origin.addr);
         let addr = free_addr();
+        let admin = free_addr();
         let child = Command::new(binary)
             .args(["run", "--log-format", "json", "--listen", &addr.to_string()])
-            .args(["--admin", "127.0.0.1:0", "--max-connections", "8192"])
+            .args(["--admin", &admin.to_string(), "--max-connections", "8192"])
             .arg("--ca-dir")
             .arg(dir.join("certs"))
             .arg("--data-dir")
@@ -735,14 +1045,17 @@ impl Proxy {
                     .map(|mode| vec!["--annotate".to_owned(), mode])
                     .unwrap_or_default(),
             )
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
         wait_for_port(addr);
+        wait_for_port(admin);
         Self {
             name,
             child: Running(child),
             addr,
+            admin: Some(admin),
             tls: client_tls(&dir.join("certs/ca.pem")),
         }
     }
@@ -790,6 +1103,7 @@ impl Proxy {
             name: "mitmproxy",
             child: Running(child),
             addr,
+            admin: None,
             tls: client_tls(&ca),
         }
     }
@@ -816,6 +1130,7 @@ impl Proxy {
             name: "hudsucker (does nothing)",
             child: Running(child),
             addr,
+            admin: None,
             tls: client_tls(&ca),
         }
     }

@@ -114,6 +114,7 @@ pub async fn serve(
         }
     };
     observer.ledger = ledger.with_approval_limit(args.approval_limit as usize);
+    observer.ledger.write_behind = args.ledger_sync == crate::cli::LedgerSync::WriteBehind;
     observer.dead_token_breaker = args.dead_token_breaker.on();
     observer.confirm_timeout =
         std::time::Duration::from_secs_f64(args.confirm_timeout.clamp(0.0, 60.0));

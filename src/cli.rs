@@ -333,6 +333,20 @@ pub struct RunArgs {
     #[arg(long, env = "GRANTDOCTOR_READY_REQUIRES_STORE")]
     pub ready_requires_store: bool,
 
+    /// Benchmark and diagnostic knob, hidden: `durable` (the default) holds the answer that
+    /// rotates or issues a refresh token until its ledger commit, so a crash cannot lose a
+    /// rotation the guard relies on; `write-behind` makes every ledger write non-waiting, to
+    /// measure what that wait costs. Never for production: after a crash the guard may forward
+    /// a rotated-away token and Salesforce revoke its family.
+    #[arg(
+        long,
+        env = "GRANTDOCTOR_LEDGER_SYNC",
+        value_enum,
+        default_value = "durable",
+        hide = true
+    )]
+    pub ledger_sync: LedgerSync,
+
     /// Where diagnoses are added to failed token responses.
     #[arg(long, env = "GRANTDOCTOR_ANNOTATE", value_enum, default_value = "all")]
     pub annotate: AnnotateMode,
@@ -481,6 +495,23 @@ pub enum Switch {
 impl Switch {
     pub fn on(self) -> bool {
         self == Self::On
+    }
+}
+
+/// Whether a new refresh token's answer waits for the ledger's commit (`--ledger-sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LedgerSync {
+    Durable,
+    WriteBehind,
+}
+
+impl LedgerSync {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Durable => "durable",
+            Self::WriteBehind => "write-behind",
+        }
     }
 }
 

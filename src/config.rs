@@ -57,6 +57,7 @@ pub struct FileConfig {
     pub store: Option<crate::fleet::StoreUrl>,
     pub store_ca: Option<Vec<PathBuf>>,
     pub ready_requires_store: Option<bool>,
+    pub ledger_sync: Option<crate::cli::LedgerSync>,
     pub annotate: Option<AnnotateMode>,
     pub annotate_description: Option<String>,
     /// Client id → `immediate`, `idle:SECONDS` or `absolute:SECONDS`.
@@ -207,6 +208,7 @@ pub fn merge(
     take!(store);
     take!(store_ca);
     take!(ready_requires_store);
+    take!(ledger_sync);
     take!(annotate);
     if unset("annotate_description")
         && let Some(mode) = file.annotate_description
@@ -454,6 +456,7 @@ pub fn render(args: &RunArgs) -> String {
         "ready_requires_store",
         args.ready_requires_store.to_string(),
     );
+    line("ledger_sync", quote(args.ledger_sync.as_str()));
     line(
         "annotate",
         quote(&format!("{:?}", args.annotate).to_ascii_lowercase()),

@@ -182,3 +182,36 @@ fn listen_addresses_in_the_file_take_host_names() {
         "{err}"
     );
 }
+
+#[test]
+fn the_ledger_sync_knob_stays_out_of_help_but_check_config_shows_it() {
+    let (code, out, err) = check_config(&[], &[], "");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("ledger_sync = \"durable\"  # default"),
+        "{out}"
+    );
+    let env = [("GRANTDOCTOR_LEDGER_SYNC", "write-behind")];
+    let (code, out, err) = check_config(&[], &env, "");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("ledger_sync = \"write-behind\"  # env GRANTDOCTOR_LEDGER_SYNC"),
+        "{out}"
+    );
+    let (_, out, _) = check_config(&[], &[], "ledger_sync = \"write-behind\"\n");
+    assert!(
+        out.contains("ledger_sync = \"write-behind\"  # file"),
+        "{out}"
+    );
+    let (code, _, err) = check_config(&[], &[], "ledger_sync = \"sometimes\"\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("ledger_sync"), "{err}");
+    let help = Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&help.stdout).contains("ledger-sync"),
+        "a benchmark knob is not offered in --help"
+    );
+}

@@ -278,6 +278,8 @@ pub struct Warning {
 pub struct GrantLedger {
     state: Mutex<State>,
     store: Option<Box<dyn RecordStore>>,
+    /// `--ledger-sync write-behind`: no answer waits for the disk (measures durability's cost).
+    pub(crate) write_behind: bool,
 }
 
 /// Marks a refresh as in flight until dropped (or [`InFlight::finish`]ed).
@@ -316,6 +318,7 @@ impl GrantLedger {
         Ok(Self {
             state: Mutex::new(persist::restore(rows)),
             store: Some(Box::new(store)),
+            write_behind: false,
         })
     }
 
@@ -324,6 +327,7 @@ impl GrantLedger {
         let ledger = Self {
             state: Mutex::default(),
             store: Some(store),
+            write_behind: false,
         };
         ledger.sync().await;
         ledger
@@ -473,7 +477,7 @@ impl GrantLedger {
             .is_some_and(|s| s.refresh_token_fp.is_some());
         // Shared, every record is waited for: the next exchange may come through another
         // replica, which must find it.
-        if issues_refresh_token || store.shared() {
+        if (issues_refresh_token && !self.write_behind) || store.shared() {
             (warnings, store.write_durably(rows))
         } else {
             store.write(rows);
