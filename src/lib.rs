@@ -9,6 +9,9 @@
 //! ```
 //!
 //! - [`proxy`]: bytes and connections; knows nothing of OAuth.
+//! - [`route`], [`reply`], [`finished`]: what the proxy and the token path hand each other —
+//!   where a request goes, the proxy's own error answers, a token response read whole — so
+//!   that neither imports the other.
 //! - [`tls`]: the local CA, leaf minting and its cache, upstream trust.
 //! - [`upstream`]: the pooled client and the tunnel dialler, with `--resolve` overrides.
 //! - [`token_endpoint`]: the one buffered path, where token exchanges are observed.
@@ -41,6 +44,7 @@ pub mod doctor;
 pub mod emulator;
 pub mod explain;
 pub mod fd_limit;
+pub mod finished;
 pub mod health;
 pub mod ledger;
 pub mod logs;
@@ -50,6 +54,8 @@ pub mod oauth;
 pub mod org;
 pub mod proxy;
 pub mod recover;
+pub mod reply;
+pub mod route;
 pub mod telemetry;
 pub mod tls;
 pub mod token_endpoint;

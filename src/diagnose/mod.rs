@@ -15,7 +15,7 @@ use crate::ledger::LedgerView;
 use crate::oauth::{RequestFacts, ResponseFacts};
 
 pub use catalogue::{CAUSES, CauseInfo, WARNINGS, info};
-pub use hosts::HostKind;
+pub use hosts::{HostKind, metric_class};
 
 /// What a cause rests on: users must tell at a glance whether grantdoctor knows or guesses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]

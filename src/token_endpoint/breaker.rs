@@ -200,7 +200,7 @@ fn response(
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     let status = StatusCode::from_u16(token.status).unwrap_or(StatusCode::BAD_REQUEST);
-    super::Finished::new(status, headers, body).response()
+    crate::finished::Finished::new(status, headers, body).response()
 }
 
 fn log_absorbed(line: &Line<'_>, token: &DeadToken, diagnosis: &Diagnosis) {
