@@ -16,7 +16,7 @@
 //! - [`upstream`]: the pooled client and the tunnel dialler, with `--resolve` overrides.
 //! - [`token_endpoint`]: the one buffered path, where token exchanges are observed.
 //! - [`oauth`], [`ledger`], [`diagnose`]: what an exchange says, what was seen before, why it
-//!   failed (pure).
+//!   failed and which warnings the wire shows (pure).
 //! - [`org`]: org connections that read Salesforce's own records (`OauthToken`, `User`...) to
 //!   confirm what the ledger cannot decide.
 //! - [`recover`] and [`annotate`]: what is done about a failure — JWT bearer recovery, refresh

@@ -10,6 +10,18 @@ pub struct CauseInfo {
     pub docs: &'static [&'static str],
 }
 
+/// Every warning id, declared once.
+pub mod warn {
+    pub const APPROVAL_LIMIT_REACHED: &str = "warn.approval_limit_reached";
+    pub const APPROVAL_EVICTED: &str = "warn.approval_evicted";
+    pub const NO_REFRESH_TOKEN: &str = "warn.no_refresh_token";
+    pub const ROTATION_ON: &str = "warn.rotation_on";
+    pub const PASSWORD_FAILURES: &str = "warn.password_failures";
+    pub const LOGIN_RATE: &str = "warn.login_rate";
+    pub const JWT_EXP_FAR: &str = "warn.jwt_exp_far";
+    pub const RETRY_STORM: &str = "warn.retry_storm";
+}
+
 const ERRORS_DOC: &str =
     "https://help.salesforce.com/s/articleView?id=xcloud.remoteaccess_oauth_flow_errors.htm";
 const APPROVALS_DOC: &str = "https://help.salesforce.com/apex/HTViewSolution?id=000205876";
@@ -383,12 +395,12 @@ pub fn info(id: &str) -> &'static CauseInfo {
 
 /// The warnings of `docs/causes.md`, by id.
 pub const WARNINGS: &[&str] = &[
-    "warn.approval_limit_reached",
-    "warn.approval_evicted",
-    "warn.no_refresh_token",
-    "warn.rotation_on",
-    "warn.password_failures",
-    "warn.login_rate",
-    "warn.jwt_exp_far",
-    "warn.retry_storm",
+    warn::APPROVAL_LIMIT_REACHED,
+    warn::APPROVAL_EVICTED,
+    warn::NO_REFRESH_TOKEN,
+    warn::ROTATION_ON,
+    warn::PASSWORD_FAILURES,
+    warn::LOGIN_RATE,
+    warn::JWT_EXP_FAR,
+    warn::RETRY_STORM,
 ];

@@ -6,6 +6,9 @@
 pub mod catalogue;
 mod hosts;
 mod rules;
+#[cfg(test)]
+mod testing;
+pub mod warnings;
 
 use std::collections::HashMap;
 
@@ -16,6 +19,7 @@ use crate::oauth::{RequestFacts, ResponseFacts};
 
 pub use catalogue::{CAUSES, CauseInfo, WARNINGS, info};
 pub use hosts::{HostKind, metric_class};
+pub use warnings::Warning;
 
 /// What a cause rests on: users must tell at a glance whether grantdoctor knows or guesses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]

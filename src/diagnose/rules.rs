@@ -732,7 +732,7 @@ fn password_failure(req: &RequestFacts, view: &LedgerView, f: &mut Findings) {
             )],
         );
     }
-    if consecutive >= crate::ledger::PASSWORD_WARN_AFTER {
+    if consecutive >= super::warnings::PASSWORD_WARN_AFTER {
         f.add(
             "sf.password.lockout_risk",
             0.6,

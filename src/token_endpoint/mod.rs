@@ -15,6 +15,7 @@
 mod breaker;
 mod confirm;
 mod line;
+mod record;
 mod rescue;
 mod run_to_end;
 
@@ -40,6 +41,7 @@ use crate::reply::{self, ErrorKind};
 use crate::route::Route;
 
 use line::{Line, not_inspected};
+pub use record::RecordExchange;
 use run_to_end::RunToEnd;
 
 pub const TOKEN_PATH: &str = "/services/oauth2/token";

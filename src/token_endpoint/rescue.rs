@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 
 use super::{
-    Exchange, Line, Observer, OneshotInfallible, ReadResponse, TOKEN_PATH, Upstream, event_id,
-    read_response,
+    Exchange, Line, Observer, OneshotInfallible, ReadResponse, RecordExchange, TOKEN_PATH,
+    Upstream, event_id, read_response,
 };
 use crate::annotate::{self, RecoveryNote};
 use crate::body;
