@@ -204,7 +204,7 @@ impl Findings {
     fn finish(mut self) -> Diagnosis {
         if self.found.is_empty() {
             self.prior(
-                "sf.unknown",
+                catalogue::id::UNKNOWN,
                 0.3,
                 vec!["no rule matched this error; the event carries every recorded fact".into()],
             );

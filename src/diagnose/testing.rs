@@ -1,17 +1,20 @@
-//! Test wiring for the warnings: requests and answers parsed from the wire text, as the
+//! Test wiring for the rules and the warnings: requests and answers parsed from the wire text, as the
 //! proxy parses them, and a ledger that has seen whatever a test lets it see.
 
 use crate::diagnose::warnings::{self, Warning};
+use crate::diagnose::{Basis, Diagnosis, Policies, diagnose};
 use crate::ledger::GrantLedger;
 use crate::oauth::{Fingerprinter, RequestFacts, ResponseFacts};
 
 /// An upstream time in milliseconds, late 2025.
 pub const T0: i64 = 1_764_093_000_000;
+pub const DAY_MS: i64 = 86_400_000;
 
 pub struct Wire {
     fp: Fingerprinter,
     pub ledger: GrantLedger,
     pub host: &'static str,
+    pub policies: Policies,
 }
 
 impl Wire {
@@ -20,6 +23,14 @@ impl Wire {
             fp: Fingerprinter::from_key(&[7; 32]),
             ledger: GrantLedger::new(),
             host: "login.salesforce.com",
+            policies: Policies::new(),
+        }
+    }
+
+    pub fn at(host: &'static str) -> Self {
+        Self {
+            host,
+            ..Self::new()
         }
     }
 
@@ -64,4 +75,33 @@ impl Wire {
         let (observed, _) = self.ledger.remember(&req, &resp, at);
         warnings::judge(&req, &resp, &observed, at)
     }
+
+    /// The diagnosis of `body` answered `status {error, description}` at `T0`.
+    pub fn diagnose(&self, body: &str, status: u16, error: &str, description: &str) -> Diagnosis {
+        self.diagnose_at(body, status, error, description, T0)
+    }
+
+    pub fn diagnose_at(
+        &self,
+        body: &str,
+        status: u16,
+        error: &str,
+        description: &str,
+        now: i64,
+    ) -> Diagnosis {
+        let req = self.req(body);
+        let resp = self.failure(status, error, description);
+        let view = self.ledger.view(&req, now);
+        diagnose(&req, &resp, &view, &self.policies, now)
+    }
+
+    pub fn top(&self, diagnosis: &Diagnosis) -> (&'static str, Basis) {
+        let top = diagnosis.top().expect("a cause");
+        (top.id, top.basis)
+    }
+}
+
+/// The ranked ids of a diagnosis.
+pub fn ids(diagnosis: &Diagnosis) -> Vec<&'static str> {
+    diagnosis.causes.iter().map(|c| c.id).collect()
 }
