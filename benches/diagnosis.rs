@@ -4,6 +4,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use grantdoctor::diagnose::{self, Policies};
 use grantdoctor::ledger::GrantLedger;
 use grantdoctor::oauth::{Fingerprinter, RequestFacts, ResponseFacts};
+use grantdoctor::token_endpoint::RecordExchange;
 
 fn facts(body: &str, fp: &Fingerprinter) -> RequestFacts {
     let mut headers = http::HeaderMap::new();

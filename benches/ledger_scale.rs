@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use grantdoctor::ledger::{GrantLedger, Retention};
 use grantdoctor::oauth::{Fingerprinter, RequestFacts, ResponseFacts};
+use grantdoctor::token_endpoint::RecordExchange;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -152,7 +152,15 @@ pub async fn serve(
     let metrics = observer.metrics.clone();
     // Shared with the admin port, which reads the ledger for the page's token families.
     let observer = Arc::new(observer);
-    let mut state = ProxyState::new(policy, tls, overrides, client, observer.clone(), options);
+    let mut state = ProxyState::new(
+        policy,
+        tls,
+        overrides,
+        client,
+        observer.clone(),
+        options,
+        crate::diagnose::metric_class,
+    );
     state.access = access;
     state.gateway = args.gateway.clone();
     state.health = health;

@@ -9,11 +9,14 @@
 //! ```
 //!
 //! - [`proxy`]: bytes and connections; knows nothing of OAuth.
+//! - [`route`], [`reply`], [`finished`]: what the proxy and the token path hand each other —
+//!   where a request goes, the proxy's own error answers, a token response read whole — so
+//!   that neither imports the other.
 //! - [`tls`]: the local CA, leaf minting and its cache, upstream trust.
 //! - [`upstream`]: the pooled client and the tunnel dialler, with `--resolve` overrides.
 //! - [`token_endpoint`]: the one buffered path, where token exchanges are observed.
 //! - [`oauth`], [`ledger`], [`diagnose`]: what an exchange says, what was seen before, why it
-//!   failed (pure).
+//!   failed and which warnings the wire shows (pure).
 //! - [`fleet`]: what replicas share on PostgreSQL (`--store postgres://…`): the ledger's
 //!   records, leases of refreshes in flight, sealed replays.
 //! - [`org`]: org connections that read Salesforce's own records (`OauthToken`, `User`...) to
@@ -43,6 +46,7 @@ pub mod doctor;
 pub mod emulator;
 pub mod explain;
 pub mod fd_limit;
+pub mod finished;
 pub mod fleet;
 pub mod health;
 pub mod ledger;
@@ -53,6 +57,8 @@ pub mod oauth;
 pub mod org;
 pub mod proxy;
 pub mod recover;
+pub mod reply;
+pub mod route;
 pub mod telemetry;
 pub mod tls;
 pub mod token_endpoint;

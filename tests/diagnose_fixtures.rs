@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use grantdoctor::diagnose::{self, CAUSES, DeclaredPolicy, Policies, WARNINGS};
 use grantdoctor::ledger::GrantLedger;
 use grantdoctor::oauth::{Fingerprinter, ProxyFailure, RequestFacts, ResponseFacts};
+use grantdoctor::token_endpoint::RecordExchange;
 use serde::Deserialize;
 use serde_json::Value;
 

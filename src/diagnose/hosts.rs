@@ -61,6 +61,18 @@ impl HostKind {
     }
 }
 
+/// The class of a host as the upstream metrics label it; `observed` tells an intercepted
+/// Salesforce host of no known kind from any other.
+pub fn metric_class(host: &str, observed: bool) -> &'static str {
+    match HostKind::of(host) {
+        HostKind::Login | HostKind::Test => "login",
+        HostKind::MyDomain { .. } => "my_domain",
+        HostKind::Site => "site",
+        HostKind::Other if observed => "salesforce_other",
+        HostKind::Other => "other",
+    }
+}
+
 /// Whether a token issued at `issued` can be refreshed at `used`: same sandbox-ness, and the
 /// same My Domain when both are My Domains. Login and the org's My Domain are interchangeable.
 pub fn same_org_family(issued: &str, used: &str) -> bool {

@@ -6,6 +6,9 @@
 pub mod catalogue;
 mod hosts;
 mod rules;
+#[cfg(test)]
+mod testing;
+pub mod warnings;
 
 use std::collections::HashMap;
 
@@ -15,7 +18,8 @@ use crate::ledger::LedgerView;
 use crate::oauth::{RequestFacts, ResponseFacts};
 
 pub use catalogue::{CAUSES, CauseInfo, WARNINGS, info};
-pub use hosts::HostKind;
+pub use hosts::{HostKind, metric_class};
+pub use warnings::Warning;
 
 /// What a cause rests on: users must tell at a glance whether grantdoctor knows or guesses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -200,7 +204,7 @@ impl Findings {
     fn finish(mut self) -> Diagnosis {
         if self.found.is_empty() {
             self.prior(
-                "sf.unknown",
+                catalogue::id::UNKNOWN,
                 0.3,
                 vec!["no rule matched this error; the event carries every recorded fact".into()],
             );

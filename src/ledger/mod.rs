@@ -37,13 +37,6 @@ pub use view::{ConcurrentRefresh, LedgerView, SecretHistory, TokenHistory};
 pub const APPROVAL_LIMIT: usize = 5;
 /// Authorizations kept per (org, user, client id).
 pub(crate) const AUTHORIZATIONS_KEPT: usize = 64;
-/// Consecutive password failures that raise `warn.password_failures`.
-pub const PASSWORD_WARN_AFTER: u32 = 3;
-/// Salesforce's login limit per user per hour; `warn.login_rate` fires at 80 %.
-pub const LOGIN_RATE_LIMIT: usize = 3600;
-/// `warn.login_rate` fires when a user passes this many token requests in an hour (80 %),
-/// and again every hundred after.
-const LOGIN_RATE_WARN_AT: usize = LOGIN_RATE_LIMIT * 4 / 5;
 
 /// A shared string: hosts, client ids, org and user ids and scopes repeat across millions of
 /// records, so each distinct value is stored once.
@@ -266,11 +259,26 @@ impl State {
     }
 }
 
-/// A warning of `docs/causes.md`, raised the moment the wire shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Warning {
-    pub id: &'static str,
-    pub message: String,
+/// A fact recording an exchange brought to light that a warning may rest on. The ledger only
+/// reports what it counted; diagnosis decides which facts deserve a warning and words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observation {
+    /// Token requests of this (org, user) in the last hour, this success included.
+    UserRequestsLastHour(usize),
+    /// A success issued a refresh token; the authorizations of this (org, user, client id)
+    /// that issued one, oldest first.
+    LiveApprovals {
+        count: usize,
+        limit: usize,
+        oldest_at: i64,
+        /// When there are more than `limit`: the one this authorization pushed out.
+        evicted_at: Option<i64>,
+    },
+    /// Consecutive password-grant failures for this username, this one included.
+    PasswordFailures(u32),
+    /// JWT bearer logins of this subject failing in the last minute, reported when they just
+    /// became a storm (at most once per quiet period).
+    JwtFailureStorm(usize),
 }
 
 /// The ledger itself.
@@ -455,19 +463,20 @@ impl GrantLedger {
         view::build(&self.lock(), req, now)
     }
 
-    /// Records the exchange (in memory, and on disk when persisted); returns its warnings,
-    /// and the commit to wait for before the client sees a new refresh token: after a crash,
-    /// a rotation the disk lost would let the guard forward the dead token.
-    pub fn record(
+    /// Records the exchange (in memory, and on disk when persisted); returns what it observed
+    /// that a warning may rest on, and the commit to wait for before the client sees a new
+    /// refresh token: after a crash, a rotation the disk lost would let the guard forward the
+    /// dead token.
+    pub fn remember(
         &self,
         req: &RequestFacts,
         resp: &ResponseFacts,
         now: i64,
-    ) -> (Vec<Warning>, Option<Commit>) {
+    ) -> (Vec<Observation>, Option<Commit>) {
         let mut state = self.lock();
-        let warnings = Self::apply(&mut state, req, resp, now);
+        let observed = Self::apply(&mut state, req, resp, now);
         let Some(store) = &self.store else {
-            return (warnings, None);
+            return (observed, None);
         };
         let rows = persist::rows_for(&state, req, resp, now);
         drop(state);
@@ -478,10 +487,10 @@ impl GrantLedger {
         // Shared, every record is waited for: the next exchange may come through another
         // replica, which must find it.
         if (issues_refresh_token && !self.write_behind) || store.shared() {
-            (warnings, store.write_durably(rows))
+            (observed, store.write_durably(rows))
         } else {
             store.write(rows);
-            (warnings, None)
+            (observed, None)
         }
     }
 
@@ -490,13 +499,13 @@ impl GrantLedger {
         req: &RequestFacts,
         resp: &ResponseFacts,
         now: i64,
-    ) -> Vec<Warning> {
-        let mut warnings = Vec::new();
+    ) -> Vec<Observation> {
+        let mut observed = Vec::new();
         match &resp.success {
-            Some(success) => apply_success(state, req, success, now, &mut warnings),
-            None => apply_failure(state, req, resp, now, &mut warnings),
+            Some(success) => apply_success(state, req, success, now, &mut observed),
+            None => apply_failure(state, req, resp, now, &mut observed),
         }
-        warnings
+        observed
     }
 }
 
@@ -509,7 +518,7 @@ fn apply_success(
     req: &RequestFacts,
     success: &crate::oauth::SuccessFacts,
     now: i64,
-    warnings: &mut Vec<Warning>,
+    observed: &mut Vec<Observation>,
 ) {
     let issued_at = success.issued_at.unwrap_or(now);
     let org = state.intern(success.org_id.as_deref().unwrap_or(""));
@@ -534,12 +543,7 @@ fn apply_success(
         while rate.front().is_some_and(|t| now - t >= 3_600_000) {
             rate.pop_front();
         }
-        if rate.len() > LOGIN_RATE_WARN_AT && (rate.len() - LOGIN_RATE_WARN_AT - 1) % 100 == 0 {
-            warnings.push(Warning {
-                id: "warn.login_rate",
-                message: format!("{} token requests for this user in the last hour; Salesforce refuses logins past {LOGIN_RATE_LIMIT}", rate.len()),
-            });
-        }
+        observed.push(Observation::UserRequestsLastHour(rate.len()));
     }
     let new_fp = success.refresh_token_fp.as_deref().map(fp_key);
     let grant = req.grant;
@@ -591,10 +595,6 @@ fn apply_success(
             }
         }
         if let Some(new_fp) = new_fp {
-            warnings.push(Warning {
-                id: "warn.rotation_on",
-                message: "the refresh returned a new refresh_token: rotation is on and the token just used is dead; persist the new one before the next refresh".into(),
-            });
             let parent = presented.and_then(|fp| state.refresh.get(&fp)).cloned();
             let issued_by = state.intern("refresh_token");
             let entry = RefreshEntry::issued(
@@ -624,15 +624,6 @@ fn apply_success(
     {
         state.password_failures.remove(&fp_key(u));
         state.password_success_hosts.insert(req.host.clone(), true);
-    }
-    if grant == GrantType::AuthorizationCode && new_fp.is_none() {
-        warnings.push(Warning {
-            id: "warn.no_refresh_token",
-            message: format!(
-                "the authorization succeeded without a refresh_token (scope: {}); add refresh_token or offline_access to the requested and the app's scopes",
-                success.scope.as_deref().unwrap_or("none")
-            ),
-        });
     }
     // Only an interactive authorization says whether the app asks for refresh tokens: JWT
     // bearer, password and client credentials never return one, whatever the scopes.
@@ -675,37 +666,15 @@ fn apply_success(
     }
     let live: Vec<&Approval> = list.iter().filter(|a| a.refresh_fp.is_some()).collect();
     let limit = state.approval_limit_set.map_or(APPROVAL_LIMIT, |n| n.get());
-    if new_fp.is_some() {
-        if live.len() == limit {
-            warnings.push(Warning {
-                id: "warn.approval_limit_reached",
-                message: format!(
-                    "this is live refresh token number {limit} for this user and app; the next authorization revokes the oldest, issued at {}",
-                    fmt_ms(live[0].at)
-                ),
-            });
-        } else if live.len() > limit {
-            let evicted = live[live.len() - limit - 1];
-            warnings.push(Warning {
-                id: "warn.approval_evicted",
-                message: format!(
-                    "authorization number {} for this user and app: Salesforce keeps {limit}, so the refresh token issued at {} is now revoked",
-                    live.len(),
-                    fmt_ms(evicted.at)
-                ),
-            });
-        }
-    }
-    if grant == GrantType::JwtBearer
-        && let Some(exp) = req.jwt.as_ref().and_then(|j| j.exp)
-        && exp * 1000.0 - now as f64 > 180_000.0
+    if new_fp.is_some()
+        && let Some(oldest) = live.first()
     {
-        warnings.push(Warning {
-            id: "warn.jwt_exp_far",
-            message: format!(
-                "the assertion's exp is {:.0} s ahead; Salesforce documents at most 3 minutes",
-                exp - now as f64 / 1000.0
-            ),
+        let count = live.len();
+        observed.push(Observation::LiveApprovals {
+            count,
+            limit,
+            oldest_at: oldest.at,
+            evicted_at: (count > limit).then(|| live[count - limit - 1].at),
         });
     }
 }
@@ -715,7 +684,7 @@ fn apply_failure(
     req: &RequestFacts,
     resp: &ResponseFacts,
     now: i64,
-    warnings: &mut Vec<Warning>,
+    observed: &mut Vec<Observation>,
 ) {
     if req.grant == GrantType::Password && resp.error.is_some() {
         *state
@@ -725,14 +694,7 @@ fn apply_failure(
         if let Some(u) = &req.username_fp {
             let count = state.password_failures.entry(fp_key(u)).or_default();
             *count += 1;
-            if *count >= PASSWORD_WARN_AFTER {
-                warnings.push(Warning {
-                    id: "warn.password_failures",
-                    message: format!(
-                        "{count} consecutive password-grant failures for this username; Salesforce locks the user out after a few more (10 by default)"
-                    ),
-                });
-            }
+            observed.push(Observation::PasswordFailures(*count));
         }
     }
     if req.grant == GrantType::JwtBearer
@@ -741,18 +703,7 @@ fn apply_failure(
         state.subjects.entry(subject).or_insert(now);
         let (recent, warned) = state.jwt_failures.entry(subject).or_default();
         if let Some(count) = dead::tick(recent, warned, now) {
-            let sub = req
-                .jwt
-                .as_ref()
-                .and_then(|j| j.sub.as_deref())
-                .unwrap_or("");
-            warnings.push(Warning {
-                id: "warn.retry_storm",
-                message: format!(
-                    "{count} failing JWT bearer logins in the last minute for sub {sub} with client_id {}: each counts against the user's login rate; fix the cause before retrying",
-                    crate::oauth::short_client_id(req.client_id.as_deref().unwrap_or(""))
-                ),
-            });
+            observed.push(Observation::JwtFailureStorm(count));
         }
         if state.jwt_failures.len() > 10_000 {
             state

@@ -426,7 +426,7 @@ impl OrgConnection {
             .client
             .request(request)
             .await
-            .map_err(|e| unreachable(crate::proxy::reply::root_cause(&e)))?;
+            .map_err(|e| unreachable(crate::reply::root_cause(&e)))?;
         let status = response.status().as_u16();
         let limited = http_body_util::Limited::new(response.into_body(), ANSWER_CAP);
         let body = limited

@@ -15,8 +15,8 @@ use crate::upstream;
 
 use super::hello::{Opening, peek_opening};
 use super::lifecycle::Hold;
-use super::reply::{self, ErrorKind};
 use super::{ProxyState, mitm, tunnel};
+use crate::reply::{self, ErrorKind};
 
 /// Answers a CONNECT and, on success, takes over the upgraded connection in a task of its own.
 /// A refused CONNECT also closes the connection: the client asked for a tunnel, not a session.

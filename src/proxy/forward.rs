@@ -14,7 +14,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::body::{self, ProxyBody};
 use crate::upstream::UpstreamClient;
 
-use super::reply;
+use crate::reply;
+use crate::route::Route;
 
 /// Forwards to the origin named by the request's absolute URI.
 #[derive(Clone)]
@@ -160,18 +161,8 @@ impl tower::Service<Request<ProxyBody>> for Forward {
             let timed = !crate::token_endpoint::is_token_exchange(&req);
             let host_class = req
                 .extensions()
-                .get::<super::Route>()
-                .map_or("other", |route| {
-                    match crate::diagnose::HostKind::of(&route.host) {
-                        crate::diagnose::HostKind::Login | crate::diagnose::HostKind::Test => {
-                            "login"
-                        }
-                        crate::diagnose::HostKind::MyDomain { .. } => "my_domain",
-                        crate::diagnose::HostKind::Site => "site",
-                        crate::diagnose::HostKind::Other if route.observed => "salesforce_other",
-                        crate::diagnose::HostKind::Other => "other",
-                    }
-                });
+                .get::<Route>()
+                .map_or("other", |route| route.host_class);
             let authority = req
                 .uri()
                 .authority()

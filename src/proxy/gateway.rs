@@ -12,7 +12,7 @@
 
 use std::str::FromStr;
 
-use super::Route;
+use crate::route::{HostClassifier, Route};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayRule {
@@ -102,6 +102,7 @@ pub fn route(
     rules: &[GatewayRule],
     host_header: Option<&str>,
     path_and_query: &str,
+    classify: HostClassifier,
 ) -> Option<(Route, http::Uri)> {
     let name = host_header
         .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
@@ -134,11 +135,7 @@ pub fn route(
     let authority = rule.authority();
     let uri = format!("https://{authority}{rest}").parse().ok()?;
     Some((
-        Route {
-            host: rule.host.clone(),
-            authority,
-            observed: true,
-        },
+        Route::new(rule.host.clone(), authority, true, classify),
         uri,
     ))
 }
@@ -181,7 +178,7 @@ mod tests {
             "acme.gw.test=https://acme.my.salesforce.com",
         ]);
         let go = |host: Option<&str>, path: &str| {
-            let (route, uri) = route(&rules, host, path).unwrap();
+            let (route, uri) = route(&rules, host, path, |_, _| "other").unwrap();
             (route.host, uri.to_string())
         };
         assert_eq!(
@@ -202,6 +199,14 @@ mod tests {
             "https://acme.my.salesforce.com/sandbox/x"
         );
         let only_sandbox = super::tests::rules(&["/sandbox=https://test.salesforce.com"]);
-        assert!(route(&only_sandbox, None, "/services/oauth2/token").is_none());
+        assert!(
+            route(
+                &only_sandbox,
+                None,
+                "/services/oauth2/token",
+                |_, _| "other"
+            )
+            .is_none()
+        );
     }
 }

@@ -13,11 +13,12 @@ use hyper_util::server::conn::auto;
 
 use crate::body::ProxyBody;
 
+use super::ProxyState;
 use super::connect::Target;
 use super::lifecycle::{CANCEL_WINDOW, MAX_CANCELLED, Requests, until_draining};
-use super::reply::{self, ErrorKind};
 use super::rewind::Rewind;
-use super::{ProxyState, Route};
+use crate::reply::{self, ErrorKind};
+use crate::route::Route;
 
 pub async fn serve(
     client: TokioIo<hyper::upgrade::Upgraded>,
@@ -55,11 +56,9 @@ pub async fn serve(
             return;
         }
     };
-    let route = Route {
-        host: name.to_ascii_lowercase(),
-        authority: target.authority_for(&name.to_ascii_lowercase()),
-        observed: true,
-    };
+    let host = name.to_ascii_lowercase();
+    let authority = target.authority_for(&host);
+    let route = Route::new(host, authority, true, state.host_class);
     // Parsed once: every request's URI is built from it and the request's own path.
     let authority = route.authority.parse::<Authority>().ok();
     let header_timeout = state.options.header_timeout;

@@ -12,7 +12,6 @@ mod hello;
 mod intercept;
 mod lifecycle;
 mod mitm;
-pub mod reply;
 mod rewind;
 mod tunnel;
 
@@ -34,24 +33,14 @@ use crate::tls::InterceptTls;
 use crate::token_endpoint::TokenEndpoint;
 use crate::upstream::{ResolveOverrides, UpstreamClient};
 
+use crate::reply::{self, ErrorKind};
+use crate::route::{HostClassifier, Route};
 pub use access::AccessPolicy;
 pub use forward::{Forward, strip_hop_by_hop};
 pub use hello::{Opening, peek_opening};
 pub use intercept::{DEFAULT_INTERCEPT, InterceptPolicy};
 use lifecycle::{Held, Hold};
-use reply::ErrorKind;
 use rewind::Rewind;
-
-/// Where a request is going, attached to it as an extension by the connection that read it.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// The origin's host name, lower case.
-    pub host: String,
-    /// `host` or `host:port`, as used in the upstream URI.
-    pub authority: String,
-    /// Whether this request was intercepted (and so may be observed by the exchange stack).
-    pub observed: bool,
-}
 
 /// Limits and timeouts of the proxy side.
 #[derive(Debug, Clone)]
@@ -113,6 +102,8 @@ pub struct ProxyState {
     pub overrides: ResolveOverrides,
     pub exchange: ExchangeStack,
     pub options: ProxyOptions,
+    /// Names each route's host class for metric labels.
+    pub host_class: HostClassifier,
 }
 
 impl ProxyState {
@@ -123,6 +114,7 @@ impl ProxyState {
         client: UpstreamClient,
         observer: Arc<crate::token_endpoint::Observer>,
         options: ProxyOptions,
+        host_class: HostClassifier,
     ) -> Self {
         let metrics = observer.metrics.clone();
         let exchange = tower::ServiceBuilder::new()
@@ -146,6 +138,7 @@ impl ProxyState {
             overrides,
             exchange,
             options,
+            host_class,
         }
     }
 }
@@ -392,11 +385,8 @@ async fn front(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<Proxy
         );
     }
     crate::metrics::Metrics::count(&state.metrics.connections, &[("mode", "forward")]);
-    let route = Route {
-        observed: scheme == "https" && state.policy.matches(&host),
-        authority: authority.to_string(),
-        host,
-    };
+    let observed = scheme == "https" && state.policy.matches(&host);
+    let route = Route::new(host, authority.to_string(), observed, state.host_class);
     state.dispatch(req, route).await
 }
 
@@ -410,7 +400,8 @@ async fn through_gateway(
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok());
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let Some((route, uri)) = gateway::route(&state.gateway, host_header, path) else {
+    let Some((route, uri)) = gateway::route(&state.gateway, host_header, path, state.host_class)
+    else {
         return reply::error(
             ErrorKind::NoRoute,
             "no --gateway rule serves this path or host",

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::token_endpoint::Finished;
+use crate::finished::Finished;
 
 /// A digest of how a client authenticated (client id, secret, `Authorization`); memory only.
 pub type CredentialsKey = [u8; 32];

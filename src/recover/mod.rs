@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::diagnose::Diagnosis;
-use crate::token_endpoint::Finished;
+use crate::finished::Finished;
 
 pub use flight::{Flights, Joined};
 pub use guard::{CredentialsKey, RotationGuard, Verdict};

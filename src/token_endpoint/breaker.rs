@@ -200,7 +200,7 @@ fn response(
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     let status = StatusCode::from_u16(token.status).unwrap_or(StatusCode::BAD_REQUEST);
-    super::Finished::new(status, headers, body).response()
+    crate::finished::Finished::new(status, headers, body).response()
 }
 
 fn log_absorbed(line: &Line<'_>, token: &DeadToken, diagnosis: &Diagnosis) {
@@ -230,15 +230,13 @@ fn log_absorbed(line: &Line<'_>, token: &DeadToken, diagnosis: &Diagnosis) {
 }
 
 fn warn_storm(observer: &Observer, line: &Line<'_>, token: &DeadToken, count: usize) {
-    Metrics::count(&observer.metrics.warnings, &[("id", "warn.retry_storm")]);
-    let client = short_client_id(line.facts.client_id.as_deref().unwrap_or(""));
-    let user = line.user_id.unwrap_or("(unknown user)");
-    line.warn(&crate::ledger::Warning {
-        id: "warn.retry_storm",
-        message: format!(
-            "{count} refreshes of one dead refresh token in the last minute (client_id {client}, user {user}); {} absorbed by grantdoctor since it died at {}: the client retries a grant that will never work again",
-            token.absorbed,
-            fmt_ms(token.died_at)
-        ),
-    });
+    let warning = diagnose::warnings::dead_token_storm(
+        count,
+        &short_client_id(line.facts.client_id.as_deref().unwrap_or("")),
+        line.user_id.unwrap_or("(unknown user)"),
+        token.absorbed,
+        token.died_at,
+    );
+    Metrics::count(&observer.metrics.warnings, &[("id", warning.id)]);
+    line.warn(&warning);
 }

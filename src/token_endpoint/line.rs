@@ -6,8 +6,8 @@
 
 use std::time::Instant;
 
+use crate::diagnose::Warning;
 use crate::diagnose::{self, Diagnosis};
-use crate::ledger::Warning;
 use crate::oauth::{RequestFacts, ResponseFacts, short_client_id};
 
 /// The fields every token-exchange line carries (schema in the README's log section).

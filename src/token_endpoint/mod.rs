@@ -16,6 +16,7 @@ mod breaker;
 mod confirm;
 mod fleet;
 mod line;
+mod record;
 mod rescue;
 mod run_to_end;
 
@@ -33,13 +34,15 @@ use http_body_util::BodyExt;
 use crate::annotate::{self, AnnotateMode};
 use crate::body::{self, ProxyBody};
 use crate::diagnose::{self, Policies};
+use crate::finished::Finished;
 use crate::ledger::GrantLedger;
 use crate::oauth::{self, Fingerprinter, RequestFacts, ResponseFacts};
-use crate::proxy::Route;
-use crate::proxy::reply::{self, ErrorKind};
 use crate::recover::{CredentialsKey, Flights, Joined, Recovery, RotationGuard, Verdict};
+use crate::reply::{self, ErrorKind};
+use crate::route::Route;
 
 use line::{Line, not_inspected};
+pub use record::RecordExchange;
 use run_to_end::RunToEnd;
 
 pub const TOKEN_PATH: &str = "/services/oauth2/token";
@@ -110,35 +113,6 @@ impl Observer {
             &self.metrics.token_exchanges,
             &[("grant_type", grant.label()), ("outcome", outcome)],
         );
-    }
-}
-
-/// A token response read whole, as it goes to the client: shareable between coalesced
-/// callers and replayable by the rotated-token guard.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    pub parts: http::response::Parts,
-    pub body: Bytes,
-}
-
-impl Finished {
-    pub fn new(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
-        let (mut parts, ()) = Response::new(()).into_parts();
-        parts.status = status;
-        parts.headers = headers;
-        Self { parts, body }
-    }
-
-    /// A copy for one more caller.
-    pub fn response(&self) -> Response<ProxyBody> {
-        Response::from_parts(self.parts.clone(), body::full(self.body.clone()))
-    }
-
-    fn into_response(self: Arc<Self>) -> Response<ProxyBody> {
-        match Arc::try_unwrap(self) {
-            Ok(finished) => Response::from_parts(finished.parts, body::full(finished.body)),
-            Err(shared) => shared.response(),
-        }
     }
 }
 

@@ -10,16 +10,17 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 
 use super::{
-    Exchange, Finished, Line, Observer, OneshotInfallible, ReadResponse, TOKEN_PATH, Upstream,
-    event_id, read_response,
+    Exchange, Line, Observer, OneshotInfallible, ReadResponse, RecordExchange, TOKEN_PATH,
+    Upstream, event_id, read_response,
 };
 use crate::annotate::{self, RecoveryNote};
 use crate::body;
 use crate::diagnose::{self, Diagnosis};
+use crate::finished::Finished;
 use crate::metrics::Metrics;
 use crate::oauth::{self, RequestFacts, ResponseFacts, short_client_id};
-use crate::proxy::Route;
 use crate::recover::{Failure, Outcome, Plan};
+use crate::route::Route;
 
 /// Salesforce's answer to a rotated-away refresh token (E1).
 const EXPIRED_BODY: &str =

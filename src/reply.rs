@@ -1,5 +1,6 @@
 //! The proxy's own responses: every refusal or failure becomes a plain-text reason here, in
-//! one place, with a `grantdoctor-error` header that names its kind.
+//! one place, with a `grantdoctor-error` header that names its kind. The connection code and
+//! the token path both answer with them, so they live beside both rather than in either.
 
 use http::{HeaderValue, Response, StatusCode, header};
 
