@@ -5,8 +5,12 @@
 //! its sealed answer, or its lease expires and one of them takes over. A lease lasts longer
 //! than the leader's upstream call can (`--response-timeout` plus a margin), so a slow
 //! leader is never doubled: a follower never sends the token while a live lease exists.
+//!
+//! Every statement here is typed and unprepared: it goes out with its parameters in one
+//! message, one round trip, on the token path.
 
 use tokio_postgres::Client;
+use tokio_postgres::types::Type;
 
 use super::db::StoreError;
 
@@ -29,7 +33,7 @@ pub async fn take(
     lease_ms: i64,
 ) -> Result<Turn, StoreError> {
     let taken = client
-        .query_opt(
+        .query_typed(
             "INSERT INTO grantdoctor_flights AS f (id, holder, generation, lease_until)
              VALUES ($1, $2, 1, grantdoctor_now_ms() + $3)
              ON CONFLICT (id) DO UPDATE
@@ -38,10 +42,14 @@ pub async fn take(
                 WHERE f.lease_until < grantdoctor_now_ms()
                   AND (f.done_until IS NULL OR f.done_until < grantdoctor_now_ms())
              RETURNING generation",
-            &[&id, &holder, &lease_ms],
+            &[
+                (&id, Type::BYTEA),
+                (&holder, Type::TEXT),
+                (&lease_ms, Type::INT8),
+            ],
         )
         .await?;
-    if let Some(row) = taken {
+    if let Some(row) = taken.into_iter().next() {
         return Ok(Turn::Lead(row.get(0)));
     }
     look(client, id).await
@@ -49,15 +57,15 @@ pub async fn take(
 
 /// The state of `id` as a follower sees it.
 pub async fn look(client: &Client, id: &[u8]) -> Result<Turn, StoreError> {
-    let row = client
-        .query_opt(
+    let rows = client
+        .query_typed(
             "SELECT lease_until - grantdoctor_now_ms(), sealed,
                     coalesce(done_until, 0) - grantdoctor_now_ms()
              FROM grantdoctor_flights WHERE id = $1",
-            &[&id],
+            &[(&id, Type::BYTEA)],
         )
         .await?;
-    let Some(row) = row else {
+    let Some(row) = rows.into_iter().next() else {
         return Ok(Turn::Wait(0));
     };
     let left: i64 = row.get(0);
@@ -80,13 +88,18 @@ pub async fn land(
     keep_ms: i64,
 ) -> Result<bool, StoreError> {
     let updated = client
-        .execute(
+        .execute_typed(
             "UPDATE grantdoctor_flights
              SET sealed = $3, done_until = CASE WHEN $3::bytea IS NULL THEN NULL
                                               ELSE grantdoctor_now_ms() + $4 END,
                  lease_until = 0
              WHERE id = $1 AND generation = $2",
-            &[&id, &generation, &sealed, &keep_ms],
+            &[
+                (&id, Type::BYTEA),
+                (&generation, Type::INT8),
+                (&sealed, Type::BYTEA),
+                (&keep_ms, Type::INT8),
+            ],
         )
         .await?;
     Ok(updated == 1)
@@ -100,11 +113,15 @@ pub async fn put_sealed(
     keep_ms: i64,
 ) -> Result<(), StoreError> {
     client
-        .execute(
+        .execute_typed(
             "INSERT INTO grantdoctor_sealed (id, sealed, until)
              VALUES ($1, $2, grantdoctor_now_ms() + $3)
              ON CONFLICT (id) DO UPDATE SET sealed = $2, until = grantdoctor_now_ms() + $3",
-            &[&id, &sealed, &keep_ms],
+            &[
+                (&id, Type::BYTEA),
+                (&sealed, Type::BYTEA),
+                (&keep_ms, Type::INT8),
+            ],
         )
         .await?;
     Ok(())
@@ -113,11 +130,13 @@ pub async fn put_sealed(
 /// The sealed answer filed under `id`, while it is kept.
 pub async fn get_sealed(client: &Client, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(client
-        .query_opt(
+        .query_typed(
             "SELECT sealed FROM grantdoctor_sealed WHERE id = $1 AND until > grantdoctor_now_ms()",
-            &[&id],
+            &[(&id, Type::BYTEA)],
         )
         .await?
+        .into_iter()
+        .next()
         .map(|row| row.get(0)))
 }
 

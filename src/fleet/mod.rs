@@ -43,6 +43,9 @@ const OP_TIMEOUT: Duration = Duration::from_millis(750);
 /// How often finished leases and expired sealed answers are swept, and records pruned.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Connections for reads, leases and sealed answers: exchanges in flight at once would
+/// queue behind each other's round trips on one.
+const COORDINATION_CONNECTIONS: usize = 4;
 
 /// Counts and reports store failures: once per outage in the log and on `/readyz`.
 #[derive(Clone)]
@@ -121,7 +124,8 @@ pub struct FleetOptions {
 
 /// The shared store, opened.
 pub struct Fleet {
-    db: Arc<db::Db>,
+    coordination: Vec<Arc<db::Db>>,
+    next: std::sync::atomic::AtomicUsize,
     replica: Arc<str>,
     outage: Outage,
     lease_ms: i64,
@@ -150,9 +154,17 @@ impl Fleet {
     ) -> Result<Opened, StoreError> {
         let tls = crate::tls::upstream_client_config(&options.store_ca)
             .map_err(|e| StoreError::Schema(format!("store_ca: {e}")))?;
-        let reader = db::Db::open(target.clone(), Some(tls.clone()), START_WAIT).await?;
+        // Leases and sealed answers live seconds: their commits need not wait for the
+        // disk (a database crash loses only leases, which expire, and replays). The records
+        // keep the server's durability.
+        let mut quick = target.clone();
+        quick.config.options("-c synchronous_commit=off");
+        let mut coordination = Vec::new();
+        for _ in 0..COORDINATION_CONNECTIONS {
+            coordination.push(db::Db::open(quick.clone(), Some(tls.clone()), START_WAIT).await?);
+        }
         let writer = db::Db::open(target, Some(tls), START_WAIT).await?;
-        let client = reader.client()?;
+        let client = writer.client()?;
         let before = migrate::migrate(&client).await?;
         tracing::info!(
             event = "store_opened",
@@ -162,14 +174,15 @@ impl Fleet {
         agree_on_fingerprint_key(&client, &options.fingerprint_check).await?;
         let replica: Arc<str> = Arc::from(replica_id().as_str());
         let records = Arc::new(records::PgRecords::start(
-            reader.clone(),
+            coordination[0].clone(),
             writer,
             replica.clone(),
             outage.clone(),
             OP_TIMEOUT,
         ));
         let fleet = Arc::new(Self {
-            db: reader,
+            coordination,
+            next: Default::default(),
             replica,
             outage,
             lease_ms: options.lease.as_millis() as i64,
@@ -194,7 +207,8 @@ impl Fleet {
         F: FnOnce(Arc<tokio_postgres::Client>) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let client = match self.db.client() {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.coordination.len();
+        let client = match self.coordination[turn].client() {
             Ok(client) => client,
             Err(e) => {
                 self.outage.failed(op, &e);

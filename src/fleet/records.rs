@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::Type;
 
 use super::Outage;
 use super::db::{Db, StoreError};
@@ -172,10 +173,10 @@ impl PgRecords {
 async fn feed(db: &Db, cursor: i64) -> Result<Vec<(Option<Row>, i64, String)>, StoreError> {
     let client = db.client()?;
     let rows = client
-        .query(
+        .query_typed(
             "SELECT kind, key, value, at, seq, writer FROM grantdoctor_records
              WHERE seq > $1 ORDER BY seq LIMIT $2",
-            &[&cursor, &FEED_PAGE],
+            &[(&cursor, Type::INT8), (&FEED_PAGE, Type::INT8)],
         )
         .await?;
     Ok(rows
@@ -313,26 +314,32 @@ async fn write_batch(db: &Db, replica: &str, rows: &[Row]) -> Result<(), StoreEr
     let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
     let values: Vec<Option<&str>> = rows.iter().map(|r| r.value.as_deref()).collect();
     let ats: Vec<i64> = rows.iter().map(|r| r.at).collect();
-    client.batch_execute("BEGIN").await?;
-    let written = async {
-        client
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
-            .await?;
-        client
-            .execute(
-                "INSERT INTO grantdoctor_records (kind, key, value, at, seq, writer)
-                 SELECT k, c, v, a, nextval('grantdoctor_records_seq'), $5
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) AS t(k, c, v, a)
-                 ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value,
-                    at = excluded.at, seq = excluded.seq, writer = excluded.writer",
-                &[&kinds, &keys, &values, &ats, &replica],
-            )
-            .await?;
-        client.batch_execute("COMMIT").await
-    }
-    .await;
+    // Sent together (the client pipelines statements issued at once), in order (`biased`):
+    // one round trip per batch. The typed insert goes out unprepared, with its parameters in
+    // the same message. A failing statement aborts the transaction; its COMMIT then rolls back.
+    let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})");
+    let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 5] = [
+        (&kinds, Type::TEXT_ARRAY),
+        (&keys, Type::TEXT_ARRAY),
+        (&values, Type::TEXT_ARRAY),
+        (&ats, Type::INT8_ARRAY),
+        (&replica, Type::TEXT),
+    ];
+    let written = tokio::try_join!(
+        biased;
+        client.batch_execute(&begin),
+        client.execute_typed(
+            "INSERT INTO grantdoctor_records (kind, key, value, at, seq, writer)
+             SELECT k, c, v, a, nextval('grantdoctor_records_seq'), $5
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) AS t(k, c, v, a)
+             ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value,
+                at = excluded.at, seq = excluded.seq, writer = excluded.writer",
+            &params,
+        ),
+        client.batch_execute("COMMIT"),
+    );
     if written.is_err() {
         let _ = client.batch_execute("ROLLBACK").await;
     }
-    Ok(written?)
+    written.map(drop).map_err(StoreError::from)
 }
