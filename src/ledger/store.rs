@@ -74,6 +74,8 @@ impl Commit {
 pub(crate) struct Store {
     tx: Option<mpsc::SyncSender<Batch>>,
     writer: Option<JoinHandle<()>>,
+    /// Dropped to stop the checkpointer.
+    checkpoints: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for Store {
@@ -149,6 +151,11 @@ pub(crate) fn open(
         })
         .collect()
     };
+    // Checkpoints run on a connection of their own: inside a commit, SQLite's automatic
+    // checkpoint would hold the writer (and every answer waiting on its commit) while it
+    // copies and syncs the database file.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    let checkpoints = start_checkpointer(Connection::open(path)?)?;
     // Bounded: a writer that falls behind slows exchanges down rather than growing memory.
     let (tx, rx) = mpsc::sync_channel::<Batch>(PENDING_BATCHES);
     let writer = std::thread::Builder::new()
@@ -159,9 +166,33 @@ pub(crate) fn open(
         Store {
             tx: Some(tx),
             writer: Some(writer),
+            checkpoints: Some(checkpoints),
         },
         rows,
     ))
+}
+
+/// How often the write-ahead log is copied into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Passive checkpoints every [`CHECKPOINT_EVERY`] (they never wait for, or block, the writer),
+/// and a last one when the store closes.
+fn start_checkpointer(conn: Connection) -> rusqlite::Result<(mpsc::Sender<()>, JoinHandle<()>)> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("ledger-checkpoint".into())
+        .spawn(move || {
+            let checkpoint = || {
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            };
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY)
+            {
+                checkpoint();
+            }
+            checkpoint();
+        })
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    Ok((stop, thread))
 }
 
 impl super::backend::RecordStore for Store {
@@ -196,6 +227,10 @@ impl Drop for Store {
         self.tx.take();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
+        }
+        if let Some((stop, checkpointer)) = self.checkpoints.take() {
+            drop(stop);
+            let _ = checkpointer.join();
         }
     }
 }
