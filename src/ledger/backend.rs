@@ -28,8 +28,8 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug {
         Box::pin(std::future::ready(None))
     }
 
-    /// Whether other processes write here too: every write is then waited for, so that the
-    /// next exchange through another replica sees it.
+    /// Whether other processes write here too: the ledger then takes in their records
+    /// ([`RecordStore::changes`]) before each exchange is judged.
     fn shared(&self) -> bool {
         false
     }

@@ -484,9 +484,10 @@ impl GrantLedger {
             .success
             .as_ref()
             .is_some_and(|s| s.refresh_token_fp.is_some());
-        // Shared, every record is waited for: the next exchange may come through another
-        // replica, which must find it.
-        if (issues_refresh_token && !self.write_behind) || store.shared() {
+        // A record that issues a refresh token is waited for, shared or not: lost, it would let
+        // the guard forward a dead token (after a crash, or through another replica). Others
+        // reach the store within milliseconds, as in one process.
+        if issues_refresh_token && !self.write_behind {
             (observed, store.write_durably(rows))
         } else {
             store.write(rows);

@@ -399,12 +399,14 @@ async fn refresh_detached<S: Upstream>(
 ) -> Response<ProxyBody> {
     RunToEnd::new(async move {
         let observed = observe(inner, &observer, ex, Some(credentials)).await;
-        if let (Some(lease), Some(fleet)) = (lease, &observer.fleet) {
+        if let (Some(lease), Some(fleet)) = (lease, observer.fleet.clone()) {
             let shared = match &observed {
-                Observed::Inspected(finished) => Some(&**finished),
+                Observed::Inspected(finished) => Some(finished.clone()),
                 Observed::Passthrough(_) => None,
             };
-            lease.land(fleet, shared).await;
+            // Published beside the answer, not before it: the leader's client need not wait
+            // for the followers' round trip.
+            tokio::spawn(async move { lease.land(&fleet, shared.as_deref()).await });
         }
         if let Some(leader) = leader {
             leader.land(match &observed {
