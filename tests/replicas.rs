@@ -166,6 +166,40 @@ impl Fleet {
     }
 }
 
+/// `run` on `store` with a data directory of its own, expected to refuse to start.
+fn refused_start(dir: &std::path::Path, store: &str) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
+        .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(["--ca-dir", &dir.join("certs").display().to_string()])
+        .args(["--data-dir", &dir.join("data").display().to_string()])
+        .args(["--store", store])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started: {out:?}");
+    out
+}
+
+/// `callers` identical refreshes of `token` at once, round-robin over the replicas; each
+/// must be answered 200. Returns the distinct refresh tokens they got.
+async fn storm(
+    fleet: &Arc<Fleet>,
+    callers: usize,
+    token: &str,
+) -> std::collections::HashSet<String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..callers {
+        let (fleet, token) = (fleet.clone(), token.to_owned());
+        tasks.spawn(async move { fleet.refresh(i % fleet.replicas.len(), &token).await });
+    }
+    let mut tokens = std::collections::HashSet::new();
+    while let Some(done) = tasks.join_next().await {
+        let answer = done.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        tokens.insert(answer.body["refresh_token"].as_str().unwrap().to_owned());
+    }
+    tokens
+}
+
 fn header<'a>(answer: &'a Answer, name: &str) -> &'a str {
     answer
         .headers
@@ -281,17 +315,7 @@ async fn five_hundred_identical_refreshes_over_three_replicas_make_one_upstream_
         .unwrap()
         .to_owned();
     let fleet = Arc::new(fleet);
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..500 {
-        let (fleet, first) = (fleet.clone(), first.clone());
-        tasks.spawn(async move { fleet.refresh(i % 3, &first).await });
-    }
-    let mut new_tokens = std::collections::HashSet::new();
-    while let Some(done) = tasks.join_next().await {
-        let answer = done.unwrap();
-        assert_eq!(answer.status, 200, "{}", answer.body);
-        new_tokens.insert(answer.body["refresh_token"].as_str().unwrap().to_owned());
-    }
+    let new_tokens = storm(&fleet, 500, &first).await;
     assert_eq!(new_tokens.len(), 1, "every caller got the same new token");
     assert_eq!(fleet.upstream_refreshes().await, 1);
     let newest = new_tokens.into_iter().next().unwrap();
@@ -415,17 +439,7 @@ async fn with_the_database_down_traffic_flows_readiness_says_degraded_and_it_hea
     let fresh = fleet.login(1).await;
     let upstream_before = fleet.upstream_refreshes().await;
     let fleet = Arc::new(fleet);
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..40 {
-        let (fleet, fresh) = (fleet.clone(), fresh.clone());
-        tasks.spawn(async move { fleet.refresh(i % 2, &fresh).await });
-    }
-    let mut tokens = std::collections::HashSet::new();
-    while let Some(done) = tasks.join_next().await {
-        let answer = done.unwrap();
-        assert_eq!(answer.status, 200, "{}", answer.body);
-        tokens.insert(answer.body["refresh_token"].as_str().unwrap().to_owned());
-    }
+    let tokens = storm(&fleet, 40, &fresh).await;
     assert_eq!(tokens.len(), 1);
     assert_eq!(fleet.upstream_refreshes().await, upstream_before + 1);
 }
@@ -472,14 +486,7 @@ fn a_schema_newer_than_the_binary_is_refused_at_start_without_showing_the_passwo
     drop(replica(&args));
     pg.psql("INSERT INTO grantdoctor_schema (version) VALUES (999)");
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
-        .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(["--ca-dir", &dir.path().join("certs").display().to_string()])
-        .args(["--data-dir", &dir.path().join("data").display().to_string()])
-        .args(["--store", &pg.url()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let out = refused_start(dir.path(), &pg.url());
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -513,14 +520,7 @@ fn a_replica_with_another_fingerprint_key_is_refused_and_the_database_never_hold
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     std::fs::write(dir.path().join("data/fingerprint.key"), [9u8; 32]).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
-        .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(["--ca-dir", &dir.path().join("certs").display().to_string()])
-        .args(["--data-dir", &dir.path().join("data").display().to_string()])
-        .args(["--store", &pg.url()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let out = refused_start(dir.path(), &pg.url());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("give every replica the same key"), "{text}");
 }
@@ -560,14 +560,7 @@ fn over_tls_the_database_certificate_is_verified_against_store_ca() {
 
     // Without the CA, the server's certificate is not trusted: refused at start.
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
-        .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(["--ca-dir", &dir.path().join("certs").display().to_string()])
-        .args(["--data-dir", &dir.path().join("data").display().to_string()])
-        .args(["--store", &url])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let out = refused_start(dir.path(), &url);
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("opening the shared store"), "{text}");
     assert!(!text.contains(postgres::PASSWORD), "{text}");

@@ -301,15 +301,7 @@ async fn exchange<S: Upstream>(
         .await
     {
         Joined::Follow(Some(shared)) => {
-            crate::metrics::Metrics::count(&observer.metrics.coalesced, &[]);
-            tracing::info!(
-                event = "coalesced",
-                host = ex.route.host,
-                client_id = oauth::short_client_id(ex.facts.client_id.as_deref().unwrap_or("")),
-                token_fp = ex.facts.refresh_fp().unwrap_or(""),
-                status = shared.parts.status.as_u16(),
-                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-            );
+            coalesced(&observer, &ex, &shared, None);
             Ok(shared.response())
         }
         // The leader's response could not be shared (not inspectable): go on our own.
@@ -327,18 +319,7 @@ async fn exchange<S: Upstream>(
                     let key = exchange_key(&host, &ex.parts, &ex.bytes);
                     match fleet::lead_or_follow(fleet, &key).await {
                         fleet::FleetTurn::Answer(shared) => {
-                            crate::metrics::Metrics::count(&observer.metrics.coalesced, &[]);
-                            tracing::info!(
-                                event = "coalesced",
-                                host = ex.route.host,
-                                client_id = oauth::short_client_id(
-                                    ex.facts.client_id.as_deref().unwrap_or("")
-                                ),
-                                token_fp = ex.facts.refresh_fp().unwrap_or(""),
-                                status = shared.parts.status.as_u16(),
-                                across = "replicas",
-                                latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-                            );
+                            coalesced(&observer, &ex, &shared, Some("replicas"));
                             leader.land(Some(shared.clone()));
                             return Ok(shared.response());
                         }
@@ -359,6 +340,21 @@ async fn exchange<S: Upstream>(
             .await)
         }
     }
+}
+
+/// Counts and logs a refresh answered with an identical concurrent refresh's response
+/// (`across`: `replicas` when another replica led it).
+fn coalesced(observer: &Observer, ex: &Exchange, shared: &Finished, across: Option<&str>) {
+    crate::metrics::Metrics::count(&observer.metrics.coalesced, &[]);
+    tracing::info!(
+        event = "coalesced",
+        host = ex.route.host,
+        client_id = oauth::short_client_id(ex.facts.client_id.as_deref().unwrap_or("")),
+        token_fp = ex.facts.refresh_fp().unwrap_or(""),
+        status = shared.parts.status.as_u16(),
+        across,
+        latency_ms = ex.started.elapsed().as_secs_f64() * 1000.0,
+    );
 }
 
 /// The answer to a token request too large to inspect, in Salesforce's error shape so that

@@ -211,52 +211,30 @@ impl Postgres {
         )
     }
 
-    /// Runs `psql -c sql` and returns its unaligned output.
-    pub fn psql(&self, sql: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
+    /// A client tool of the server's version, logged in as the test user.
+    fn client(&self, name: &str, args: &[&str]) -> String {
+        let out = Command::new(self.bin.join(name))
             .env("PGPASSWORD", PASSWORD)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                USER,
-                "-d",
-                "postgres",
-            ])
-            .args(["-At", "-c", sql])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+            .args(args)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "psql: {}",
+            "{name}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `psql -c sql` and returns its unaligned output.
+    pub fn psql(&self, sql: &str) -> String {
+        self.client("psql", &["-d", "postgres", "-At", "-c", sql])
+    }
+
     /// Every table's content, as `pg_dump` writes it.
     pub fn dump(&self) -> String {
-        let out = Command::new(self.bin.join("pg_dump"))
-            .env("PGPASSWORD", PASSWORD)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                USER,
-                "postgres",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_dump: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.client("pg_dump", &["postgres"])
     }
 
     pub fn dir(&self) -> &Path {
