@@ -16,6 +16,7 @@ use crate::body::ProxyBody;
 use super::ProxyState;
 use super::connect::Target;
 use super::lifecycle::{CANCEL_WINDOW, MAX_CANCELLED, Requests, until_draining};
+use super::linger::Linger;
 use super::rewind::Rewind;
 use crate::reply::{self, ErrorKind};
 use crate::route::Route;
@@ -87,6 +88,7 @@ pub async fn serve(
     builder
         .http2()
         .max_header_list_size(max_header_bytes as u32);
+    let (tls, linger) = Linger::new(tls);
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
     // Idle means no request in flight: before the first one, and between keep-alive
@@ -125,6 +127,7 @@ pub async fn serve(
         }
     };
     if let Err(e) = result {
+        linger.arm();
         tracing::debug!(event = "intercept_closed", host = name, reason = %e);
     }
 }

@@ -11,6 +11,7 @@ pub mod gateway;
 mod hello;
 mod intercept;
 mod lifecycle;
+mod linger;
 mod mitm;
 mod rewind;
 mod tunnel;
@@ -316,12 +317,13 @@ async fn serve_client(
         req.extensions_mut().insert(hold.clone());
         async move { Ok::<_, Infallible>(front(req, state).await) }
     });
+    let (stream, linger) = linger::Linger::new(Rewind::new(prefix, stream));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(max_header_bytes)
         .preserve_header_case(true)
-        .serve_connection(TokioIo::new(Rewind::new(prefix, stream)), service)
+        .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -333,6 +335,7 @@ async fn serve_client(
         }
     };
     if let Err(e) = result {
+        linger.arm();
         if e.is_timeout() {
             crate::metrics::Metrics::count(&metrics.limits, &[("limit", "header_timeout")]);
             tracing::info!(event = "client_timeout", peer = %peer, reason = "request head not complete within the header timeout");
