@@ -40,20 +40,26 @@ pub fn response() -> Response<ProxyBody> {
 /// One kept line as an SSE message: `id:` when the event has an id, then one `data:` line
 /// (JSON lines hold no newline, so one is enough).
 pub fn frame(line: &str) -> String {
-    let id = serde_json::from_str::<serde_json::Value>(line)
-        .ok()
-        .and_then(|v| v.get("event_id")?.as_str().map(str::to_owned))
-        .filter(|id| !id.is_empty() && !id.contains(['\r', '\n']));
+    let id = event_id_of(line).filter(|id| !id.is_empty() && !id.contains(['\r', '\n', '\\']));
     let mut out = String::with_capacity(line.len() + 40);
     if let Some(id) = id {
         out.push_str("id: ");
-        out.push_str(&id);
+        out.push_str(id);
         out.push('\n');
     }
     out.push_str("data: ");
     out.push_str(line);
     out.push_str("\n\n");
     out
+}
+
+/// The `event_id` of a kept line without parsing it: every reader frames every event, so
+/// the price is a substring search. Inside a JSON string a quote is escaped, so the unescaped
+/// `"event_id":"` can only be the member's name.
+fn event_id_of(line: &str) -> Option<&str> {
+    let start = line.find("\"event_id\":\"")? + 12;
+    let rest = &line[start..];
+    rest.find('"').map(|end| &rest[..end])
 }
 
 async fn copy(mut events: broadcast::Receiver<std::sync::Arc<str>>, tx: mpsc::Sender<Bytes>) {
@@ -113,6 +119,14 @@ mod tests {
         let line = r#"{"ts":"2026-12-01T10:00:00.000Z","event":"invalid_grant","event_id":"ev_1"}"#;
         assert_eq!(frame(line), format!("id: ev_1\ndata: {line}\n\n"));
         let line = r#"{"event":"not_inspected"}"#;
+        assert_eq!(frame(line), format!("data: {line}\n\n"));
+    }
+
+    #[test]
+    fn an_event_id_quoted_inside_another_member_is_not_taken_for_the_id() {
+        let line = r#"{"event":"warning","message":"saw \"event_id\":\"forged\" in a body","event_id":"ev_2"}"#;
+        assert_eq!(frame(line), format!("id: ev_2\ndata: {line}\n\n"));
+        let line = r#"{"event":"warning","message":"no id: \"event_id\":\"forged\""}"#;
         assert_eq!(frame(line), format!("data: {line}\n\n"));
     }
 }

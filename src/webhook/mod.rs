@@ -236,7 +236,7 @@ async fn dispatch(
         if !routes.iter().any(|r| r.filter.wants_kind(kind)) {
             continue;
         }
-        let Some(alert) = Alert::parse(&line) else {
+        let Some(alert) = Alert::parse(line) else {
             continue;
         };
         let now = Instant::now();

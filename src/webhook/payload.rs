@@ -18,40 +18,68 @@ pub const DEFAULT_EVENTS: &[&str] = &[
     "blocked",
 ];
 
-/// One kept event, parsed once from its log line for every webhook.
+/// One kept event as the dispatcher sees it: the few fields that decide whether it is
+/// sent, read from its log line without building the rest; the whole line is parsed only
+/// for a delivery (most failures are repeats that dedup holds back).
 #[derive(Debug, Clone)]
 pub struct Alert {
-    fields: Map<String, Value>,
+    line: std::sync::Arc<str>,
+    glance: Glance,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+struct Glance {
+    #[serde(deserialize_with = "text_or_empty")]
+    event: String,
+    #[serde(deserialize_with = "text_or_empty")]
+    id: String,
+    #[serde(deserialize_with = "text_or_empty")]
+    cause: String,
+    #[serde(deserialize_with = "text_or_empty")]
+    event_id: String,
+    #[serde(deserialize_with = "text_or_empty")]
+    org_id: String,
+    #[serde(deserialize_with = "text_or_empty")]
+    user_id: String,
+    #[serde(deserialize_with = "text_or_empty")]
+    client_id: String,
+}
+
+/// A field that is not a string reads as absent, as it does in the body.
+fn text_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use serde::Deserialize;
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => s,
+        _ => String::new(),
+    })
 }
 
 impl Alert {
     /// The log line as an alert; `None` for a line that is not a JSON object.
-    pub fn parse(line: &str) -> Option<Self> {
-        match serde_json::from_str(line) {
-            Ok(Value::Object(fields)) => Some(Self { fields }),
-            _ => None,
+    pub fn parse(line: std::sync::Arc<str>) -> Option<Self> {
+        if !line.trim_start().starts_with('{') {
+            return None;
         }
-    }
-
-    fn text(&self, name: &str) -> &str {
-        self.fields.get(name).and_then(Value::as_str).unwrap_or("")
+        let glance = serde_json::from_str(&line).ok()?;
+        Some(Self { line, glance })
     }
 
     /// The event kind: `invalid_grant`, `warning`, `blocked`...
     pub fn kind(&self) -> &str {
-        self.text("event")
+        &self.glance.event
     }
 
     /// The warning id of a warning, else the (top) cause id.
     pub fn id(&self) -> &str {
         match self.kind() {
-            "warning" => self.text("id"),
-            _ => self.text("cause"),
+            "warning" => &self.glance.id,
+            _ => &self.glance.cause,
         }
     }
 
     pub fn event_id(&self) -> &str {
-        self.text("event_id")
+        &self.glance.event_id
     }
 
     /// What makes two alerts "the same" for deduplication: the event kind (a recovery is not
@@ -61,12 +89,24 @@ impl Alert {
         [
             self.kind(),
             self.id(),
-            self.text("org_id"),
-            self.text("user_id"),
-            self.text("client_id"),
+            &self.glance.org_id,
+            &self.glance.user_id,
+            &self.glance.client_id,
         ]
         .join("\u{1f}")
     }
+
+    /// Every field of the line, for the body.
+    fn fields(&self) -> Map<String, Value> {
+        match serde_json::from_str(&self.line) {
+            Ok(Value::Object(fields)) => fields,
+            _ => Map::new(),
+        }
+    }
+}
+
+fn text<'a>(fields: &'a Map<String, Value>, name: &str) -> &'a str {
+    fields.get(name).and_then(Value::as_str).unwrap_or("")
 }
 
 /// The `event` of a log line without parsing the rest: the telemetry writes it first, after
@@ -145,24 +185,26 @@ impl Format {
 pub fn body(format: Format, alert: &Alert, suppressed: u64) -> Vec<u8> {
     let value = match format {
         Format::Json => {
-            let mut fields = alert.fields.clone();
+            let mut fields = alert.fields();
             fields.insert("grantdoctor_webhook".into(), Value::from(1));
             if suppressed > 0 {
                 fields.insert("suppressed".into(), Value::from(suppressed));
             }
             Value::Object(fields)
         }
-        Format::Slack => serde_json::json!({ "text": slack_text(alert, suppressed) }),
+        Format::Slack => {
+            serde_json::json!({ "text": slack_text(alert, &alert.fields(), suppressed) })
+        }
     };
     serde_json::to_vec(&value).expect("a JSON value serialises")
 }
 
 /// One line: what happened, why (with its basis), to whom, and what to do.
-fn slack_text(alert: &Alert, suppressed: u64) -> String {
+fn slack_text(alert: &Alert, fields: &Map<String, Value>, suppressed: u64) -> String {
     let mut parts = vec![format!("grantdoctor: {}", alert.kind())];
     let id = alert.id();
     if !id.is_empty() {
-        let basis = alert.text("basis");
+        let basis = text(fields, "basis");
         parts.push(if basis.is_empty() {
             format!("`{id}`")
         } else {
@@ -178,7 +220,7 @@ fn slack_text(alert: &Alert, suppressed: u64) -> String {
         ("fix:", "fix"),
         ("event", "event_id"),
     ] {
-        let value = alert.text(field);
+        let value = text(fields, field);
         if !value.is_empty() {
             let value = value.replace(['\n', '\r'], " ");
             parts.push(if label.is_empty() {
@@ -199,7 +241,7 @@ mod tests {
     use super::*;
 
     fn alert(line: &str) -> Alert {
-        Alert::parse(line).unwrap()
+        Alert::parse(line.into()).unwrap()
     }
 
     const FAILURE: &str = r#"{"ts":"t","level":"warn","event":"invalid_grant","event_id":"e1","client_id":"3MVG9web","org_id":"00D1","user_id":"0051","cause":"sf.refresh.approval_limit_evicted","basis":"evidence","evidence":"issued 6th","fix":"raise it"}"#;
