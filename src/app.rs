@@ -81,6 +81,7 @@ pub async fn serve(
     let hooks = crate::ledger::StoreHooks {
         health: health.clone(),
         write_errors: observer.metrics.ledger_write_errors.clone(),
+        write_behind: args.ledger_sync == crate::cli::LedgerSync::WriteBehind,
     };
     if args.ready_requires_store {
         health.require("store");

@@ -14,6 +14,7 @@
 pub mod backend;
 mod dead;
 pub mod families;
+mod journal;
 mod persist;
 mod store;
 mod view;

@@ -14,7 +14,12 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use rusqlite::{Connection, params};
+
+use super::journal::{Journal, Ticket};
 
 /// One record to write: `value` `None` deletes it.
 #[derive(Debug, Clone)]
@@ -41,17 +46,22 @@ impl Default for Retention {
     }
 }
 
-/// What the writer reports to: readiness and the error counter.
+/// What the writer reports to (readiness and the error counter), and whether rows are
+/// journaled before they are queued.
 #[derive(Clone, Default)]
 pub struct StoreHooks {
     pub health: std::sync::Arc<crate::health::Health>,
     pub write_errors: prometheus_client::metrics::counter::Counter,
+    /// No redo journal: rows reach the disk only with the writer's next commit, and a
+    /// durable write waits for it (`--ledger-sync write-behind`, for measurement).
+    pub write_behind: bool,
 }
 
-/// Rows to write, and who waits for their commit.
+/// Rows to write, who waits for their commit, and where the journal holds them.
 struct Batch {
     rows: Vec<Row>,
     committed: Option<tokio::sync::oneshot::Sender<bool>>,
+    journaled: Option<Ticket>,
 }
 
 /// A durable write's outcome: `true` once committed, `false` if the commit failed (the rows
@@ -64,6 +74,13 @@ impl Commit {
         Self(done)
     }
 
+    /// A write that is already as durable as a commit (it is in the journal).
+    fn done() -> Self {
+        let (done, commit) = tokio::sync::oneshot::channel();
+        let _ = done.send(true);
+        Self(commit)
+    }
+
     /// Waits for the commit, at most `bound`: a stuck disk must not hold a client's answer.
     pub async fn wait(self, bound: std::time::Duration) -> bool {
         matches!(tokio::time::timeout(bound, self.0).await, Ok(Ok(true)))
@@ -73,6 +90,10 @@ impl Commit {
 /// The writer side of the database.
 pub(crate) struct Store {
     tx: Option<mpsc::SyncSender<Batch>>,
+    journal: Option<Arc<Journal>>,
+    /// Set while journal appends fail: warned once per outage.
+    journal_failing: AtomicBool,
+    write_errors: prometheus_client::metrics::counter::Counter,
     writer: Option<JoinHandle<()>>,
     /// Dropped to stop the checkpointer.
     checkpoints: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
@@ -121,8 +142,17 @@ pub(crate) fn open(
     if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
         tracing::warn!(event = "ledger_empty", path = %path.display(), reason = "the ledger file is empty (0 bytes): starting with no history; whatever it held before is lost");
     }
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     conn.execute_batch(SCHEMA)?;
+    // What the journal holds may be newer than the database: it is written first.
+    let journal = if hooks.write_behind {
+        None
+    } else {
+        let (journal, redo) = Journal::open(path).map_err(io_error)?;
+        write_batch(&mut conn, &redo)?;
+        journal.start().map_err(io_error)?;
+        Some(Arc::new(journal))
+    };
     let oldest = now - retention.max_age_days as i64 * 86_400_000;
     conn.execute("DELETE FROM records WHERE at < ?1", params![oldest])?;
     conn.execute(
@@ -158,13 +188,20 @@ pub(crate) fn open(
     let checkpoints = start_checkpointer(Connection::open(path)?)?;
     // Bounded: a writer that falls behind slows exchanges down rather than growing memory.
     let (tx, rx) = mpsc::sync_channel::<Batch>(PENDING_BATCHES);
-    let writer = std::thread::Builder::new()
-        .name("ledger-writer".into())
-        .spawn(move || Writer::new(conn, hooks).run(rx))
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let write_errors = hooks.write_errors.clone();
+    let writer = {
+        let journal = journal.clone();
+        std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || Writer::new(conn, hooks, journal).run(rx))
+            .map_err(io_error)?
+    };
     Ok((
         Store {
             tx: Some(tx),
+            journal,
+            journal_failing: AtomicBool::new(false),
+            write_errors,
             writer: Some(writer),
             checkpoints: Some(checkpoints),
         },
@@ -191,30 +228,71 @@ fn start_checkpointer(conn: Connection) -> rusqlite::Result<(mpsc::Sender<()>, J
             }
             checkpoint();
         })
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        .map_err(io_error)?;
     Ok((stop, thread))
 }
 
+fn io_error(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+impl Store {
+    /// Journals rows (when journaling), so that they survive the process from now on.
+    fn journal(&self, rows: &[Row]) -> Option<Ticket> {
+        let journal = self.journal.as_ref()?;
+        match journal.append(rows) {
+            Ok(ticket) => {
+                if self.journal_failing.load(Ordering::Relaxed)
+                    && self.journal_failing.swap(false, Ordering::Relaxed)
+                {
+                    tracing::info!(event = "ledger_journal_recovered");
+                }
+                Some(ticket)
+            }
+            Err(e) => {
+                self.write_errors.inc();
+                if !self.journal_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(event = "ledger_journal_failed", reason = %e, note = "rotations wait for the database's commit until the journal can be written again");
+                }
+                None
+            }
+        }
+    }
+}
+
 impl super::backend::RecordStore for Store {
-    /// Queues rows; they reach the disk within a few milliseconds.
+    /// Journals and queues rows; they reach the database within a few milliseconds.
     fn write(&self, rows: Vec<Row>) {
         if let Some(tx) = &self.tx
             && !rows.is_empty()
         {
+            let journaled = self.journal(&rows);
             let _ = tx.send(Batch {
                 rows,
                 committed: None,
+                journaled,
             });
         }
     }
 
-    /// Queues rows and returns their commit, to wait for before answering.
+    /// Journals and queues rows, and returns what to wait for before answering: nothing
+    /// more once they are in the journal, else the database's commit.
     fn write_durably(&self, rows: Vec<Row>) -> Option<Commit> {
         let tx = self.tx.as_ref()?;
+        if let Some(ticket) = self.journal(&rows) {
+            tx.send(Batch {
+                rows,
+                committed: None,
+                journaled: Some(ticket),
+            })
+            .ok()?;
+            return Some(Commit::done());
+        }
         let (done, commit) = tokio::sync::oneshot::channel();
         tx.send(Batch {
             rows,
             committed: Some(done),
+            journaled: None,
         })
         .ok()?;
         Some(Commit(commit))
@@ -239,19 +317,24 @@ impl Drop for Store {
 struct Writer {
     conn: Connection,
     hooks: StoreHooks,
+    journal: Option<Arc<Journal>>,
     pending: Vec<Row>,
     waiting: Vec<tokio::sync::oneshot::Sender<bool>>,
+    /// Where the journal holds the pending rows, reported back once they are committed.
+    journaled: Vec<Ticket>,
     /// The pause before the next retry, while commits fail.
     retry: Option<std::time::Duration>,
 }
 
 impl Writer {
-    fn new(conn: Connection, hooks: StoreHooks) -> Self {
+    fn new(conn: Connection, hooks: StoreHooks, journal: Option<Arc<Journal>>) -> Self {
         Self {
             conn,
             hooks,
+            journal,
             pending: Vec::new(),
             waiting: Vec::new(),
+            journaled: Vec::new(),
             retry: None,
         }
     }
@@ -259,6 +342,7 @@ impl Writer {
     fn take(&mut self, batch: Batch) {
         self.pending.extend(batch.rows);
         self.waiting.extend(batch.committed);
+        self.journaled.extend(batch.journaled);
     }
 
     fn run(mut self, rx: mpsc::Receiver<Batch>) {
@@ -297,6 +381,13 @@ impl Writer {
                 for waiter in self.waiting.drain(..) {
                     let _ = waiter.send(true);
                 }
+                if let Some(journal) = &self.journal
+                    && let Err(e) = journal.committed(&self.journaled)
+                {
+                    // The journal keeps its rows a round longer, to be written again.
+                    tracing::debug!(event = "ledger_journal_turn_failed", reason = %e);
+                }
+                self.journaled.clear();
                 if self.retry.take().is_some() && self.hooks.health.restore("ledger") {
                     tracing::info!(event = "ledger_write_recovered");
                 }
