@@ -106,15 +106,20 @@ impl PgRecords {
         loop {
             let page = self
                 .outage
-                .bounded("read", self.op_timeout, feed(&self.reader, *cursor))
+                .bounded(
+                    "read",
+                    self.op_timeout,
+                    feed(&self.reader, *cursor, &self.replica),
+                )
                 .await?;
-            let full = page.len() as i64 == FEED_PAGE;
-            for (row, seq, writer) in page {
-                *cursor = (*cursor).max(seq);
-                if *writer != *self.replica {
-                    rows.extend(row);
-                }
-            }
+            let full = page.rows.len() as i64 == FEED_PAGE;
+            *cursor = match (full, page.last) {
+                (true, Some(last)) => last,
+                // Everything up to the head was in this snapshot: our own rows in between
+                // are never read back.
+                _ => (*cursor).max(page.head),
+            };
+            rows.extend(page.rows);
             if !full {
                 return Some(rows);
             }
@@ -169,29 +174,58 @@ impl PgRecords {
     }
 }
 
-/// One page of the change feed after `cursor`: rows with their number and writer.
-async fn feed(db: &Db, cursor: i64) -> Result<Vec<(Option<Row>, i64, String)>, StoreError> {
+/// One page of the change feed: other writers' rows after the cursor, and the highest
+/// number committed when it was read.
+struct Page {
+    rows: Vec<Row>,
+    /// The number of the last row read, when any was.
+    last: Option<i64>,
+    head: i64,
+}
+
+/// Reads a page in one statement, so the head and the rows come from one snapshot: every
+/// row numbered up to the head that another replica wrote is in the page (unless it is
+/// full). A replica's own rows, the most of what it would read back, stay on the server.
+async fn feed(db: &Db, cursor: i64, replica: &str) -> Result<Page, StoreError> {
     let client = db.client()?;
-    let rows = client
+    let found = client
         .query_typed(
-            "SELECT kind, key, value, at, seq, writer FROM grantdoctor_records
-             WHERE seq > $1 ORDER BY seq LIMIT $2",
-            &[(&cursor, Type::INT8), (&FEED_PAGE, Type::INT8)],
+            "SELECT h.head, r.kind, r.key, r.value, r.at, r.seq
+             FROM (SELECT coalesce(max(seq), 0) AS head FROM grantdoctor_records) h
+             LEFT JOIN LATERAL (
+                 SELECT kind, key, value, at, seq FROM grantdoctor_records
+                 WHERE seq > $1 AND seq <= h.head AND writer <> $2 ORDER BY seq LIMIT $3
+             ) r ON true
+             ORDER BY r.seq",
+            &[
+                (&cursor, Type::INT8),
+                (&replica, Type::TEXT),
+                (&FEED_PAGE, Type::INT8),
+            ],
         )
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let kind: String = r.get(0);
-            let row = record_kind(&kind).map(|kind| Row {
+    let mut page = Page {
+        rows: Vec::with_capacity(found.len()),
+        last: None,
+        head: cursor,
+    };
+    for r in found {
+        page.head = r.get(0);
+        let Some(seq) = r.get::<_, Option<i64>>(5) else {
+            continue;
+        };
+        page.last = Some(seq);
+        let kind: String = r.get(1);
+        if let Some(kind) = record_kind(&kind) {
+            page.rows.push(Row {
                 kind,
-                key: r.get(1),
-                value: r.get(2),
-                at: r.get(3),
+                key: r.get(2),
+                value: r.get(3),
+                at: r.get(4),
             });
-            (row, r.get(4), r.get(5))
-        })
-        .collect())
+        }
+    }
+    Ok(page)
 }
 
 impl RecordStore for PgRecords {
