@@ -1,14 +1,18 @@
-//! The ledger's redo journal: every row, appended to a file before it is queued for SQLite,
-//! so a rotation is as durable as a SQLite commit (in the kernel, surviving the process
-//! being killed) the moment the exchange answers, without waiting for the writer thread.
+//! The ledger's redo journal: the rows of an exchange that issues a refresh token (whose
+//! loss would let the guard forward a dead token after a crash), appended to a file before
+//! they are queued for SQLite, so a rotation is as durable as a SQLite commit (in the kernel,
+//! surviving the process being killed) the moment the exchange answers, without waiting for
+//! the writer thread. Other rows are not journaled: they reach the database within
+//! milliseconds, and an exchange that only fails costs no more than it did.
 //!
 //! Two files take turns. Rows go to the active one, each batch in one `write`. After each
 //! commit the writer reports which batches it committed; once every batch of the inactive
 //! file is committed, that file is emptied and becomes the active one again, under a new
 //! generation written as its first line. At start, both files are replayed in generation
-//! order into the database before it is read, then emptied. Replay is a redo of an ordered
-//! suffix of the history, so rows that had already been committed are simply written again
-//! with the same outcome.
+//! order into the database before it is read, then emptied. A replayed row replaces a
+//! record only if it is at least as recent (records hold the latest state of a key, stamped
+//! with its time), so a row committed long ago never undoes a newer write that was not
+//! journaled.
 //!
 //! Must never: hold anything the database would not (rows are the same records), or let a
 //! row reach the writer before it is in the journal.

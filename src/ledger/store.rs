@@ -1,8 +1,9 @@
 //! The ledger on disk: an embedded SQLite database under `--data-dir`, so history survives
 //! restarts and deploys. One table of JSON records keyed by kind and key; writes go through a
-//! background thread in batches. Most exchanges never wait on the disk; one whose loss would
-//! let the guard forward a dead token (a rotation, a newly issued refresh token) waits for
-//! its commit, which concurrent commits share (group commit).
+//! background thread in batches. No exchange waits on the disk: the rows of one whose loss
+//! would let the guard forward a dead token (a rotation, a newly issued refresh token) are
+//! first appended to the redo journal ([`super::journal`]); only if that fails does it wait
+//! for the database's commit, which concurrent commits share (group commit).
 //!
 //! A batch that fails (disk full, I/O error) is kept and retried with back-off; the outage
 //! is logged once, counted, and reported on `/readyz` as degraded until a commit succeeds.
@@ -149,7 +150,7 @@ pub(crate) fn open(
         None
     } else {
         let (journal, redo) = Journal::open(path).map_err(io_error)?;
-        write_batch(&mut conn, &redo)?;
+        replay(&mut conn, &redo)?;
         journal.start().map_err(io_error)?;
         Some(Arc::new(journal))
     };
@@ -261,16 +262,15 @@ impl Store {
 }
 
 impl super::backend::RecordStore for Store {
-    /// Journals and queues rows; they reach the database within a few milliseconds.
+    /// Queues rows; they reach the database within a few milliseconds.
     fn write(&self, rows: Vec<Row>) {
         if let Some(tx) = &self.tx
             && !rows.is_empty()
         {
-            let journaled = self.journal(&rows);
             let _ = tx.send(Batch {
                 rows,
                 committed: None,
-                journaled,
+                journaled: None,
             });
         }
     }
@@ -428,6 +428,30 @@ pub(crate) fn fold(rows: &mut Vec<Row>) {
     });
 }
 
+/// Writes the journal's rows back, each only over a record no newer than itself.
+fn replay(conn: &mut Connection, rows: &[Row]) -> rusqlite::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    {
+        let mut upsert = tx.prepare(
+            "INSERT INTO records (kind, key, value, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, at = excluded.at
+             WHERE excluded.at >= records.at",
+        )?;
+        let mut delete =
+            tx.prepare("DELETE FROM records WHERE kind = ?1 AND key = ?2 AND at <= ?3")?;
+        for row in rows {
+            match &row.value {
+                Some(value) => upsert.execute(params![row.kind, row.key, value, row.at])?,
+                None => delete.execute(params![row.kind, row.key, row.at])?,
+            };
+        }
+    }
+    tx.commit()
+}
+
 fn write_batch(conn: &mut Connection, batch: &[Row]) -> rusqlite::Result<()> {
     if batch.is_empty() {
         return Ok(());
@@ -447,4 +471,48 @@ fn write_batch(conn: &mut Connection, batch: &[Row]) -> rusqlite::Result<()> {
         }
     }
     tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: &str, value: &str, at: i64) -> Row {
+        Row {
+            kind: "refresh",
+            key: key.into(),
+            value: Some(value.into()),
+            at,
+        }
+    }
+
+    fn value_of(conn: &Connection, key: &str) -> Option<String> {
+        conn.query_row("SELECT value FROM records WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .ok()
+    }
+
+    #[test]
+    fn a_replayed_row_never_undoes_a_newer_record() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        write_batch(
+            &mut conn,
+            &[row("kept", "newer", 5), row("same", "before", 5)],
+        )
+        .unwrap();
+        replay(
+            &mut conn,
+            &[
+                row("kept", "older", 3),
+                row("same", "journaled", 5),
+                row("lost", "journaled", 4),
+            ],
+        )
+        .unwrap();
+        assert_eq!(value_of(&conn, "kept").as_deref(), Some("newer"));
+        assert_eq!(value_of(&conn, "same").as_deref(), Some("journaled"));
+        assert_eq!(value_of(&conn, "lost").as_deref(), Some("journaled"));
+    }
 }
