@@ -22,6 +22,8 @@ use crate::body::{BodyError, ProxyBody};
 const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Frames waiting for a slow reader before its share of the broadcast starts to lag.
 const QUEUED_FRAMES: usize = 64;
+/// Frames gathered into one chunk at most (a little over: the last one is not cut).
+const COALESCE_BYTES: usize = 32 * 1024;
 
 /// The streaming response.
 pub fn response() -> Response<ProxyBody> {
@@ -74,21 +76,43 @@ async fn copy(mut events: broadcast::Receiver<std::sync::Arc<str>>, tx: mpsc::Se
     let mut heartbeat =
         tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
     loop {
-        let frame = tokio::select! {
-            received = events.recv() => match received {
-                Ok(line) => frame(&line),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    format!(": lagged, {missed} events missed\n\n")
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
+        let mut frames = tokio::select! {
+            received = events.recv() => match message(received) {
+                Some(frame) => frame,
+                None => return,
             },
             _ = heartbeat.tick() => ": heartbeat\n\n".to_owned(),
             () = tx.closed() => return,
         };
-        if tx.send(Bytes::from(frame)).await.is_err() {
+        // Under load events come in bursts: what has arrived meanwhile goes out in the same
+        // chunk (one write, one wake-up of the connection) rather than one chunk each.
+        while frames.len() < COALESCE_BYTES {
+            match events.try_recv() {
+                Err(broadcast::error::TryRecvError::Empty) => break,
+                Err(broadcast::error::TryRecvError::Closed) => break,
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    frames.push_str(&lagged(missed));
+                }
+                Ok(line) => frames.push_str(&frame(&line)),
+            }
+        }
+        if tx.send(Bytes::from(frames)).await.is_err() {
             return;
         }
     }
+}
+
+/// One received event as its frame; `None` once the feed is closed.
+fn message(received: Result<std::sync::Arc<str>, broadcast::error::RecvError>) -> Option<String> {
+    match received {
+        Ok(line) => Some(frame(&line)),
+        Err(broadcast::error::RecvError::Lagged(missed)) => Some(lagged(missed)),
+        Err(broadcast::error::RecvError::Closed) => None,
+    }
+}
+
+fn lagged(missed: u64) -> String {
+    format!(": lagged, {missed} events missed\n\n")
 }
 
 /// The response body: frames from the reader's channel, until the server side ends.
