@@ -8,7 +8,33 @@ use std::time::Instant;
 
 use crate::diagnose::Warning;
 use crate::diagnose::{self, Diagnosis};
+use crate::ledger::LedgerView;
 use crate::oauth::{RequestFacts, ResponseFacts, short_client_id};
+
+/// Whom the exchange was for: from the answer when it says, else from what the ledger knew.
+pub(super) struct Ids {
+    pub org_id: Option<String>,
+    pub user_id: Option<String>,
+    pub token_fp: Option<String>,
+}
+
+impl Ids {
+    pub fn of(facts: &RequestFacts, outcome: &ResponseFacts, view: &LedgerView) -> Self {
+        let success = outcome.success.as_ref();
+        let known = view.token.as_ref();
+        Self {
+            org_id: success
+                .and_then(|s| s.org_id.clone())
+                .or_else(|| known.and_then(|t| t.org_id.clone())),
+            user_id: success
+                .and_then(|s| s.user_id.clone())
+                .or_else(|| known.and_then(|t| t.user_id.clone())),
+            token_fp: success
+                .and_then(|s| s.refresh_token_fp.clone())
+                .or_else(|| facts.refresh_fp().map(str::to_owned)),
+        }
+    }
+}
 
 /// The fields every token-exchange line carries (schema in the README's log section).
 pub(super) struct Line<'a> {

@@ -16,6 +16,7 @@ mod breaker;
 mod confirm;
 mod fleet;
 mod line;
+mod phases;
 mod record;
 mod rescue;
 mod run_to_end;
@@ -25,25 +26,25 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 
-use crate::annotate::{self, AnnotateMode};
+use crate::annotate::AnnotateMode;
 use crate::body::{self, ProxyBody};
-use crate::diagnose::{self, Policies};
+use crate::diagnose::Policies;
 use crate::finished::Finished;
 use crate::ledger::GrantLedger;
-use crate::oauth::{self, Fingerprinter, RequestFacts, ResponseFacts};
-use crate::recover::{CredentialsKey, Flights, Joined, Recovery, RotationGuard, Verdict};
+use crate::oauth::{self, Fingerprinter, ResponseFacts};
+use crate::recover::{CredentialsKey, Flights, Recovery, RotationGuard};
 use crate::reply::{self, ErrorKind};
 use crate::route::Route;
 
-use line::{Line, not_inspected};
+use line::Line;
+use phases::Exchange;
 pub use record::RecordExchange;
-use run_to_end::RunToEnd;
 
 pub const TOKEN_PATH: &str = "/services/oauth2/token";
 
@@ -108,6 +109,27 @@ impl Observer {
 }
 
 impl Observer {
+    /// The exchange's counters: outcome, latency, warnings raised.
+    fn count_outcome(
+        &self,
+        facts: &oauth::RequestFacts,
+        outcome: &ResponseFacts,
+        started: std::time::Instant,
+        warnings: &[crate::diagnose::Warning],
+    ) {
+        let label = if outcome.success.is_some() {
+            "success"
+        } else {
+            "error"
+        };
+        self.count_exchange(facts.grant, label);
+        self.metrics
+            .token_exchange_took(facts.grant, label, started.elapsed());
+        for warning in warnings {
+            crate::metrics::Metrics::count(&self.metrics.warnings, &[("id", warning.id)]);
+        }
+    }
+
     fn count_exchange(&self, grant: oauth::GrantType, outcome: &'static str) {
         crate::metrics::Metrics::count(
             &self.metrics.token_exchanges,
@@ -209,152 +231,8 @@ impl<S: Upstream> tower::Service<Request<ProxyBody>> for TokenEndpoint<S> {
         // Take the service that was polled ready; leave a fresh clone behind.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(exchange(inner, self.observer.clone(), req))
+        Box::pin(phases::exchange(inner, self.observer.clone(), req))
     }
-}
-
-/// One token request, from the client's bytes to the response it gets.
-struct Exchange {
-    route: Route,
-    parts: http::request::Parts,
-    bytes: Bytes,
-    facts: RequestFacts,
-    started: Instant,
-}
-
-async fn exchange<S: Upstream>(
-    inner: S,
-    observer: Arc<Observer>,
-    req: Request<ProxyBody>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<Route>()
-        .cloned()
-        .expect("only routed requests are token exchanges");
-    let host = route.host.clone();
-    let (parts, incoming) = req.into_parts();
-    let bytes = match buffer_capped(incoming, observer.max_request_body).await {
-        Ok(Buffered::Complete(bytes)) => bytes,
-        Ok(Buffered::TooLarge(_)) => {
-            // Forwarded unread, a padded refresh of a rotated token would pass the guard and
-            // revoke its family. Salesforce's own token requests are a few hundred bytes.
-            observer.count_exchange(oauth::GrantType::Missing, "refused");
-            crate::metrics::Metrics::count(
-                &observer.metrics.client_errors,
-                &[("kind", "token_request_too_large")],
-            );
-            tracing::warn!(
-                event = "token_request_refused",
-                host,
-                reason = "token request body over the cap: not forwarded, since the refresh token in it could not be checked",
-                cap_bytes = observer.max_request_body,
-            );
-            return Ok(oversized_token_request(observer.max_request_body));
-        }
-        Err(e) => {
-            tracing::info!(event = "not_inspected", host, reason = "client request body unreadable", detail = %reply::root_cause(&e));
-            return Ok(reply::error(
-                ErrorKind::BadRequest,
-                "the request body could not be read",
-            ));
-        }
-    };
-    let facts = RequestFacts::parse(
-        &host,
-        parts.method == Method::POST,
-        &parts.headers,
-        parts.uri.query(),
-        &bytes,
-        &observer.fingerprints,
-    );
-    if observer.ledger.shared() {
-        // What other replicas recorded decides the guard and the diagnosis here too.
-        observer.ledger.sync().await;
-    }
-    let presented = (facts.grant == oauth::GrantType::RefreshToken)
-        .then(|| facts.refresh_fp().map(crate::ledger::fp_key))
-        .flatten();
-    let ex = Exchange {
-        route,
-        parts,
-        bytes,
-        facts,
-        started,
-    };
-    let Some(fp) = presented else {
-        return Ok(observe(inner, &observer, ex, None).await.into_response());
-    };
-    let credentials = credentials_key(&ex.parts.headers, ex.parts.uri.query(), &ex.bytes);
-    if let Some(response) = guarded(&observer, fp, &credentials, &ex).await {
-        return Ok(response);
-    }
-    if let Some(response) = breaker::answer(inner.clone(), &observer, &ex).await {
-        return Ok(response);
-    }
-    let Some(flights) = &observer.coalescing else {
-        return Ok(refresh_detached(inner, observer.clone(), ex, credentials, None, None).await);
-    };
-    match flights
-        .join(exchange_key(&host, &ex.parts, &ex.bytes))
-        .await
-    {
-        Joined::Follow(Some(shared)) => {
-            coalesced(&observer, &ex, &shared, None);
-            Ok(shared.response())
-        }
-        // The leader's response could not be shared (not inspectable): go on our own.
-        Joined::Follow(None) => {
-            Ok(refresh_detached(inner, observer.clone(), ex, credentials, None, None).await)
-        }
-        Joined::Lead(leader) => {
-            // The flight that rotated this token may have landed since the guard looked.
-            if let Some(response) = guarded(&observer, fp, &credentials, &ex).await {
-                drop(leader);
-                return Ok(response);
-            }
-            let lease = match &observer.fleet {
-                Some(fleet) => {
-                    let key = exchange_key(&host, &ex.parts, &ex.bytes);
-                    match fleet::lead_or_follow(fleet, &key).await {
-                        fleet::FleetTurn::Answer(shared) => {
-                            coalesced(&observer, &ex, &shared, Some("replicas"));
-                            leader.land(Some(shared.clone()));
-                            return Ok(shared.response());
-                        }
-                        fleet::FleetTurn::Lead(lease) => Some(lease),
-                        fleet::FleetTurn::Alone => None,
-                    }
-                }
-                None => None,
-            };
-            Ok(refresh_detached(
-                inner,
-                observer.clone(),
-                ex,
-                credentials,
-                Some(leader),
-                lease,
-            )
-            .await)
-        }
-    }
-}
-
-/// Counts and logs a refresh answered with an identical concurrent refresh's response
-/// (`across`: `replicas` when another replica led it).
-fn coalesced(observer: &Observer, ex: &Exchange, shared: &Finished, across: Option<&str>) {
-    crate::metrics::Metrics::count(&observer.metrics.coalesced, &[]);
-    tracing::info!(
-        event = "coalesced",
-        host = ex.route.host,
-        client_id = oauth::short_client_id(ex.facts.client_id.as_deref().unwrap_or("")),
-        token_fp = ex.facts.refresh_fp().unwrap_or(""),
-        status = shared.parts.status.as_u16(),
-        across,
-        latency_ms = ex.started.elapsed().as_secs_f64() * 1000.0,
-    );
 }
 
 /// The answer to a token request too large to inspect, in Salesforce's error shape so that
@@ -379,278 +257,6 @@ fn oversized_token_request(cap: usize) -> Response<ProxyBody> {
         http::HeaderValue::from_static("token-request-too-large"),
     );
     response
-}
-
-/// A refresh runs to its end even if its client goes away: once it is upstream, Salesforce
-/// may rotate the token, and only reading the answer lets the ledger and the guard know, and
-/// the callers waiting on this flight get it. Cancelling it would leave the next caller to
-/// present the old token — and revoke the family.
-async fn refresh_detached<S: Upstream>(
-    inner: S,
-    observer: Arc<Observer>,
-    ex: Exchange,
-    credentials: CredentialsKey,
-    leader: Option<crate::recover::flight::Leader<ExchangeKey, Option<Arc<Finished>>>>,
-    lease: Option<fleet::Lease>,
-) -> Response<ProxyBody> {
-    RunToEnd::new(async move {
-        let observed = observe(inner, &observer, ex, Some(credentials)).await;
-        if let (Some(lease), Some(fleet)) = (lease, observer.fleet.clone()) {
-            let shared = match &observed {
-                Observed::Inspected(finished) => Some(finished.clone()),
-                Observed::Passthrough(_) => None,
-            };
-            // Published beside the answer, not before it: the leader's client need not wait
-            // for the followers' round trip.
-            tokio::spawn(async move { lease.land(&fleet, shared.as_deref()).await });
-        }
-        if let Some(leader) = leader {
-            leader.land(match &observed {
-                Observed::Inspected(finished) => Some(finished.clone()),
-                Observed::Passthrough(_) => None,
-            });
-        }
-        observed
-    })
-    .await
-    .into_response()
-}
-
-/// The rotated-token guard's answer, when the presented token was rotated away.
-async fn guarded(
-    observer: &Observer,
-    fp: u64,
-    credentials: &CredentialsKey,
-    ex: &Exchange,
-) -> Option<Response<ProxyBody>> {
-    let guard = observer.guard.as_ref()?;
-    if !observer.ledger.rotated(fp) {
-        return None;
-    }
-    let mut verdict = guard.verdict(fp, credentials);
-    if let (Verdict::Block, Some(fleet)) = (&verdict, &observer.fleet)
-        && let Some(old) = fleet::presented_refresh_token(&ex.bytes)
-        && let Some(kept) = fleet::replay(fleet, &old, credentials).await
-    {
-        // The rotation went through another replica, which kept its answer for twins.
-        verdict = Verdict::Replay(kept);
-    }
-    Some(match verdict {
-        Verdict::Replay(finished) => {
-            crate::metrics::Metrics::count(&observer.metrics.guard, &[("decision", "replayed")]);
-            tracing::info!(
-                event = "replayed",
-                host = ex.route.host,
-                client_id = oauth::short_client_id(ex.facts.client_id.as_deref().unwrap_or("")),
-                token_fp = ex.facts.refresh_fp().unwrap_or(""),
-                reason = "a twin of the refresh that rotated this token, within the replay window",
-            );
-            finished.response()
-        }
-        Verdict::Block => rescue::blocked(observer, ex),
-    })
-}
-
-/// Forwards the exchange, reads and records what came back, diagnoses a failure, tries a
-/// recovery where configured, and annotates.
-async fn observe<S: Upstream>(
-    inner: S,
-    observer: &Arc<Observer>,
-    ex: Exchange,
-    credentials: Option<CredentialsKey>,
-) -> Observed {
-    let Exchange {
-        route,
-        parts,
-        bytes,
-        facts,
-        started,
-    } = ex;
-    let host = route.host.as_str();
-    let spare = inner.clone();
-    // Read before the body goes upstream: a rotation's answer is sealed under it for twins
-    // on other replicas.
-    let presented = observer
-        .fleet
-        .as_ref()
-        .and(credentials)
-        .and_then(|_| fleet::presented_refresh_token(&bytes));
-    let in_flight = observer.ledger.begin(&facts);
-    let response = inner
-        .oneshot_infallible(Request::from_parts(parts, body::full(bytes)))
-        .await;
-    let ReadResponse {
-        mut parts,
-        raw,
-        decoded,
-        now,
-        outcome,
-    } = match read_response(response, observer).await {
-        Ok(read) => read,
-        Err(unreadable) => {
-            drop(in_flight);
-            return Observed::Passthrough(match unreadable {
-                Unreadable::TooLarge(parts, rest) => {
-                    observer.count_exchange(facts.grant, "not_inspected");
-                    not_inspected(
-                        host,
-                        "response body over the cap",
-                        parts.status.as_u16(),
-                        started,
-                    );
-                    Response::from_parts(parts, rest)
-                }
-                Unreadable::Undecodable(parts, raw, reason) => {
-                    observer.count_exchange(facts.grant, "not_inspected");
-                    not_inspected(host, reason, parts.status.as_u16(), started);
-                    Response::from_parts(parts, body::full(raw))
-                }
-                Unreadable::BrokeOff(e) => {
-                    tracing::warn!(event = "upstream_error", host, reason = %reply::root_cause(&e), outcome = "response body broke off");
-                    reply::error(
-                        ErrorKind::UpstreamFailed,
-                        format_args!("upstream {host} broke off the token response"),
-                    )
-                }
-            });
-        }
-    };
-    let status = parts.status.as_u16();
-    let view = observer.ledger.view(&facts, now);
-    // A rotation's replay is in place before the ledger says "rotated": a twin that sees the
-    // rotation must find the response to replay, or it would be refused.
-    let rotation = match (&observer.guard, credentials, facts.refresh_fp()) {
-        (Some(guard), Some(credentials), Some(old))
-            if outcome
-                .success
-                .as_ref()
-                .is_some_and(|s| s.refresh_token_fp.is_some()) =>
-        {
-            let finished = Arc::new(Finished {
-                parts: parts.clone(),
-                body: raw.clone(),
-            });
-            guard.rotated(crate::ledger::fp_key(old), credentials, finished.clone());
-            if let (Some(fleet), Some(presented)) = (&observer.fleet, &presented) {
-                fleet::keep_replay(fleet, presented, &credentials, &finished).await;
-            }
-            Some(finished)
-        }
-        _ => None,
-    };
-    drop(in_flight);
-    let (warnings, commit) = observer.ledger.record(&facts, &outcome, now);
-    if let Some(commit) = commit
-        && !commit.wait(COMMIT_BOUND).await
-    {
-        tracing::debug!(
-            event = "ledger_commit_late",
-            host,
-            reason = "the new refresh token goes out before its record is on disk"
-        );
-    }
-    let event_id = event_id();
-    let mut body = raw;
-    let known = view.token.as_ref();
-    let org_id = outcome
-        .success
-        .as_ref()
-        .and_then(|s| s.org_id.clone())
-        .or_else(|| known.and_then(|t| t.org_id.clone()));
-    let user_id = outcome
-        .success
-        .as_ref()
-        .and_then(|s| s.user_id.clone())
-        .or_else(|| known.and_then(|t| t.user_id.clone()));
-    let token_fp = outcome
-        .success
-        .as_ref()
-        .and_then(|s| s.refresh_token_fp.clone())
-        .or_else(|| facts.refresh_fp().map(str::to_owned));
-    let line = Line {
-        event_id: &event_id,
-        host,
-        facts: &facts,
-        outcome: &outcome,
-        org_id: org_id.as_deref(),
-        user_id: user_id.as_deref(),
-        token_fp: token_fp.as_deref(),
-        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
-    };
-    let outcome_label = if outcome.success.is_some() {
-        "success"
-    } else {
-        "error"
-    };
-    observer.count_exchange(facts.grant, outcome_label);
-    observer
-        .metrics
-        .token_exchange_took(facts.grant, outcome_label, started.elapsed());
-    for warning in &warnings {
-        crate::metrics::Metrics::count(&observer.metrics.warnings, &[("id", warning.id)]);
-    }
-    if outcome.success.is_none() && status >= 400 {
-        let diagnosis = diagnose::diagnose(&facts, &outcome, &view, &observer.policies, now);
-        let diagnosis =
-            confirm::phase(observer, &facts, &outcome, &view, diagnosis, &event_id, now).await;
-        let dead = observer
-            .dead_token_breaker
-            .then(|| {
-                breaker::dead_token(&facts, &outcome, &parts, &decoded, &diagnosis, &line, now)
-            })
-            .flatten();
-        observer.ledger.judged(
-            &facts,
-            crate::ledger::Judgement {
-                first_use_unexplained: diagnosis.unexplained_first_use,
-                dead,
-            },
-            now,
-        );
-        line.log(Some(&diagnosis));
-        if let Some(top) = diagnosis.top() {
-            crate::metrics::Metrics::count(&observer.metrics.diagnoses, &[("cause", top.id)]);
-        }
-        for warning in &warnings {
-            line.warn(warning);
-        }
-        let failed = rescue::Failed {
-            facts: &facts,
-            outcome: &outcome,
-            line: &line,
-            diagnosis: &diagnosis,
-            known_token: view.token.is_some(),
-        };
-        // Boxed, and only when configured: inline, the recovery's state would make every
-        // exchange's future several times larger (and every move of it a bigger copy).
-        let rescued = if observer.recovery.is_some() {
-            Box::pin(rescue::attempt(spare, observer, &route, failed)).await
-        } else {
-            rescue::Rescued::Not(None)
-        };
-        let note = match rescued {
-            rescue::Rescued::Recovered(response) => return Observed::Inspected(Arc::new(response)),
-            rescue::Rescued::Not(note) => note,
-        };
-        body = annotate::apply(
-            &mut parts.headers,
-            body,
-            &decoded,
-            &annotate::Annotation {
-                event_id: &event_id,
-                diagnosis: &diagnosis,
-                recovery: note.as_ref(),
-            },
-            observer.annotate,
-            observer.append_description,
-        );
-        return Observed::Inspected(Arc::new(Finished { parts, body }));
-    }
-    line.log(None);
-    for warning in &warnings {
-        line.warn(warning);
-    }
-    Observed::Inspected(rotation.unwrap_or_else(|| Arc::new(Finished { parts, body })))
 }
 
 /// `ServiceExt::oneshot` for a service that cannot fail.
