@@ -185,6 +185,37 @@ fn causes(diagnosis: &Diagnosis) -> serde_json::Value {
     member("", diagnosis)["causes"].take()
 }
 
+/// The annotation headers, per `mode`: the one place they are written, for a failure and for
+/// the token a recovery got instead of it.
+pub fn set_headers(headers: &mut http::HeaderMap, annotation: &Annotation<'_>, mode: AnnotateMode) {
+    let Annotation {
+        event_id,
+        diagnosis,
+        recovery,
+    } = *annotation;
+    let Some(top) = diagnosis.top() else {
+        return;
+    };
+    if !mode.headers() {
+        return;
+    }
+    let set = |headers: &mut http::HeaderMap, name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    set(headers, self::headers::CAUSE, top.id);
+    set(headers, self::headers::BASIS, top.basis.as_str());
+    set(headers, self::headers::CAUSES, &diagnosis.header_value());
+    set(headers, self::headers::EVENT, event_id);
+    if let Some(note) = recovery {
+        set(headers, self::headers::RECOVERY, note.outcome);
+        if let Some(cause) = note.cause {
+            set(headers, self::headers::RECOVERY_CAUSE, cause);
+        }
+    }
+}
+
 /// Annotates a response: sets the headers (per `mode`) and returns the body to send. `raw` is
 /// the body as upstream sent it, `decoded` the same without Content-Encoding.
 pub fn apply(
@@ -203,26 +234,7 @@ pub fn apply(
     if mode == AnnotateMode::Off || diagnosis.causes.is_empty() {
         return raw;
     }
-    if mode.headers() {
-        let top = diagnosis.top().map(|c| c.id).unwrap_or("sf.unknown");
-        let set = |headers: &mut http::HeaderMap, name: &'static str, value: &str| {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                headers.insert(name, v);
-            }
-        };
-        set(headers, self::headers::CAUSE, top);
-        if let Some(basis) = diagnosis.top().map(|c| c.basis) {
-            set(headers, self::headers::BASIS, basis.as_str());
-        }
-        set(headers, self::headers::CAUSES, &diagnosis.header_value());
-        set(headers, self::headers::EVENT, event_id);
-        if let Some(note) = recovery {
-            set(headers, self::headers::RECOVERY, note.outcome);
-            if let Some(cause) = note.cause {
-                set(headers, self::headers::RECOVERY_CAUSE, cause);
-            }
-        }
-    }
+    set_headers(headers, annotation, mode);
     if !mode.body() {
         return raw;
     }

@@ -146,18 +146,15 @@ pub(super) async fn attempt<S: Upstream>(
             );
             // Annotations follow `--annotate` like every other; the recovery itself is not
             // an annotation and is always said.
-            if observer.annotate.headers() {
-                set(headers, crate::annotate::headers::EVENT, line.event_id);
-                if let Some(top) = diagnosis.top() {
-                    set(headers, crate::annotate::headers::CAUSE, top.id);
-                    set(headers, crate::annotate::headers::BASIS, top.basis.as_str());
-                    set(
-                        headers,
-                        crate::annotate::headers::CAUSES,
-                        &diagnosis.header_value(),
-                    );
-                }
-            }
+            annotate::set_headers(
+                headers,
+                &annotate::Annotation {
+                    event_id: line.event_id,
+                    diagnosis,
+                    recovery: None,
+                },
+                observer.annotate,
+            );
             Rescued::Recovered(response)
         }
         Outcome::Failed(failure) => {
@@ -169,12 +166,6 @@ pub(super) async fn attempt<S: Upstream>(
             tracing::warn!(event = "recovery_failed", recovers = line.event_id, host = route.host, grant_type = oauth::JWT_BEARER, client_id, user_id = line.user_id.unwrap_or(""), how = how.label(), status = failure.status, error = failure.error.as_deref().unwrap_or(""), error_description = failure.error_description.as_deref().unwrap_or(""), cause = top, causes = %failure.diagnosis.log_value(), reason = failure.reason.as_deref().unwrap_or(""), latency_ms);
             Rescued::Not(Some(RecoveryNote::failed(&failure, how)))
         }
-    }
-}
-
-fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(name, v);
     }
 }
 
