@@ -19,7 +19,7 @@ use crate::diagnose::{self, Diagnosis};
 use crate::finished::Finished;
 use crate::metrics::Metrics;
 use crate::oauth::{self, RequestFacts, ResponseFacts, short_client_id};
-use crate::recover::{Failure, Outcome, Plan};
+use crate::recover::{Failure, How, Outcome, Plan};
 use crate::route::Route;
 
 /// Salesforce's answer to a rotated-away refresh token (E1).
@@ -50,6 +50,9 @@ pub(super) async fn attempt<S: Upstream>(
     route: &Route,
     failed: Failed<'_>,
 ) -> Rescued {
+    let Some(recovery) = &observer.recovery else {
+        return Rescued::Not(None);
+    };
     let Failed {
         facts,
         outcome,
@@ -57,50 +60,13 @@ pub(super) async fn attempt<S: Upstream>(
         diagnosis,
         known_token,
     } = failed;
-    let Some(recovery) = &observer.recovery else {
-        return Rescued::Not(None);
-    };
     if facts.grant != oauth::GrantType::RefreshToken || !outcome.error_is("invalid_grant") {
         return Rescued::Not(None);
     }
     let started = Instant::now();
-    let client_id = short_client_id(facts.client_id.as_deref().unwrap_or(""));
-    let plan = recovery.plan(&route.host, facts.client_id.as_deref(), line.user_id);
-    let plan = match plan {
-        // Anyone who can reach the proxy can send a made-up refresh token with a client id
-        // (not a secret); only a token grantdoctor saw issued or used earns a rescue.
-        Plan::Attempt { .. } if !known_token => Plan::Skip(
-            "the failed refresh token was never seen issued or used through grantdoctor; only such tokens are rescued".into(),
-        ),
-        plan => plan,
-    };
-    let (key, audience) = match plan {
+    let (key, audience) = match plan(recovery, route, facts, line, known_token) {
         Plan::NotConfigured => return Rescued::Not(None),
-        Plan::Skip(reason) => {
-            Metrics::count(
-                &observer.metrics.recoveries,
-                &[
-                    ("outcome", "skipped"),
-                    (
-                        "how",
-                        if known_token {
-                            "no_subject"
-                        } else {
-                            "unknown_token"
-                        },
-                    ),
-                ],
-            );
-            tracing::warn!(
-                event = "recovery_skipped",
-                recovers = line.event_id,
-                host = route.host,
-                client_id,
-                user_id = line.user_id.unwrap_or(""),
-                reason
-            );
-            return Rescued::Not(Some(RecoveryNote::skipped(&reason)));
-        }
+        Plan::Skip(reason) => return skipped(observer, route, line, known_token, &reason),
         Plan::Attempt { key, audience } => (key, audience),
     };
     let (result, how) = recovery
@@ -118,54 +84,124 @@ pub(super) async fn attempt<S: Upstream>(
             outcome
         })
         .await;
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let told = Told {
+        observer,
+        route,
+        line,
+        how,
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
     match result {
-        Outcome::Recovered(token) => {
-            Metrics::count(
-                &observer.metrics.recoveries,
-                &[("outcome", "recovered"), ("how", how.label())],
-            );
-            let event = event_id();
-            tracing::info!(
-                event = "recovered",
-                event_id = event,
-                recovers = line.event_id,
-                host = route.host,
-                grant_type = oauth::JWT_BEARER,
-                client_id,
-                user_id = line.user_id.unwrap_or(""),
-                how = how.label(),
-                cause = diagnosis.top().map(|c| c.id).unwrap_or(""),
-                latency_ms
-            );
-            let mut response = (*token).clone();
-            let headers = &mut response.parts.headers;
-            headers.insert(
-                crate::annotate::headers::RECOVERED,
-                HeaderValue::from_static("jwt-bearer"),
-            );
-            // Annotations follow `--annotate` like every other; the recovery itself is not
-            // an annotation and is always said.
-            annotate::set_headers(
-                headers,
-                &annotate::Annotation {
-                    event_id: line.event_id,
-                    diagnosis,
-                    recovery: None,
-                },
-                observer.annotate,
-            );
-            Rescued::Recovered(response)
-        }
-        Outcome::Failed(failure) => {
-            Metrics::count(
-                &observer.metrics.recoveries,
-                &[("outcome", "failed"), ("how", how.label())],
-            );
-            let top = failure.diagnosis.top().map(|c| c.id).unwrap_or("");
-            tracing::warn!(event = "recovery_failed", recovers = line.event_id, host = route.host, grant_type = oauth::JWT_BEARER, client_id, user_id = line.user_id.unwrap_or(""), how = how.label(), status = failure.status, error = failure.error.as_deref().unwrap_or(""), error_description = failure.error_description.as_deref().unwrap_or(""), cause = top, causes = %failure.diagnosis.log_value(), reason = failure.reason.as_deref().unwrap_or(""), latency_ms);
-            Rescued::Not(Some(RecoveryNote::failed(&failure, how)))
-        }
+        Outcome::Recovered(token) => told.recovered(&token, diagnosis),
+        Outcome::Failed(failure) => told.failed(&failure),
+    }
+}
+
+/// Whether to try: a key for the app and user, and a token grantdoctor has seen.
+fn plan(
+    recovery: &crate::recover::Recovery,
+    route: &Route,
+    facts: &RequestFacts,
+    line: &Line<'_>,
+    known_token: bool,
+) -> Plan {
+    match recovery.plan(&route.host, facts.client_id.as_deref(), line.user_id) {
+        // Anyone who can reach the proxy can send a made-up refresh token with a client id
+        // (not a secret); only a token grantdoctor saw issued or used earns a rescue.
+        Plan::Attempt { .. } if !known_token => Plan::Skip(
+            "the failed refresh token was never seen issued or used through grantdoctor; only such tokens are rescued".into(),
+        ),
+        plan => plan,
+    }
+}
+
+fn skipped(
+    observer: &Observer,
+    route: &Route,
+    line: &Line<'_>,
+    known_token: bool,
+    reason: &str,
+) -> Rescued {
+    let how = if known_token {
+        "no_subject"
+    } else {
+        "unknown_token"
+    };
+    Metrics::count(
+        &observer.metrics.recoveries,
+        &[("outcome", "skipped"), ("how", how)],
+    );
+    tracing::warn!(
+        event = "recovery_skipped",
+        recovers = line.event_id,
+        host = route.host,
+        client_id = short_client_id(line.facts.client_id.as_deref().unwrap_or("")),
+        user_id = line.user_id.unwrap_or(""),
+        reason
+    );
+    Rescued::Not(Some(RecoveryNote::skipped(reason)))
+}
+
+/// What a recovery that ran is told with: its metrics, its line, its answer.
+struct Told<'a> {
+    observer: &'a Observer,
+    route: &'a Route,
+    line: &'a Line<'a>,
+    how: How,
+    latency_ms: f64,
+}
+
+impl Told<'_> {
+    fn client_id(&self) -> String {
+        short_client_id(self.line.facts.client_id.as_deref().unwrap_or(""))
+    }
+
+    fn recovered(&self, token: &Finished, diagnosis: &Diagnosis) -> Rescued {
+        Metrics::count(
+            &self.observer.metrics.recoveries,
+            &[("outcome", "recovered"), ("how", self.how.label())],
+        );
+        let event = event_id();
+        tracing::info!(
+            event = "recovered",
+            event_id = event,
+            recovers = self.line.event_id,
+            host = self.route.host,
+            grant_type = oauth::JWT_BEARER,
+            client_id = self.client_id(),
+            user_id = self.line.user_id.unwrap_or(""),
+            how = self.how.label(),
+            cause = diagnosis.top().map(|c| c.id).unwrap_or(""),
+            latency_ms = self.latency_ms
+        );
+        let mut response = token.clone();
+        let headers = &mut response.parts.headers;
+        headers.insert(
+            crate::annotate::headers::RECOVERED,
+            HeaderValue::from_static("jwt-bearer"),
+        );
+        // Annotations follow `--annotate` like every other; the recovery itself is not
+        // an annotation and is always said.
+        annotate::set_headers(
+            headers,
+            &annotate::Annotation {
+                event_id: self.line.event_id,
+                diagnosis,
+                recovery: None,
+            },
+            self.observer.annotate,
+        );
+        Rescued::Recovered(response)
+    }
+
+    fn failed(&self, failure: &Failure) -> Rescued {
+        Metrics::count(
+            &self.observer.metrics.recoveries,
+            &[("outcome", "failed"), ("how", self.how.label())],
+        );
+        let top = failure.diagnosis.top().map(|c| c.id).unwrap_or("");
+        tracing::warn!(event = "recovery_failed", recovers = self.line.event_id, host = self.route.host, grant_type = oauth::JWT_BEARER, client_id = self.client_id(), user_id = self.line.user_id.unwrap_or(""), how = self.how.label(), status = failure.status, error = failure.error.as_deref().unwrap_or(""), error_description = failure.error_description.as_deref().unwrap_or(""), cause = top, causes = %failure.diagnosis.log_value(), reason = failure.reason.as_deref().unwrap_or(""), latency_ms = self.latency_ms);
+        Rescued::Not(Some(RecoveryNote::failed(failure, self.how)))
     }
 }
 
@@ -191,33 +227,10 @@ async fn jwt_exchange<S: Upstream>(
         Ok(form) => form,
         Err(reason) => return failed(reason),
     };
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-www-form-urlencoded"),
-    );
-    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-    let facts = RequestFacts::parse(
-        &route.host,
-        true,
-        &headers,
-        None,
-        form.as_bytes(),
-        &observer.fingerprints,
-    );
-    let mut request = Request::new(body::full(Bytes::from(form)));
-    *request.method_mut() = Method::POST;
-    *request.headers_mut() = headers;
-    *request.uri_mut() = match format!("https://{}{TOKEN_PATH}", route.authority).parse() {
-        Ok(uri) => uri,
-        Err(e) => {
-            return failed(format!(
-                "no token endpoint URI for {}: {e}",
-                route.authority
-            ));
-        }
+    let (facts, request) = match jwt_request(observer, route, form) {
+        Ok(built) => built,
+        Err(reason) => return failed(reason),
     };
-    request.extensions_mut().insert(route.clone());
     let response = inner.oneshot_infallible(request).await;
     let ReadResponse {
         parts,
@@ -253,6 +266,36 @@ async fn jwt_exchange<S: Upstream>(
         diagnosis,
         reason,
     }))
+}
+
+/// The JWT bearer token request, and its facts as the ledger records them.
+fn jwt_request(
+    observer: &Observer,
+    route: &Route,
+    form: String,
+) -> Result<(RequestFacts, Request<body::ProxyBody>), String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    let facts = RequestFacts::parse(
+        &route.host,
+        true,
+        &headers,
+        None,
+        form.as_bytes(),
+        &observer.fingerprints,
+    );
+    let mut request = Request::new(body::full(Bytes::from(form)));
+    *request.method_mut() = Method::POST;
+    *request.headers_mut() = headers;
+    *request.uri_mut() = format!("https://{}{TOKEN_PATH}", route.authority)
+        .parse()
+        .map_err(|e| format!("no token endpoint URI for {}: {e}", route.authority))?;
+    request.extensions_mut().insert(route.clone());
+    Ok((facts, request))
 }
 
 /// The guard's refusal: Salesforce's own error, diagnosed as the reuse it is, never forwarded.
