@@ -14,7 +14,7 @@ use crate::body::ProxyBody;
 
 use super::model::{AppPatch, AppSpec, OrgPatch, OrgSpec, Settings, UserPatch, UserSpec};
 use super::server::{Emulator, json, read_body};
-use super::world::{ControlError, Fault};
+use super::world::{ControlError, Fault, World};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,6 +91,8 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
     serde_json::from_slice(body).map_err(|e| Failure::Bad(format!("bad JSON: {e}")))
 }
 
+/// Dispatches on the first segment, one function per part the control API plays. The world
+/// stays locked for the whole request, clock requests included.
 fn route(
     emulator: &Emulator,
     method: &Method,
@@ -100,8 +102,24 @@ fn route(
 ) -> Result<serde_json::Value, Failure> {
     let now = emulator.clock.now_ms();
     let mut world = emulator.world();
-    Ok(match (method.as_str(), segments) {
-        ("GET", ["health"]) => json!({"ok": true}),
+    let method = method.as_str();
+    match segments.first().copied() {
+        Some("orgs" | "users" | "apps") => admin(&mut world, method, segments, body, query),
+        Some("authorize") => browser(&mut world, method, segments, body, now),
+        Some("clock") => clock(emulator, method, segments, body, now),
+        _ => harness(&mut world, method, segments, body),
+    }
+}
+
+/// What an admin does in Setup: orgs, users and apps, revoking and counting approvals.
+fn admin(
+    world: &mut World,
+    method: &str,
+    segments: &[&str],
+    body: &[u8],
+    query: &str,
+) -> Result<serde_json::Value, Failure> {
+    Ok(match (method, segments) {
         ("POST", ["orgs"]) => {
             let org = world.add_org(parse::<OrgSpec>(body)?)?;
             json!({"org_id": org.id, "name": org.spec.name, "my_domain_host": org.my_domain_host()})
@@ -140,27 +158,64 @@ fn route(
             world.patch_app(client_id, parse::<AppPatch>(body)?)?;
             json!({"ok": true})
         }
-        ("POST", ["authorize"]) => {
-            let a: Authorize = parse(body)?;
-            let challenge = a
-                .code_challenge
-                .map(|c| (c, a.code_challenge_method.unwrap_or_else(|| "plain".into())));
-            let code = world.authorize(
-                now,
-                &a.client_id,
-                &a.username,
-                a.scope.as_deref(),
-                &a.redirect_uri,
-                challenge,
-            )?;
-            json!({"code": code})
-        }
+        _ => return Err(Failure::NotFound),
+    })
+}
+
+/// What a browser does: log in and approve, for a code.
+fn browser(
+    world: &mut World,
+    method: &str,
+    segments: &[&str],
+    body: &[u8],
+    now: i64,
+) -> Result<serde_json::Value, Failure> {
+    let ("POST", ["authorize"]) = (method, segments) else {
+        return Err(Failure::NotFound);
+    };
+    let a: Authorize = parse(body)?;
+    let challenge = a
+        .code_challenge
+        .map(|c| (c, a.code_challenge_method.unwrap_or_else(|| "plain".into())));
+    let code = world.authorize(
+        now,
+        &a.client_id,
+        &a.username,
+        a.scope.as_deref(),
+        &a.redirect_uri,
+        challenge,
+    )?;
+    Ok(json!({"code": code}))
+}
+
+/// Time: read the virtual clock, or move it forward.
+fn clock(
+    emulator: &Emulator,
+    method: &str,
+    segments: &[&str],
+    body: &[u8],
+    now: i64,
+) -> Result<serde_json::Value, Failure> {
+    Ok(match (method, segments) {
         ("GET", ["clock"]) => json!({"now_ms": now, "offset_ms": emulator.clock.offset_ms()}),
         ("POST", ["clock", "advance"]) => {
             let a: Advance = parse(body)?;
             emulator.clock.advance(a.seconds);
             json!({"now_ms": emulator.clock.now_ms()})
         }
+        _ => return Err(Failure::NotFound),
+    })
+}
+
+/// The test harness around the world: health, the request log, injected faults, settings.
+fn harness(
+    world: &mut World,
+    method: &str,
+    segments: &[&str],
+    body: &[u8],
+) -> Result<serde_json::Value, Failure> {
+    Ok(match (method, segments) {
+        ("GET", ["health"]) => json!({"ok": true}),
         ("GET", ["requests"]) => serde_json::to_value(&world.log).expect("serialisable"),
         ("DELETE", ["requests"]) => {
             world.log.clear();
