@@ -3,7 +3,7 @@
 //! (`kind`, `key`, JSON value) durable and, when several replicas share it, hands each the
 //! records the others wrote, so that every replica's views see the same history.
 //!
-//! - [`super::store::Store`]: the embedded SQLite database under `--data-dir` (one process).
+//! - `store::Store`: the embedded SQLite database under `--data-dir` (one process).
 //! - `crate::fleet::records::PgRecords`: PostgreSQL shared by replicas (`--store postgres://…`).
 
 use std::future::Future;

@@ -292,7 +292,7 @@ pub struct GrantLedger {
     pub(crate) write_behind: bool,
 }
 
-/// Marks a refresh as in flight until dropped (or [`InFlight::finish`]ed).
+/// Marks a refresh as in flight until dropped.
 pub struct InFlight<'a> {
     ledger: &'a GrantLedger,
     fp: Fp,
