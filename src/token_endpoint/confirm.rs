@@ -41,69 +41,25 @@ pub(super) async fn phase(
     if !undecided(facts, outcome, &diagnosis) {
         return diagnosis;
     }
-    let Some(token) = view.token.clone() else {
-        return diagnosis;
-    };
-    let Some(user_id) = token.user_id.clone() else {
-        return diagnosis;
-    };
-    let hosts: Vec<&str> = [
-        token.instance_host.as_deref(),
-        Some(token.host.as_str()),
-        Some(facts.host.as_str()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let Some(conn) = orgs.for_token(&hosts, token.org_id.as_deref()) else {
-        return diagnosis;
-    };
-    let Some(app) = conn.app_name(&token.client_id).map(str::to_owned) else {
-        conn.tell_once(
-            &format!("app:{}", token.client_id),
-            &format!(
-                "no connected app name for client id {}: its OauthToken rows cannot be read",
-                crate::oauth::short_client_id(&token.client_id)
-            ),
-            "add the consumer key and the app's name under [orgs.apps]",
-        );
+    let Some(ask) = Ask::for_token(orgs, facts, view) else {
         return diagnosis;
     };
     let limit = view.approval_limit;
-    if let Some(facts) = conn.recent_facts(&user_id, &app) {
-        return org::confirm(&diagnosis, &token, &facts, limit, now);
+    if let Some(facts) = ask.conn.recent_facts(&ask.user_id, &ask.app) {
+        return org::confirm(&diagnosis, &ask.token, &facts, limit, now);
     }
     // Approvals, User, UserLogin, LoginHistory and ConnectedApplication.
-    if !conn.may_query(5) {
-        conn.tell_once(
+    if !ask.conn.may_query(5) {
+        ask.conn.tell_once(
             "rate_limited",
             "more confirmations than the per-minute query budget: the rest are answered unconfirmed",
             "nothing to fix unless this lasts: a client is retrying failures at a high rate",
         );
         return diagnosis;
     }
+    let slow = ask.conn.clone();
     let unconfirmed = diagnosis.clone();
-    let slow = conn.clone();
-    let work = tokio::spawn(async move {
-        let facts = OrgFacts {
-            org: conn.config.host.clone(),
-            approvals: read(&conn, org::records::approvals(&conn, &user_id, &app).await),
-            user: read(
-                &conn,
-                org::records::user(&conn, org::records::UserKey::Id(&user_id)).await,
-            )
-            .flatten(),
-            logins: read(&conn, org::records::logins(&conn, now - 3_600_000).await),
-            app_policy: read(&conn, org::records::app_policies(&conn, &[&app]).await)
-                .and_then(|rows| rows.into_iter().next()),
-            app: app.clone(),
-        };
-        if facts.approvals.is_some() {
-            conn.keep_facts(&user_id, &app, facts.clone());
-        }
-        org::confirm(&unconfirmed, &token, &facts, limit, now)
-    });
-    let mut work = work;
+    let mut work = tokio::spawn(ask.confirm(unconfirmed, limit, now));
     match tokio::time::timeout(observer.confirm_timeout, &mut work).await {
         Ok(Ok(confirmed)) => confirmed,
         Ok(Err(_)) => diagnosis,
@@ -124,6 +80,76 @@ pub(super) async fn phase(
             });
             diagnosis
         }
+    }
+}
+
+/// What to ask an org about: the token the ledger knows, its user, its app by name, and the
+/// connection that serves its org.
+struct Ask {
+    conn: Arc<org::OrgConnection>,
+    token: crate::ledger::TokenHistory,
+    user_id: String,
+    app: String,
+}
+
+impl Ask {
+    fn for_token(orgs: &org::Orgs, facts: &RequestFacts, view: &LedgerView) -> Option<Self> {
+        let token = view.token.clone()?;
+        let user_id = token.user_id.clone()?;
+        let hosts: Vec<&str> = [
+            token.instance_host.as_deref(),
+            Some(token.host.as_str()),
+            Some(facts.host.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let conn = orgs.for_token(&hosts, token.org_id.as_deref())?;
+        let Some(app) = conn.app_name(&token.client_id).map(str::to_owned) else {
+            conn.tell_once(
+                &format!("app:{}", token.client_id),
+                &format!(
+                    "no connected app name for client id {}: its OauthToken rows cannot be read",
+                    crate::oauth::short_client_id(&token.client_id)
+                ),
+                "add the consumer key and the app's name under [orgs.apps]",
+            );
+            return None;
+        };
+        Some(Self {
+            conn,
+            token,
+            user_id,
+            app,
+        })
+    }
+
+    /// Reads the org's records (keeping them for the next failure of this user and app) and
+    /// confirms or re-ranks the diagnosis with them.
+    async fn confirm(self, unconfirmed: Diagnosis, limit: usize, now: i64) -> Diagnosis {
+        let Self {
+            conn,
+            token,
+            user_id,
+            app,
+        } = self;
+        let facts = OrgFacts {
+            org: conn.config.host.clone(),
+            approvals: read(&conn, org::records::approvals(&conn, &user_id, &app).await),
+            user: read(
+                &conn,
+                org::records::user(&conn, org::records::UserKey::Id(&user_id)).await,
+            )
+            .flatten(),
+            logins: read(&conn, org::records::logins(&conn, now - 3_600_000).await),
+            app_policy: read(&conn, org::records::app_policies(&conn, &[&app]).await)
+                .and_then(|rows| rows.into_iter().next()),
+            app: app.clone(),
+        };
+        if facts.approvals.is_some() {
+            conn.keep_facts(&user_id, &app, facts.clone());
+        }
+        org::confirm(&unconfirmed, &token, &facts, limit, now)
     }
 }
 
