@@ -150,126 +150,154 @@ impl tower::Service<Request<ProxyBody>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<ProxyBody>) -> Self::Future {
-        let client = self.client.clone();
-        let metrics = self.metrics.clone();
-        let response_timeout = self.response_timeout;
-        let origins = self.origins.clone();
-        Box::pin(async move {
-            let started = std::time::Instant::now();
-            // Token exchanges come through here too; they have their own histogram.
-            let timed = !crate::token_endpoint::is_token_exchange(&req);
-            let host_class = req
-                .extensions()
-                .get::<Route>()
-                .map_or("other", |route| route.host_class);
-            let authority = req
-                .uri()
-                .authority()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            strip_hop_by_hop(req.headers_mut());
-            // The client derives Host (HTTP/1.1) or :authority (h2) from the URI.
-            req.headers_mut().remove(header::HOST);
-            // The pooled connection picks the wire version by ALPN; an h2 request on an
-            // HTTP/1.1 connection would be refused.
-            *req.version_mut() = Version::HTTP_11;
-            let deadline = tokio::time::Instant::now() + response_timeout;
-            let limit = origins.of(&authority);
-            let permit = match limit.try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(_) => {
-                    crate::metrics::Metrics::count(&metrics.limits, &[("limit", "per_origin")]);
-                    match tokio::time::timeout_at(deadline, origins.of(&authority).acquire_owned())
-                        .await
-                    {
-                        Ok(Ok(permit)) => permit,
-                        _ => {
-                            return Ok(reply::error(
-                                reply::ErrorKind::UpstreamTimeout,
-                                format_args!(
-                                    "upstream {authority}: {} requests already in flight, none ended within {} s",
-                                    origins.per_origin,
-                                    response_timeout.as_secs()
-                                ),
-                            ));
-                        }
-                    }
-                }
-            };
-            let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let req = req.map(|inner| {
-                body::boxed(Watched {
-                    inner,
-                    failed: failed.clone(),
-                })
-            });
-            let Ok(sent) = tokio::time::timeout_at(deadline, client.request(req)).await else {
-                crate::metrics::Metrics::count(&metrics.limits, &[("limit", "response_timeout")]);
-                tracing::warn!(event = "upstream_error", host = %authority, reason = "no response headers in time", connect = false);
-                return Ok(reply::error(
-                    reply::ErrorKind::UpstreamTimeout,
-                    format_args!(
-                        "upstream {authority} sent no response within {} s",
-                        response_timeout.as_secs()
-                    ),
-                ));
-            };
-            if timed {
-                metrics.request_took(host_class, started.elapsed());
-            }
-            match sent {
-                Ok(response) => {
-                    let status_class = match response.status().as_u16() {
-                        100..=199 => "1xx",
-                        200..=299 => "2xx",
-                        300..=399 => "3xx",
-                        400..=499 => "4xx",
-                        _ => "5xx",
-                    };
-                    crate::metrics::Metrics::count(
-                        &metrics.requests,
-                        &[("host_class", host_class), ("status", status_class)],
-                    );
-                    let (mut parts, incoming) = response.into_parts();
-                    strip_hop_by_hop(&mut parts.headers);
-                    let body = Permitted {
-                        inner: incoming,
-                        permit: Some(permit),
-                    };
-                    Ok(Response::from_parts(parts, body::boxed(body)))
-                }
-                Err(err)
-                    if reply::client_body_error(&err).is_some()
-                        || failed.load(std::sync::atomic::Ordering::Relaxed) =>
-                {
-                    crate::metrics::Metrics::count(
-                        &metrics.client_errors,
-                        &[("kind", "request_body")],
-                    );
-                    tracing::info!(event = "bad_request", host = %authority, reason = "the client's request body could not be read", detail = %reply::root_cause(&err));
-                    Ok(reply::error(
-                        reply::ErrorKind::BadRequestBody,
-                        format_args!(
-                            "the request body could not be read: {}",
-                            reply::client_body_error(&err)
-                                .unwrap_or_else(|| "it broke off or was malformed".into())
-                        ),
-                    ))
-                }
-                Err(err) => {
-                    let kind = if err.is_connect() {
-                        "connect"
-                    } else {
-                        "request"
-                    };
-                    crate::metrics::Metrics::count(&metrics.upstream_errors, &[("kind", kind)]);
-                    tracing::warn!(event = "upstream_error", host = %authority, reason = %reply::root_cause(&err), connect = err.is_connect());
-                    Ok(reply::upstream_error(&authority, &err))
-                }
+    fn call(&mut self, req: Request<ProxyBody>) -> Self::Future {
+        Box::pin(self.clone().send(req))
+    }
+}
+
+impl Forward {
+    /// One request upstream: a place at its origin, then the response headers, both within
+    /// the response timeout.
+    async fn send(self, mut req: Request<ProxyBody>) -> Result<Response<ProxyBody>, Infallible> {
+        let started = std::time::Instant::now();
+        // Token exchanges come through here too; they have their own histogram.
+        let timed = !crate::token_endpoint::is_token_exchange(&req);
+        let host_class = req
+            .extensions()
+            .get::<Route>()
+            .map_or("other", |route| route.host_class);
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        prepare(&mut req);
+        let deadline = tokio::time::Instant::now() + self.response_timeout;
+        let permit = match self.place_at(&authority, deadline).await {
+            Ok(permit) => permit,
+            Err(refused) => return Ok(refused),
+        };
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let req = req.map(|inner| {
+            body::boxed(Watched {
+                inner,
+                failed: failed.clone(),
+            })
+        });
+        let Ok(sent) = tokio::time::timeout_at(deadline, self.client.request(req)).await else {
+            crate::metrics::Metrics::count(&self.metrics.limits, &[("limit", "response_timeout")]);
+            tracing::warn!(event = "upstream_error", host = %authority, reason = "no response headers in time", connect = false);
+            return Ok(reply::error(
+                reply::ErrorKind::UpstreamTimeout,
+                format_args!(
+                    "upstream {authority} sent no response within {} s",
+                    self.response_timeout.as_secs()
+                ),
+            ));
+        };
+        if timed {
+            self.metrics.request_took(host_class, started.elapsed());
+        }
+        Ok(match sent {
+            Ok(response) => self.answered(host_class, response, permit),
+            Err(err) => {
+                let body_failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+                self.failed(&authority, &err, body_failed)
             }
         })
     }
+
+    /// A place among the origin's requests in flight, waited for until the deadline.
+    async fn place_at(
+        &self,
+        authority: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<OwnedSemaphorePermit, Response<ProxyBody>> {
+        if let Ok(permit) = self.origins.of(authority).try_acquire_owned() {
+            return Ok(permit);
+        }
+        crate::metrics::Metrics::count(&self.metrics.limits, &[("limit", "per_origin")]);
+        match tokio::time::timeout_at(deadline, self.origins.of(authority).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(reply::error(
+                reply::ErrorKind::UpstreamTimeout,
+                format_args!(
+                    "upstream {authority}: {} requests already in flight, none ended within {} s",
+                    self.origins.per_origin,
+                    self.response_timeout.as_secs()
+                ),
+            )),
+        }
+    }
+
+    /// The origin's answer, streamed back, holding the origin's place until its body ends.
+    fn answered(
+        &self,
+        host_class: &'static str,
+        response: Response<hyper::body::Incoming>,
+        permit: OwnedSemaphorePermit,
+    ) -> Response<ProxyBody> {
+        let status_class = match response.status().as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        crate::metrics::Metrics::count(
+            &self.metrics.requests,
+            &[("host_class", host_class), ("status", status_class)],
+        );
+        let (mut parts, incoming) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = Permitted {
+            inner: incoming,
+            permit: Some(permit),
+        };
+        Response::from_parts(parts, body::boxed(body))
+    }
+
+    /// No answer: the client's body broke (its fault), or the origin could not be reached
+    /// or failed.
+    fn failed(
+        &self,
+        authority: &str,
+        err: &hyper_util::client::legacy::Error,
+        body_failed: bool,
+    ) -> Response<ProxyBody> {
+        if reply::client_body_error(err).is_some() || body_failed {
+            crate::metrics::Metrics::count(
+                &self.metrics.client_errors,
+                &[("kind", "request_body")],
+            );
+            tracing::info!(event = "bad_request", host = %authority, reason = "the client's request body could not be read", detail = %reply::root_cause(err));
+            return reply::error(
+                reply::ErrorKind::BadRequestBody,
+                format_args!(
+                    "the request body could not be read: {}",
+                    reply::client_body_error(err)
+                        .unwrap_or_else(|| "it broke off or was malformed".into())
+                ),
+            );
+        }
+        let kind = if err.is_connect() {
+            "connect"
+        } else {
+            "request"
+        };
+        crate::metrics::Metrics::count(&self.metrics.upstream_errors, &[("kind", kind)]);
+        tracing::warn!(event = "upstream_error", host = %authority, reason = %reply::root_cause(err), connect = err.is_connect());
+        reply::upstream_error(authority, err)
+    }
+}
+
+/// What changes on the way upstream: hop-by-hop headers go, the client derives Host (HTTP/1.1)
+/// or :authority (h2) from the URI, and the pooled connection picks the wire version by ALPN
+/// (an h2 request on an HTTP/1.1 connection would be refused).
+fn prepare(req: &mut Request<ProxyBody>) {
+    strip_hop_by_hop(req.headers_mut());
+    req.headers_mut().remove(header::HOST);
+    *req.version_mut() = Version::HTTP_11;
 }
 
 const HOP_BY_HOP: &[&str] = &[
