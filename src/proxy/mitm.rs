@@ -29,33 +29,8 @@ pub async fn serve(
     target: &Target,
     state: Arc<ProxyState>,
 ) {
-    let config = match state.tls.config_for(sni_present, name) {
-        Ok(config) => config,
-        Err(e) => {
-            tracing::warn!(event = "mint_failed", host = name, reason = %e);
-            return;
-        }
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    // The ClientHello is in already: a client that stalls the rest of the handshake gets
-    // the same bound as one that stalls a request head.
-    let handshake = acceptor.accept(Rewind::new(prefix, client));
-    let accepted = tokio::time::timeout(state.options.header_timeout, handshake)
-        .await
-        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
-    let tls = match accepted {
-        Ok(tls) => tls,
-        Err(e) => {
-            state.metrics.client_tls_failed(&e);
-            // Most often the client does not trust our CA yet; say where it is.
-            tracing::warn!(
-                event = "client_tls_failed",
-                host = name,
-                reason = %e,
-                hint = "the client must trust the grantdoctor CA (ca.pem or bundle.pem in the CA directory)"
-            );
-            return;
-        }
+    let Some(tls) = handshake(client, prefix, sni_present, name, &state).await else {
+        return;
     };
     let host = name.to_ascii_lowercase();
     let authority = target.authority_for(&host);
@@ -79,15 +54,7 @@ pub async fn serve(
             Ok::<_, Infallible>(response)
         }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Some(header_timeout))
-        .max_buf_size(max_header_bytes);
-    builder
-        .http2()
-        .max_header_list_size(max_header_bytes as u32);
+    let builder = builder(header_timeout, max_header_bytes);
     let (tls, linger) = Linger::new(tls);
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
@@ -130,6 +97,61 @@ pub async fn serve(
         linger.arm();
         tracing::debug!(event = "intercept_closed", host = name, reason = %e);
     }
+}
+
+/// The client's TLS handshake, under a leaf for the name it asked for.
+async fn handshake(
+    client: TokioIo<hyper::upgrade::Upgraded>,
+    prefix: Bytes,
+    sni_present: bool,
+    name: &str,
+    state: &ProxyState,
+) -> Option<tokio_rustls::server::TlsStream<Rewind<TokioIo<hyper::upgrade::Upgraded>>>> {
+    let config = match state.tls.config_for(sni_present, name) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::warn!(event = "mint_failed", host = name, reason = %e);
+            return None;
+        }
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    // The ClientHello is in already: a client that stalls the rest of the handshake gets
+    // the same bound as one that stalls a request head.
+    let handshake = acceptor.accept(Rewind::new(prefix, client));
+    let accepted = tokio::time::timeout(state.options.header_timeout, handshake)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+    match accepted {
+        Ok(tls) => Some(tls),
+        Err(e) => {
+            state.metrics.client_tls_failed(&e);
+            // Most often the client does not trust our CA yet; say where it is.
+            tracing::warn!(
+                event = "client_tls_failed",
+                host = name,
+                reason = %e,
+                hint = "the client must trust the grantdoctor CA (ca.pem or bundle.pem in the CA directory)"
+            );
+            None
+        }
+    }
+}
+
+/// HTTP/1.1 or h2 by ALPN, with the head limits of every listener.
+fn builder(
+    header_timeout: std::time::Duration,
+    max_header_bytes: usize,
+) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Some(header_timeout))
+        .max_buf_size(max_header_bytes);
+    builder
+        .http2()
+        .max_header_list_size(max_header_bytes as u32);
+    builder
 }
 
 async fn handle(
