@@ -7,12 +7,12 @@
 //! cause and warning ids, error kinds: small fixed sets.
 //!
 //! Every label set known in advance is created at zero when the metrics are (see
-//! [`preset`]): an alert on `rate()` or `absent()` then works from the first scrape, not only
+//! `preset`): an alert on `rate()` or `absent()` then works from the first scrape, not only
 //! after the first failure of its kind.
 //!
-//! The families' names, help texts and known labels live with their concern: [`proxy`],
-//! [`tls`], [`token`], [`store`], [`outbound`], [`build`]; [`register`] alone decides the
-//! order the exposition lists them in.
+//! The families' names, help texts and known labels live with their concern: `proxy`,
+//! `tls`, `token`, `store`, `outbound`, `build`; `register` alone decides the order the
+//! exposition lists them in.
 
 use std::sync::atomic::AtomicI64;
 
