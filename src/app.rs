@@ -1,13 +1,18 @@
-//! Wiring: from parsed arguments to a running proxy, and the `ca` commands.
+//! Wiring: from parsed arguments to a running proxy (its start-up steps in `start`), and
+//! the `ca` commands.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use crate::cli::{CaArgs, EmulateArgs, RunArgs};
-use crate::proxy::{InterceptPolicy, Proxy, ProxyOptions, ProxyState};
+use crate::proxy::InterceptPolicy;
 use crate::tls::{CaFiles, CertificateAuthority, InterceptTls, LeafCertCache};
 use crate::upstream::{self, ResolveOverrides, UpstreamOptions};
+
+mod start;
+
+pub use start::serve;
 
 /// Leaves kept in memory; each is a few hundred bytes plus the chain.
 const LEAF_CACHE_CAPACITY: usize = 1024;
@@ -15,215 +20,6 @@ const LEAF_CACHE_CAPACITY: usize = 1024;
 /// Builds everything, binds the listener and serves until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     serve(args, shutdown_signal()?, |_, _| {}).await
-}
-
-/// Serves until `shutdown`; `ready` gets the proxy and admin addresses once both are bound.
-pub async fn serve(
-    args: RunArgs,
-    shutdown: impl std::future::Future<Output = ()>,
-    ready: impl FnOnce(std::net::SocketAddr, std::net::SocketAddr),
-) -> anyhow::Result<()> {
-    // First, before anything under the data directory is read or written.
-    let data_lock = crate::data_lock::acquire(&args.data_dir)?;
-    tracing::debug!(event = "data_dir_locked", lock = %data_lock.path().display());
-    let policy = if args.intercept.is_empty() {
-        InterceptPolicy::salesforce()
-    } else {
-        InterceptPolicy::new(&args.intercept).map_err(anyhow::Error::msg)?
-    };
-    let (ca, created) = CertificateAuthority::load_or_create(CaFiles::new(&args.ca_dir))
-        .context("loading the CA")?;
-    if created {
-        tracing::info!(event = "ca_created", path = %ca.files().cert().display(), bundle = %ca.files().bundle().display());
-    }
-    let ca_pem = ca.cert_pem().to_owned();
-    let cache = Arc::new(LeafCertCache::new(Arc::new(ca), LEAF_CACHE_CAPACITY)?);
-    let tls = InterceptTls::new(cache)?;
-    let overrides = ResolveOverrides::new(&args.resolve);
-    let client_tls = crate::tls::upstream_client_config(&args.upstream_ca)?;
-    let mut options = ProxyOptions {
-        connect_ports: args.connect_ports.clone(),
-        max_connections: args.max_connections.max(1),
-        drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
-        header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
-        idle_timeout: std::time::Duration::from_secs(args.idle_timeout.max(1)),
-        response_timeout: std::time::Duration::from_secs(args.response_timeout.max(1)),
-        max_header_bytes: args.max_header_bytes,
-        ..ProxyOptions::default()
-    };
-    options.max_connections = descriptor_budget(options.max_connections);
-    let access =
-        crate::proxy::AccessPolicy::new(args.proxy_auth.as_deref(), args.allow_clients.clone())
-            .map_err(|reason| anyhow::Error::new(crate::cli::UsageError(reason)))?;
-    access
-        .check_listener(args.listen)
-        .map_err(|reason| anyhow::Error::new(crate::cli::UsageError(reason)))?;
-    let recovery = recovery(&args).map_err(anyhow::Error::new)?;
-    let own = upstream::OwnListeners::default();
-    let client = upstream::client(
-        client_tls,
-        overrides.clone(),
-        own.clone(),
-        &UpstreamOptions::default(),
-    );
-    let fingerprints = crate::oauth::Fingerprinter::load_or_create(&args.data_dir)
-        .with_context(|| format!("the fingerprint key in {}", args.data_dir.display()))?;
-    let mut observer = crate::token_endpoint::Observer::new(fingerprints);
-    let retention = crate::ledger::Retention {
-        max_age_days: args.retention_days,
-        max_rows: args.ledger_max_rows,
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default();
-    let health = Arc::new(crate::health::Health::default());
-    let hooks = crate::ledger::StoreHooks {
-        health: health.clone(),
-        write_errors: observer.metrics.ledger_write_errors.clone(),
-        write_behind: args.ledger_sync == crate::cli::LedgerSync::WriteBehind,
-    };
-    if args.ready_requires_store {
-        health.require("store");
-    }
-    let ledger = match args
-        .store
-        .target()
-        .map_err(|e| anyhow::Error::new(crate::cli::UsageError(format!("--store: {e}"))))?
-    {
-        crate::fleet::Target::Sqlite => {
-            crate::ledger::GrantLedger::open(&args.data_dir, retention, now, hooks)
-                .map_err(|e| anyhow::anyhow!("opening the ledger: {e}"))?
-        }
-        crate::fleet::Target::Postgres(target) => {
-            let shown = target.shown().to_owned();
-            let options = crate::fleet::FleetOptions {
-                store_ca: args.store_ca.clone(),
-                lease: std::time::Duration::from_secs(args.response_timeout.max(1)) + LEASE_MARGIN,
-                replay_window: std::time::Duration::from_secs(args.replay_window),
-                retention,
-                fingerprint_check: observer.fingerprints.check(),
-            };
-            let outage =
-                crate::fleet::Outage::new(health.clone(), observer.metrics.store_errors.clone());
-            let opened = crate::fleet::Fleet::open(*target, options, outage)
-                .await
-                .map_err(|e| anyhow::anyhow!("opening the shared store {shown}: {e}"))?;
-            observer.fleet = Some(opened.fleet);
-            tracing::info!(event = "store_shared", store = %shown);
-            crate::ledger::GrantLedger::open_shared(Box::new(opened.records)).await
-        }
-    };
-    observer.ledger = ledger.with_approval_limit(args.approval_limit as usize);
-    observer.ledger.write_behind = args.ledger_sync == crate::cli::LedgerSync::WriteBehind;
-    observer.dead_token_breaker = args.dead_token_breaker.on();
-    observer.confirm_timeout =
-        std::time::Duration::from_secs_f64(args.confirm_timeout.clamp(0.0, 60.0));
-    if !args.orgs.is_empty() {
-        let orgs = crate::org::Orgs::load(&args.orgs, client.clone(), observer.metrics.clone())
-            .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e)))?;
-        tracing::info!(event = "orgs_configured", orgs = args.orgs.len());
-        observer.orgs = Some(Arc::new(orgs));
-    }
-    // Subscribed before the listener opens: no alert of the first exchange is missed.
-    crate::webhook::start(&args, client.clone(), observer.metrics.clone())
-        .map_err(anyhow::Error::new)?;
-    tracing::info!(
-        event = "ledger_loaded",
-        refresh_tokens = observer.ledger.known_refresh_tokens()
-    );
-    observer.annotate = args.annotate;
-    observer.append_description = args.annotate_description == crate::cli::DescriptionMode::Append;
-    observer.policies = args.refresh_policies.iter().cloned().collect();
-    observer.guard = args.rotation_guard.on().then(|| {
-        crate::recover::RotationGuard::new(std::time::Duration::from_secs(args.replay_window))
-    });
-    if !args.coalesce_refresh.on() {
-        observer.coalescing = None;
-    }
-    if recovery.is_some() {
-        tracing::info!(
-            event = "recovery_configured",
-            apps = args.jwt_bearer.len(),
-            reuse_s = args.recovery_reuse,
-            cooldown_s = args.recovery_cooldown
-        );
-    }
-    observer.recovery = recovery;
-    let metrics = observer.metrics.clone();
-    // Shared with the admin port, which reads the ledger for the page's token families.
-    let observer = Arc::new(observer);
-    let mut state = ProxyState::new(
-        policy,
-        tls,
-        overrides,
-        client,
-        observer.clone(),
-        options,
-        crate::diagnose::metric_class,
-    );
-    state.access = access;
-    state.gateway = args.gateway.clone();
-    state.health = health;
-    state.own_addrs = own;
-    let state = Arc::new(state);
-    let proxy = Proxy::bind(args.listen, state)
-        .await
-        .with_context(|| format!("binding the proxy listener on {}", args.listen))?;
-    let admin_listener = crate::admin::Admin::bind(args.admin)
-        .await
-        .with_context(|| format!("binding the admin listener on {}", args.admin))?;
-    let admin_addr = admin_listener.local_addr()?;
-    proxy
-        .state()
-        .own_addrs
-        .set(vec![proxy.local_addr()?, admin_addr]);
-    let admin = Arc::new(crate::admin::Admin {
-        metrics,
-        ca_pem,
-        health: proxy.state().health.clone(),
-        observer,
-    });
-    let admin_task = tokio::spawn(admin.clone().serve(admin_listener));
-    let addr = proxy.local_addr()?;
-    tracing::info!(event = "listening", addr = %addr, admin = %admin_addr, ca = %args.ca_dir.join("ca.pem").display());
-    ready(addr, admin_addr);
-    proxy.run(shutdown).await;
-    admin_task.abort();
-    tracing::info!(event = "stopped");
-    drop(data_lock);
-    Ok(())
-}
-
-/// How much longer a fleet lease lasts than the leader's upstream call may: time to read,
-/// record and publish the answer.
-const LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Raises the descriptor limit and fits `--max-connections` under it.
-fn descriptor_budget(wanted: usize) -> usize {
-    let limits = match crate::fd_limit::raise() {
-        Ok(limits) => limits,
-        Err(e) => {
-            tracing::warn!(event = "fd_limit", reason = %e, note = "could not read the descriptor limit");
-            return wanted;
-        }
-    };
-    if let Some(before) = limits.raised_from {
-        tracing::info!(event = "fd_limit", raised_from = before, soft = limits.soft);
-    }
-    let effective = crate::fd_limit::connections_within(wanted, limits.soft);
-    if effective < wanted {
-        tracing::warn!(
-            event = "fd_limit",
-            soft = limits.soft,
-            hard = limits.hard,
-            max_connections = wanted,
-            effective,
-            reason = "the descriptor limit allows fewer connections than --max-connections; the rest are answered 503",
-            fix = "raise the hard limit: LimitNOFILE=65536 (systemd), ulimit -Hn, or the container runtime's nofile"
-        );
-    }
-    effective
 }
 
 /// Runs the emulator until SIGINT or SIGTERM.
