@@ -117,83 +117,9 @@ pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
         ..LedgerView::default()
     };
     client_facts(state, req, &mut view);
-    let text = |v: &Option<super::Sym>| v.as_deref().map(str::to_owned);
     if let Some(fp) = req.refresh_fp().map(super::fp_key) {
         if let Some(entry) = state.refresh.get(&fp) {
-            let newer_approvals = match (&entry.org_id, &entry.user_id) {
-                (Some(org), Some(user)) => state
-                    .authorizations
-                    .get(&(org.clone(), user.clone(), entry.client_id.clone()))
-                    .map(|list| {
-                        list.iter()
-                            .filter(|a| {
-                                a.refresh_fp.is_some_and(|other| other.get() != fp)
-                                    && a.at > entry.issued_at
-                            })
-                            .map(|a| a.at)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                _ => Vec::new(),
-            };
-            view.token = Some(TokenHistory {
-                host: entry.host.to_string(),
-                instance_host: text(&entry.instance_host),
-                client_id: entry.client_id.to_string(),
-                org_id: text(&entry.org_id),
-                user_id: text(&entry.user_id),
-                scope: text(&entry.scope),
-                issued_at: entry.issued_at,
-                issued_by: entry.issued_by.to_string(),
-                uses: entry.uses,
-                last_success: entry.last_success.map(|t| t.get()),
-                rotated_at: entry.rotated_at.map(|t| t.get()),
-                newer_approvals,
-            });
-            if let Some(org) = &entry.org_id {
-                // Only failures after this token was issued can share its cause (give or take
-                // the whole second of the `Date` a failure is timed by).
-                let mut others: Vec<super::Fp> = state
-                    .refresh_failures_by_org
-                    .get(&**org)
-                    .map(|list| {
-                        list.iter()
-                            .filter(|(at, other)| {
-                                now - at <= 600_000
-                                    && *at + 1_000 >= entry.issued_at
-                                    && *other != fp
-                            })
-                            .map(|(_, other)| *other)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                others.sort_unstable();
-                others.dedup();
-                let same_user = |other: &super::RefreshEntry| {
-                    other.user_id == entry.user_id && other.client_id == entry.client_id
-                };
-                // Tokens of one user and app failing together are that user's approvals going
-                // (a revocation, an eviction), not the whole org being refreshed.
-                view.org_failures_recent = others
-                    .iter()
-                    .filter(|other| state.refresh.get(other).is_none_or(|o| !same_user(o)))
-                    .count();
-                view.user_revocations_recent = others
-                    .iter()
-                    .filter_map(|other| state.refresh.get(other))
-                    .filter(|other| {
-                        other.uses > 0 && other.rotated_at.is_none() && same_user(other)
-                    })
-                    .count();
-            }
-            view.org_changed = state.org_changes.get(&*entry.host).cloned();
-            // Counted as failures happen: a scan of every token here would make each exchange
-            // cost O(tokens known).
-            let own = u32::from(entry.uses == 0 && entry.failures > 0);
-            view.client_first_use_failures = state
-                .first_use_failures
-                .get(&*entry.client_id)
-                .map_or(0, |n| n.saturating_sub(own) as usize);
+            token_facts(state, fp, entry, now, &mut view);
         }
         if let Some((count, finished)) = state.in_flight.get(&fp) {
             // This request counted itself in when it went upstream.
@@ -203,6 +129,113 @@ pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
             });
         }
     }
+    grant_facts(state, req, &mut view);
+    view
+}
+
+fn text(v: &Option<super::Sym>) -> Option<String> {
+    v.as_deref().map(str::to_owned)
+}
+
+/// What the ledger knows of the presented refresh token: its history, the approvals since,
+/// the failures around it.
+fn token_facts(
+    state: &State,
+    fp: super::Fp,
+    entry: &super::RefreshEntry,
+    now: i64,
+    view: &mut LedgerView,
+) {
+    let newer_approvals = match (&entry.org_id, &entry.user_id) {
+        (Some(org), Some(user)) => state
+            .authorizations
+            .get(&(org.clone(), user.clone(), entry.client_id.clone()))
+            .map(|list| {
+                list.iter()
+                    .filter(|a| {
+                        a.refresh_fp.is_some_and(|other| other.get() != fp)
+                            && a.at > entry.issued_at
+                    })
+                    .map(|a| a.at)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    view.token = Some(TokenHistory {
+        host: entry.host.to_string(),
+        instance_host: text(&entry.instance_host),
+        client_id: entry.client_id.to_string(),
+        org_id: text(&entry.org_id),
+        user_id: text(&entry.user_id),
+        scope: text(&entry.scope),
+        issued_at: entry.issued_at,
+        issued_by: entry.issued_by.to_string(),
+        uses: entry.uses,
+        last_success: entry.last_success.map(|t| t.get()),
+        rotated_at: entry.rotated_at.map(|t| t.get()),
+        newer_approvals,
+    });
+    if entry.org_id.is_some() {
+        failures_around(state, fp, entry, now, view);
+    }
+    view.org_changed = state.org_changes.get(&*entry.host).cloned();
+    // Counted as failures happen: a scan of every token here would make each exchange
+    // cost O(tokens known).
+    let own = u32::from(entry.uses == 0 && entry.failures > 0);
+    view.client_first_use_failures = state
+        .first_use_failures
+        .get(&*entry.client_id)
+        .map_or(0, |n| n.saturating_sub(own) as usize);
+}
+
+/// Other refresh tokens of the token's org failing lately: the whole org, or this user's
+/// approvals going.
+fn failures_around(
+    state: &State,
+    fp: super::Fp,
+    entry: &super::RefreshEntry,
+    now: i64,
+    view: &mut LedgerView,
+) {
+    let Some(org) = &entry.org_id else {
+        return;
+    };
+    // Only failures after this token was issued can share its cause (give or take the whole
+    // second of the `Date` a failure is timed by).
+    let mut others: Vec<super::Fp> = state
+        .refresh_failures_by_org
+        .get(&**org)
+        .map(|list| {
+            list.iter()
+                .filter(|(at, other)| {
+                    now - at <= 600_000 && *at + 1_000 >= entry.issued_at && *other != fp
+                })
+                .map(|(_, other)| *other)
+                .collect()
+        })
+        .unwrap_or_default();
+    others.sort_unstable();
+    others.dedup();
+    let same_user = |other: &super::RefreshEntry| {
+        other.user_id == entry.user_id && other.client_id == entry.client_id
+    };
+    // Tokens of one user and app failing together are that user's approvals going (a
+    // revocation, an eviction), not the whole org being refreshed.
+    view.org_failures_recent = others
+        .iter()
+        .filter(|other| state.refresh.get(other).is_none_or(|o| !same_user(o)))
+        .count();
+    view.user_revocations_recent = others
+        .iter()
+        .filter_map(|other| state.refresh.get(other))
+        .filter(|other| other.uses > 0 && other.rotated_at.is_none() && same_user(other))
+        .count();
+}
+
+/// What the other grants left: an authorization without a refresh token, a redeemed code,
+/// password failures.
+fn grant_facts(state: &State, req: &RequestFacts, view: &mut LedgerView) {
     if let Some(client) = &req.client_id
         && let Some(latest) = state.latest_by_client.get(client)
         && latest.refresh_fp.is_none()
@@ -225,7 +258,6 @@ pub(super) fn build(state: &State, req: &RequestFacts, now: i64) -> LedgerView {
         .get(&req.host)
         .copied()
         .unwrap_or(0);
-    view
 }
 
 /// What the ledger knows of the client id and the JWT subject of this request.

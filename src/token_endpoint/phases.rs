@@ -40,7 +40,7 @@ use crate::body::{self, ProxyBody};
 use crate::diagnose::{self, Diagnosis, Warning};
 use crate::finished::Finished;
 use crate::ledger::LedgerView;
-use crate::oauth::{self, RequestFacts};
+use crate::oauth::{self, RequestFacts, ResponseFacts};
 use crate::recover::flight::Leader;
 use crate::recover::{CredentialsKey, Joined, Verdict};
 use crate::reply::{self, ErrorKind};
@@ -328,18 +328,7 @@ pub(super) async fn observe<S: Upstream>(
     let rotation = keep_rotation(observer, &facts, credentials, presented.as_deref(), &read).await;
     drop(in_flight);
     let warnings = record(observer, host, &facts, &read).await;
-    let ReadResponse {
-        parts,
-        raw,
-        decoded,
-        now,
-        outcome,
-    } = read;
-    let answer = Answer {
-        parts,
-        raw,
-        decoded,
-    };
+    let (answer, now, outcome) = read.into_answer();
     let event_id = event_id();
     let ids = super::line::Ids::of(&facts, &outcome, &view);
     let line = Line {
@@ -376,6 +365,28 @@ pub(super) async fn observe<S: Upstream>(
     }
     let Answer { parts, raw, .. } = answer;
     Observed::Inspected(rotation.unwrap_or_else(|| Arc::new(Finished { parts, body: raw })))
+}
+
+impl ReadResponse {
+    /// What is passed on, apart from the facts a log line borrows.
+    fn into_answer(self) -> (Answer, i64, ResponseFacts) {
+        let Self {
+            parts,
+            raw,
+            decoded,
+            now,
+            outcome,
+        } = self;
+        (
+            Answer {
+                parts,
+                raw,
+                decoded,
+            },
+            now,
+            outcome,
+        )
+    }
 }
 
 /// The upstream's answer as read: what is passed on (or annotated), and what was inspected.
