@@ -113,17 +113,11 @@ pub(crate) fn rows_for(
             count.map(|c| c.to_string()),
         );
     }
-    let host = HostRecord {
-        org: state.org_by_host.get(&req.host).cloned(),
-        org_change: state.org_changes.get(&req.host).cloned(),
-        password_success: state.password_success_hosts.contains_key(&req.host),
-        password_failures: state
-            .password_failures_by_host
-            .get(&req.host)
-            .copied()
-            .unwrap_or(0),
-    };
-    put(HOST, req.host.clone(), json(&host));
+    put(
+        HOST,
+        req.host.clone(),
+        json(&HostRecord::of(state, &req.host)),
+    );
     if let Some(client) = req.client_id.as_deref()
         && let Some(record) = state.clients.get(client)
     {
@@ -167,34 +161,7 @@ pub(crate) fn merge(state: &mut State, rows: Vec<Row>) {
                     state.refresh.insert(super::fp_key(&row.key), entry);
                 }
             }
-            AUTHORIZATIONS => {
-                let mut parts = row.key.splitn(4, '|').map(str::to_owned);
-                if let (Some(org), Some(user), Some(client), Ok(authorization)) = (
-                    parts.next(),
-                    parts.next(),
-                    parts.next(),
-                    serde_json::from_str::<super::Approval>(&value),
-                ) {
-                    let key = (
-                        state.intern(&org),
-                        state.intern(&user),
-                        state.intern(&client),
-                    );
-                    let list = state.authorizations.entry(key).or_default();
-                    let same = |a: &super::Approval| {
-                        a.at == authorization.at && a.refresh_fp == authorization.refresh_fp
-                    };
-                    if !list.iter().any(same) {
-                        // In time order, wherever a replica's record lands in the feed: the
-                        // approval count evicts the oldest.
-                        let at = list.partition_point(|a| a.at <= authorization.at);
-                        list.insert(at, authorization);
-                        if list.len() > super::AUTHORIZATIONS_KEPT {
-                            list.remove(0);
-                        }
-                    }
-                }
-            }
+            AUTHORIZATIONS => merge_approval(state, &row.key, &value),
             LATEST_BY_CLIENT => {
                 if let Ok(latest) = serde_json::from_str(&value) {
                     state.latest_by_client.insert(row.key, latest);
@@ -212,26 +179,7 @@ pub(crate) fn merge(state: &mut State, rows: Vec<Row>) {
                         .insert(super::fp_key(&row.key), count);
                 }
             }
-            HOST => {
-                if let Ok(host) = serde_json::from_str::<HostRecord>(&value) {
-                    if let Some(org) = host.org {
-                        state.org_by_host.insert(row.key.clone(), org);
-                    }
-                    if let Some(change) = host.org_change {
-                        state.org_changes.insert(row.key.clone(), change);
-                    }
-                    if host.password_success {
-                        state.password_success_hosts.insert(row.key.clone(), true);
-                    }
-                    if host.password_failures > 0 {
-                        state
-                            .password_failures_by_host
-                            .insert(row.key, host.password_failures);
-                    } else {
-                        state.password_failures_by_host.remove(&row.key);
-                    }
-                }
-            }
+            HOST => merge_host(state, row.key, &value),
             CLIENT => {
                 if let Ok(record) = serde_json::from_str::<super::ClientRecord>(&value) {
                     let client = state.intern(&row.key);
@@ -248,6 +196,71 @@ pub(crate) fn merge(state: &mut State, rows: Vec<Row>) {
             }
             _ => {}
         }
+    }
+}
+
+impl HostRecord {
+    fn of(state: &State, host: &str) -> Self {
+        Self {
+            org: state.org_by_host.get(host).cloned(),
+            org_change: state.org_changes.get(host).cloned(),
+            password_success: state.password_success_hosts.contains_key(host),
+            password_failures: state
+                .password_failures_by_host
+                .get(host)
+                .copied()
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// One approval of (org, user, client id), in time order, once.
+fn merge_approval(state: &mut State, key: &str, value: &str) {
+    let mut parts = key.splitn(4, '|');
+    let (Some(org), Some(user), Some(client), Ok(authorization)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        serde_json::from_str::<super::Approval>(value),
+    ) else {
+        return;
+    };
+    let key = (state.intern(org), state.intern(user), state.intern(client));
+    let list = state.authorizations.entry(key).or_default();
+    let same =
+        |a: &super::Approval| a.at == authorization.at && a.refresh_fp == authorization.refresh_fp;
+    if list.iter().any(same) {
+        return;
+    }
+    // In time order, wherever a replica's record lands in the feed: the approval count
+    // evicts the oldest.
+    let at = list.partition_point(|a| a.at <= authorization.at);
+    list.insert(at, authorization);
+    if list.len() > super::AUTHORIZATIONS_KEPT {
+        list.remove(0);
+    }
+}
+
+/// What is known of a host: its org (and a change of it), password outcomes there.
+fn merge_host(state: &mut State, host_name: String, value: &str) {
+    let Ok(host) = serde_json::from_str::<HostRecord>(value) else {
+        return;
+    };
+    if let Some(org) = host.org {
+        state.org_by_host.insert(host_name.clone(), org);
+    }
+    if let Some(change) = host.org_change {
+        state.org_changes.insert(host_name.clone(), change);
+    }
+    if host.password_success {
+        state.password_success_hosts.insert(host_name.clone(), true);
+    }
+    if host.password_failures > 0 {
+        state
+            .password_failures_by_host
+            .insert(host_name, host.password_failures);
+    } else {
+        state.password_failures_by_host.remove(&host_name);
     }
 }
 
