@@ -133,12 +133,7 @@ impl RequestFacts {
             v.to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
         });
-        let mut params: HashMap<String, String> = query
-            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-            .unwrap_or_default();
-        if form_encoded {
-            params.extend(form_urlencoded::parse(body).into_owned());
-        }
+        let params = params_of(query, form_encoded.then_some(body));
         let json_body = !form_encoded
             && serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v.is_object());
         let get = |name: &str| params.get(name).map(String::as_str);
@@ -150,38 +145,10 @@ impl RequestFacts {
         let client_secret_fp = secret.map(|s| fp.fingerprint(s));
         let assertion = get("assertion").filter(|a| !a.is_empty());
         let decoded = assertion.and_then(jwt::decode_parts);
-        let jwt = decoded.as_ref().map(|parts| {
-            let text = |name: &str| parts.claims[name].as_str().map(str::to_owned);
-            JwtFacts {
-                alg: parts.header["alg"].as_str().map(str::to_owned),
-                iss: text("iss"),
-                sub: text("sub"),
-                aud: jwt::audiences(&parts.claims),
-                exp: jwt::number_claim(&parts.claims, "exp"),
-                exp_is_string: parts.claims["exp"].is_string(),
-                iat: jwt::number_claim(&parts.claims, "iat"),
-            }
-        });
+        let jwt = decoded.as_ref().map(JwtFacts::of);
         let (client_id, client_id_source) =
-            match (get("client_id").filter(|c| !c.is_empty()), &basic, &jwt) {
-                (Some(id), _, _) => (Some(id.to_owned()), ClientIdSource::Form),
-                (None, Some((id, _)), _) => (Some(id.clone()), ClientIdSource::Basic),
-                (None, None, Some(JwtFacts { iss: Some(iss), .. })) => {
-                    (Some(iss.clone()), ClientIdSource::JwtIss)
-                }
-                _ => (None, ClientIdSource::None),
-            };
-        let refresh_token = match get("refresh_token") {
-            None => TokenPresence::Absent,
-            Some(t) if t.trim().is_empty() => TokenPresence::Empty,
-            Some(t)
-                if ["null", "undefined", "none", "nil"]
-                    .contains(&t.trim().to_ascii_lowercase().as_str()) =>
-            {
-                TokenPresence::Placeholder
-            }
-            Some(t) => TokenPresence::Present(fp.fingerprint(t)),
-        };
+            client_id_of(get("client_id"), basic.as_ref(), jwt.as_ref());
+        let refresh_token = TokenPresence::of(get("refresh_token"), fp);
         let refresh_shape = match &refresh_token {
             TokenPresence::Present(_) => get("refresh_token").map(TokenShape::of),
             _ => None,
@@ -228,6 +195,67 @@ impl RequestFacts {
         match &self.refresh_token {
             TokenPresence::Present(fp) => Some(fp),
             _ => None,
+        }
+    }
+}
+
+/// The parameters of the query and, when form-encoded, of the body (the body's win).
+fn params_of(query: Option<&str>, form: Option<&[u8]>) -> HashMap<String, String> {
+    let mut params: HashMap<String, String> = query
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    if let Some(body) = form {
+        params.extend(form_urlencoded::parse(body).into_owned());
+    }
+    params
+}
+
+/// Who the client says it is: the form's `client_id`, else Basic authentication, else the
+/// JWT's issuer.
+fn client_id_of(
+    form: Option<&str>,
+    basic: Option<&(String, String)>,
+    jwt: Option<&JwtFacts>,
+) -> (Option<String>, ClientIdSource) {
+    match (form.filter(|c| !c.is_empty()), basic, jwt) {
+        (Some(id), _, _) => (Some(id.to_owned()), ClientIdSource::Form),
+        (None, Some((id, _)), _) => (Some(id.clone()), ClientIdSource::Basic),
+        (None, None, Some(JwtFacts { iss: Some(iss), .. })) => {
+            (Some(iss.clone()), ClientIdSource::JwtIss)
+        }
+        _ => (None, ClientIdSource::None),
+    }
+}
+
+impl JwtFacts {
+    fn of(parts: &jwt::JwtParts) -> Self {
+        let text = |name: &str| parts.claims[name].as_str().map(str::to_owned);
+        Self {
+            alg: parts.header["alg"].as_str().map(str::to_owned),
+            iss: text("iss"),
+            sub: text("sub"),
+            aud: jwt::audiences(&parts.claims),
+            exp: jwt::number_claim(&parts.claims, "exp"),
+            exp_is_string: parts.claims["exp"].is_string(),
+            iat: jwt::number_claim(&parts.claims, "iat"),
+        }
+    }
+}
+
+impl TokenPresence {
+    /// The `refresh_token` parameter as sent: missing, empty, a placeholder a client wrote
+    /// for "none", or a token (kept only as its fingerprint).
+    fn of(value: Option<&str>, fp: &Fingerprinter) -> Self {
+        match value {
+            None => Self::Absent,
+            Some(t) if t.trim().is_empty() => Self::Empty,
+            Some(t)
+                if ["null", "undefined", "none", "nil"]
+                    .contains(&t.trim().to_ascii_lowercase().as_str()) =>
+            {
+                Self::Placeholder
+            }
+            Some(t) => Self::Present(fp.fingerprint(t)),
         }
     }
 }
