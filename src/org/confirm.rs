@@ -9,6 +9,7 @@
 //! Evidence names records by date and the user by id, never by record id or username: a
 //! confirmed diagnosis is kept in the ledger by the dead-token breaker.
 
+use crate::diagnose::catalogue::id;
 use crate::diagnose::{Basis, Diagnosis, Finding};
 use crate::ledger::{TokenHistory, UNSEEN, fmt_ms};
 
@@ -90,7 +91,7 @@ fn user_state(out: &mut Diagnosis, user: &UserRecord, org: &str) {
     let mut lines = user.problems();
     if !lines.is_empty() {
         lines.push(format!("read from {org}"));
-        mark(out, "sf.user.inactive", 0.97, lines);
+        mark(out, id::USER_INACTIVE, 0.97, lines);
     }
 }
 
@@ -112,45 +113,8 @@ fn approvals(
         .iter()
         .filter(|a| a.created <= first_known + slack)
         .collect();
-    let app = &facts.app;
     if old_enough.is_empty() {
-        let when = if token.issued_by == UNSEEN {
-            "first seen"
-        } else {
-            "issued"
-        };
-        let dates: Vec<String> = rows.iter().map(|a| fmt_ms(a.created)).collect();
-        if rows.len() >= limit {
-            mark(
-                out,
-                "sf.refresh.approval_limit_evicted",
-                0.98,
-                vec![
-                    format!(
-                        "OauthToken in {} holds {} approvals of this user for {app}, all created after this token was {when} ({}): {}",
-                        facts.org,
-                        rows.len(),
-                        fmt_ms(first_known),
-                        dates.join(", ")
-                    ),
-                    "none of them is this token's approval: the newer ones evicted it".into(),
-                ],
-            );
-            demote(out, "sf.refresh.revoked");
-        } else {
-            mark(
-                out,
-                "sf.refresh.revoked",
-                0.95,
-                vec![format!(
-                    "OauthToken in {} has no approval of this user for {app} as old as this token ({when} {}): its approval is gone, with {} newer ones live",
-                    facts.org,
-                    fmt_ms(first_known),
-                    rows.len()
-                )],
-            );
-            demote(out, "sf.refresh.approval_limit_evicted");
-        }
+        approval_gone(out, token, rows, facts, limit);
         return;
     }
     let own = (token.issued_by != UNSEEN)
@@ -164,13 +128,13 @@ fn approvals(
         return;
     };
     // The approval lives: neither evicted nor revoked.
-    demote(out, "sf.refresh.approval_limit_evicted");
-    demote(out, "sf.refresh.revoked");
+    demote(out, id::REFRESH_APPROVAL_LIMIT_EVICTED);
+    demote(out, id::REFRESH_REVOKED);
     let last = own.last_used.unwrap_or(own.created);
     if now - last >= IDLE_CAP_MS {
         mark(
             out,
-            "sf.refresh.policy_idle_expiry",
+            id::REFRESH_POLICY_IDLE_EXPIRY,
             0.95,
             vec![format!(
                 "this token's approval (the OauthToken row created at {}) is live but last used at {}, {} days ago",
@@ -193,6 +157,56 @@ fn approvals(
     }
 }
 
+/// No live approval as old as the token: evicted by newer ones if the user is at the limit,
+/// else revoked.
+fn approval_gone(
+    out: &mut Diagnosis,
+    token: &TokenHistory,
+    rows: &[Approval],
+    facts: &OrgFacts,
+    limit: usize,
+) {
+    let first_known = token.issued_at;
+    let app = &facts.app;
+    let when = if token.issued_by == UNSEEN {
+        "first seen"
+    } else {
+        "issued"
+    };
+    let dates: Vec<String> = rows.iter().map(|a| fmt_ms(a.created)).collect();
+    if rows.len() >= limit {
+        mark(
+            out,
+            id::REFRESH_APPROVAL_LIMIT_EVICTED,
+            0.98,
+            vec![
+                format!(
+                    "OauthToken in {} holds {} approvals of this user for {app}, all created after this token was {when} ({}): {}",
+                    facts.org,
+                    rows.len(),
+                    fmt_ms(first_known),
+                    dates.join(", ")
+                ),
+                "none of them is this token's approval: the newer ones evicted it".into(),
+            ],
+        );
+        demote(out, id::REFRESH_REVOKED);
+    } else {
+        mark(
+            out,
+            id::REFRESH_REVOKED,
+            0.95,
+            vec![format!(
+                "OauthToken in {} has no approval of this user for {app} as old as this token ({when} {}): its approval is gone, with {} newer ones live",
+                facts.org,
+                fmt_ms(first_known),
+                rows.len()
+            )],
+        );
+        demote(out, id::REFRESH_APPROVAL_LIMIT_EVICTED);
+    }
+}
+
 /// The app's refresh token policy fields: a validity period of 0 expires every refresh token
 /// at once; another period is shown on the policy causes (whether it is idle or absolute is
 /// not in these fields).
@@ -203,7 +217,7 @@ fn policy(out: &mut Diagnosis, app: &serde_json::Value, facts: &OrgFacts) {
     match (timed, period) {
         (true, Some(0)) => mark(
             out,
-            "sf.refresh.policy_immediate_expiry",
+            id::REFRESH_POLICY_IMMEDIATE_EXPIRY,
             0.97,
             vec![format!(
                 "ConnectedApplication {id} ({}) in {}: refresh token validity period 0, every refresh token expires at once",
@@ -214,7 +228,7 @@ fn policy(out: &mut Diagnosis, app: &serde_json::Value, facts: &OrgFacts) {
             for finding in out.causes.iter_mut().filter(|f| {
                 matches!(
                     f.id,
-                    "sf.refresh.policy_idle_expiry" | "sf.refresh.policy_absolute_expiry"
+                    id::REFRESH_POLICY_IDLE_EXPIRY | id::REFRESH_POLICY_ABSOLUTE_EXPIRY
                 )
             }) {
                 finding.evidence.push(format!(

@@ -6,6 +6,7 @@
 //!
 //! Must never: forward an absorbed retry, or keep anything of the request but fingerprints.
 
+use crate::diagnose::catalogue::id;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -129,7 +130,7 @@ pub(super) async fn answer<S: Upstream>(
 
 /// `gd.dead_token_retried` first, then what Salesforce's answer was diagnosed as.
 fn diagnosis_of(token: &DeadToken) -> Diagnosis {
-    let first = token.causes.first().map_or("sf.unknown", |c| c.id.as_str());
+    let first = token.causes.first().map_or(id::UNKNOWN, |c| c.id.as_str());
     let mut causes = vec![Finding {
         id: "gd.dead_token_retried",
         confidence: 0.99,

@@ -4,6 +4,7 @@
 //! Must never: log a parameter value other than `grant_type`, the client id and the user's
 //! ids; tokens appear only as fingerprints.
 
+use crate::diagnose::catalogue::id;
 use std::time::Instant;
 
 use crate::diagnose::Warning;
@@ -70,7 +71,7 @@ impl Line<'_> {
                 } else {
                     "token_error"
                 };
-                let top = diagnosis.top().map(|c| c.id).unwrap_or("sf.unknown");
+                let top = diagnosis.top().map(|c| c.id).unwrap_or(id::UNKNOWN);
                 let basis = diagnosis.top().map_or("prior", |c| c.basis.as_str());
                 let evidence = diagnosis
                     .top()

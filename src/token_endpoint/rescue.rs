@@ -3,6 +3,7 @@
 //!
 //! Must never: send the client's refresh token anywhere, or log the assertion.
 
+use crate::diagnose::catalogue::id;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -310,7 +311,7 @@ pub(super) fn blocked(
     if let Some(top) = diagnosis
         .causes
         .iter_mut()
-        .find(|c| c.id == "sf.refresh.rotated_token_reused")
+        .find(|c| c.id == id::REFRESH_ROTATED_TOKEN_REUSED)
     {
         top.evidence.push("grantdoctor did not forward this refresh: presenting a rotated-away token makes Salesforce revoke the whole token family, the newest token included".into());
     }
