@@ -31,6 +31,38 @@ pub async fn handle(req: Request<Incoming>, state: Arc<ProxyState>) -> Response<
     response
 }
 
+/// The origin of a tunnel that is not intercepted, dialled before the client is told 200.
+async fn dial(
+    state: &ProxyState,
+    authority: &http::uri::Authority,
+    host: &str,
+    port: u16,
+) -> Result<tokio::net::TcpStream, Response<ProxyBody>> {
+    match upstream::dial(
+        &state.overrides,
+        &state.own_addrs,
+        host,
+        port,
+        state.options.connect_timeout,
+    )
+    .await
+    {
+        Ok(stream) => Ok(stream),
+        Err(e) if upstream::loop_in(&e).is_some() => Err(reply::error(
+            ErrorKind::Loop,
+            format_args!("CONNECT {authority}: that is grantdoctor itself, the tunnel would loop"),
+        )),
+        Err(e) => {
+            crate::metrics::Metrics::count(&state.metrics.upstream_errors, &[("kind", "connect")]);
+            tracing::warn!(event = "upstream_error", host = %authority, reason = %e, connect = true);
+            Err(reply::error(
+                ErrorKind::UpstreamUnreachable,
+                format_args!("upstream {authority} unreachable: {e}"),
+            ))
+        }
+    }
+}
+
 async fn open(mut req: Request<Incoming>, state: Arc<ProxyState>) -> Response<ProxyBody> {
     let Some(authority) = req.uri().authority().cloned() else {
         return reply::error(
@@ -64,35 +96,9 @@ async fn open(mut req: Request<Incoming>, state: Arc<ProxyState>) -> Response<Pr
     let origin = if intercept_hint {
         None
     } else {
-        match upstream::dial(
-            &state.overrides,
-            &state.own_addrs,
-            &host,
-            port,
-            state.options.connect_timeout,
-        )
-        .await
-        {
+        match dial(&state, &authority, &host, port).await {
             Ok(stream) => Some(stream),
-            Err(e) if upstream::loop_in(&e).is_some() => {
-                return reply::error(
-                    ErrorKind::Loop,
-                    format_args!(
-                        "CONNECT {authority}: that is grantdoctor itself, the tunnel would loop"
-                    ),
-                );
-            }
-            Err(e) => {
-                crate::metrics::Metrics::count(
-                    &state.metrics.upstream_errors,
-                    &[("kind", "connect")],
-                );
-                tracing::warn!(event = "upstream_error", host = %authority, reason = %e, connect = true);
-                return reply::error(
-                    ErrorKind::UpstreamUnreachable,
-                    format_args!("upstream {authority} unreachable: {e}"),
-                );
-            }
+            Err(refused) => return refused,
         }
     };
     // The tunnel keeps the connection's place under --max-connections (and in the drain)
