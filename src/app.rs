@@ -154,7 +154,7 @@ pub async fn doctor(args: crate::cli::RunArgs, json: bool) -> anyhow::Result<()>
         &UpstreamOptions::default(),
     );
     let orgs = crate::org::Orgs::load(&args.orgs, client, Arc::default())
-        .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e)))?;
+        .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e.to_string())))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -242,12 +242,12 @@ sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keyc
 pub fn check_config(args: RunArgs, provenance: &crate::config::Provenance) -> anyhow::Result<()> {
     let usage = |e: String| anyhow::Error::new(crate::cli::UsageError(e));
     if !args.intercept.is_empty() {
-        InterceptPolicy::new(&args.intercept).map_err(usage)?;
+        InterceptPolicy::new(&args.intercept).map_err(|e| usage(e.to_string()))?;
     }
     crate::proxy::AccessPolicy::new(args.proxy_auth.as_deref(), args.allow_clients.clone())
-        .map_err(usage)?
+        .map_err(|e| usage(e.to_string()))?
         .check_listener(args.listen)
-        .map_err(usage)?;
+        .map_err(|e| usage(e.to_string()))?;
     crate::tls::upstream_client_config(&args.upstream_ca)
         .map_err(|e| usage(format!("--upstream-ca: {e}")))?;
     recovery(&args)?;
@@ -349,5 +349,5 @@ fn recovery(args: &RunArgs) -> Result<Option<crate::recover::Recovery>, crate::c
         std::time::Duration::from_secs(args.recovery_cooldown),
     )
     .map(Some)
-    .map_err(crate::cli::UsageError)
+    .map_err(|e| crate::cli::UsageError(e.to_string()))
 }

@@ -133,10 +133,10 @@ fn proxy_options(args: &RunArgs) -> ProxyOptions {
 fn access_policy(args: &RunArgs) -> anyhow::Result<crate::proxy::AccessPolicy> {
     let access =
         crate::proxy::AccessPolicy::new(args.proxy_auth.as_deref(), args.allow_clients.clone())
-            .map_err(|reason| anyhow::Error::new(crate::cli::UsageError(reason)))?;
+            .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e.to_string())))?;
     access
         .check_listener(args.listen)
-        .map_err(|reason| anyhow::Error::new(crate::cli::UsageError(reason)))?;
+        .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e.to_string())))?;
     Ok(access)
 }
 
@@ -220,7 +220,7 @@ fn start_outbound(
 ) -> anyhow::Result<()> {
     if !args.orgs.is_empty() {
         let orgs = crate::org::Orgs::load(&args.orgs, client.clone(), observer.metrics.clone())
-            .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e)))?;
+            .map_err(|e| anyhow::Error::new(crate::cli::UsageError(e.to_string())))?;
         tracing::info!(event = "orgs_configured", orgs = args.orgs.len());
         observer.orgs = Some(Arc::new(orgs));
     }

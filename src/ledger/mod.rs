@@ -35,6 +35,21 @@ pub(crate) use store::fold;
 pub use store::{Commit, Retention, StoreHooks};
 pub use view::{ConcurrentRefresh, LedgerView, SecretHistory, TokenHistory};
 
+/// Why the ledger on disk could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{}: {source}", path.display())]
+    Dir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Database {
+        path: std::path::PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
 /// Live approvals per (user, app) before Salesforce evicts the oldest.
 pub const APPROVAL_LIMIT: usize = 5;
 /// Authorizations kept per (org, user, client id).
@@ -320,11 +335,14 @@ impl GrantLedger {
         retention: Retention,
         now: i64,
         hooks: StoreHooks,
-    ) -> Result<Self, String> {
-        std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    ) -> Result<Self, OpenError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| OpenError::Dir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
         let path = data_dir.join("ledger.sqlite3");
         let (store, rows) = store::open(&path, retention, now, hooks)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|source| OpenError::Database { path, source })?;
         Ok(Self {
             state: Mutex::new(persist::restore(rows)),
             store: Some(Box::new(store)),

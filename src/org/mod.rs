@@ -51,18 +51,31 @@ pub struct Orgs {
     connections: Vec<Arc<session::OrgConnection>>,
 }
 
+/// An `[[orgs]]` entry whose key cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("[[orgs]] {host}: {source}")]
+pub struct LoadError {
+    host: String,
+    source: crate::recover::assertion::KeyError,
+}
+
 impl Orgs {
     /// Loads each org's key; a key that cannot sign is a configuration error naming the org.
     pub fn load(
         configs: &[OrgConfig],
         client: UpstreamClient,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, LoadError> {
         let connections = configs
             .iter()
             .map(|config| {
-                let key = crate::recover::assertion::load_key(&config.private_key)
-                    .map_err(|e| format!("[[orgs]] {}: {e}", config.host))?;
+                let key =
+                    crate::recover::assertion::load_key(&config.private_key).map_err(|source| {
+                        LoadError {
+                            host: config.host.clone(),
+                            source,
+                        }
+                    })?;
                 Ok(Arc::new(session::OrgConnection::new(
                     config.clone(),
                     key,
@@ -70,7 +83,7 @@ impl Orgs {
                     metrics.clone(),
                 )))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, LoadError>>()?;
         Ok(Self { connections })
     }
 

@@ -16,35 +16,39 @@ pub struct AccessPolicy {
     allow: Vec<Cidr>,
 }
 
+/// Access settings refused at start.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("--proxy-auth (GRANTDOCTOR_PROXY_AUTH) must be USER:PASS with neither part empty")]
+    ProxyAuth,
+    #[error(
+        "--listen {0} is not a loopback address: set --proxy-auth USER:PASS or --allow-clients CIDR,... so the proxy is not open to the network"
+    )]
+    OpenListener(SocketAddr),
+}
+
 impl AccessPolicy {
     /// `proxy_auth` is `USER:PASS`, neither empty: an empty user or password would be a
     /// credential anyone can guess (and an empty variable one nobody can send).
-    pub fn new(proxy_auth: Option<&str>, allow: Vec<Cidr>) -> Result<Self, String> {
+    pub fn new(proxy_auth: Option<&str>, allow: Vec<Cidr>) -> Result<Self, AccessError> {
         let expected = match proxy_auth {
             None => None,
             Some(creds) => match creds.split_once(':') {
                 Some((user, pass)) if !user.is_empty() && !pass.is_empty() => {
                     Some(base64::engine::general_purpose::STANDARD.encode(creds))
                 }
-                _ => {
-                    return Err(
-                        "--proxy-auth (GRANTDOCTOR_PROXY_AUTH) must be USER:PASS with neither part empty"
-                            .into(),
-                    );
-                }
+                _ => return Err(AccessError::ProxyAuth),
             },
         };
         Ok(Self { expected, allow })
     }
 
     /// Refuses a listener that anyone on the network could use.
-    pub fn check_listener(&self, listen: SocketAddr) -> Result<(), String> {
+    pub fn check_listener(&self, listen: SocketAddr) -> Result<(), AccessError> {
         if listen.ip().is_loopback() || self.expected.is_some() || !self.allow.is_empty() {
             return Ok(());
         }
-        Err(format!(
-            "--listen {listen} is not a loopback address: set --proxy-auth USER:PASS or --allow-clients CIDR,... so the proxy is not open to the network"
-        ))
+        Err(AccessError::OpenListener(listen))
     }
 
     pub fn admits(&self, peer: IpAddr) -> bool {
@@ -80,7 +84,8 @@ mod tests {
         );
         let err = open
             .check_listener("0.0.0.0:8080".parse().unwrap())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("--proxy-auth"), "{err}");
         assert!(
             AccessPolicy::new(Some("u:p"), vec![])

@@ -28,7 +28,7 @@ pub const DEFAULT_INTERCEPT: &[&str] = &[
 
 impl InterceptPolicy {
     /// Builds the policy from patterns; a malformed pattern is an error naming it.
-    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, PatternError> {
         let rules = patterns
             .iter()
             .map(|p| parse_rule(p.as_ref()))
@@ -55,7 +55,12 @@ fn normalise(host: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
-fn parse_rule(pattern: &str) -> Result<Rule, String> {
+/// An `--intercept` pattern that is neither a host name nor `*.` and a domain.
+#[derive(Debug, thiserror::Error)]
+#[error("intercept pattern `{0}`: expected a host name or `*.` followed by a domain")]
+pub struct PatternError(String);
+
+fn parse_rule(pattern: &str) -> Result<Rule, PatternError> {
     let pattern = normalise(pattern.trim());
     let valid = |s: &str| {
         !s.is_empty()
@@ -69,9 +74,7 @@ fn parse_rule(pattern: &str) -> Result<Rule, String> {
     match pattern.strip_prefix("*.") {
         Some(rest) if valid(rest) => Ok(Rule::Below(format!(".{rest}"))),
         None if valid(&pattern) => Ok(Rule::Exact(pattern)),
-        _ => Err(format!(
-            "intercept pattern `{pattern}`: expected a host name or `*.` followed by a domain"
-        )),
+        _ => Err(PatternError(pattern)),
     }
 }
 

@@ -36,10 +36,10 @@ use crate::upstream::{ResolveOverrides, UpstreamClient};
 
 use crate::reply::{self, ErrorKind};
 use crate::route::{HostClassifier, Route};
-pub use access::AccessPolicy;
+pub use access::{AccessError, AccessPolicy};
 pub use forward::{Forward, strip_hop_by_hop};
 pub use hello::{Opening, peek_opening};
-pub use intercept::{DEFAULT_INTERCEPT, InterceptPolicy};
+pub use intercept::{DEFAULT_INTERCEPT, InterceptPolicy, PatternError};
 use lifecycle::{Held, Hold};
 use rewind::Rewind;
 

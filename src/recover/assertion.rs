@@ -44,14 +44,30 @@ pub fn mint(
     )
 }
 
+/// Why a private key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{}: {source}", path.display())]
+    Unreadable {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not an RSA private key in PEM (PKCS#8 or PKCS#1): {source}", path.display())]
+    NotRsa {
+        path: std::path::PathBuf,
+        source: jsonwebtoken::errors::Error,
+    },
+}
+
 /// Reads an RSA private key (PEM, PKCS#8 or PKCS#1) and proves it can sign.
-pub fn load_key(path: &std::path::Path) -> Result<jsonwebtoken::EncodingKey, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let unusable = |e: jsonwebtoken::errors::Error| {
-        format!(
-            "{}: not an RSA private key in PEM (PKCS#8 or PKCS#1): {e}",
-            path.display()
-        )
+pub fn load_key(path: &std::path::Path) -> Result<jsonwebtoken::EncodingKey, KeyError> {
+    let pem = std::fs::read(path).map_err(|source| KeyError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })?;
+    let unusable = |source| KeyError::NotRsa {
+        path: path.to_owned(),
+        source,
     };
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).map_err(unusable)?;
     // Parsing accepts some PEM that cannot sign (a certificate, say); one signature proves it.
@@ -95,7 +111,10 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_a_key_is_refused_with_its_path() {
-        let err = load_key(&fixture("app-cert.pem")).err().unwrap();
+        let err = load_key(&fixture("app-cert.pem"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.contains("app-cert.pem") && err.contains("not an RSA private key"),
             "{err}"
@@ -104,6 +123,7 @@ mod tests {
             load_key(&fixture("missing.pem"))
                 .err()
                 .unwrap()
+                .to_string()
                 .contains("missing.pem")
         );
     }

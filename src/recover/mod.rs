@@ -139,22 +139,43 @@ pub struct Recovery {
     recent: Mutex<HashMap<Key, (Instant, Outcome)>>,
 }
 
+/// A `[[recovery.jwt_bearer]]` entry refused at start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("recovery.jwt_bearer[{index}] private_key: {source}")]
+    Key {
+        index: usize,
+        source: assertion::KeyError,
+    },
+    #[error("recovery.jwt_bearer[{index}] ({client_id}): set subject or subjects")]
+    NoSubject { index: usize, client_id: String },
+}
+
+/// Why no JWT bearer form could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum FormError {
+    #[error("no such app")]
+    NoSuchApp,
+    #[error("the assertion could not be signed: {0}")]
+    Sign(jsonwebtoken::errors::Error),
+}
+
 impl Recovery {
     /// Loads every configured key; a bad one is an error naming its entry and file.
     pub fn new(
         configs: &[JwtBearerConfig],
         reuse: Duration,
         cooldown: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConfigError> {
         let mut apps = HashMap::new();
         for (i, config) in configs.iter().enumerate() {
             let key = assertion::load_key(&config.private_key)
-                .map_err(|e| format!("recovery.jwt_bearer[{i}] private_key: {e}"))?;
+                .map_err(|source| ConfigError::Key { index: i, source })?;
             if config.subject.is_none() && config.subjects.is_empty() {
-                return Err(format!(
-                    "recovery.jwt_bearer[{i}] ({}): set subject or subjects",
-                    config.client_id
-                ));
+                return Err(ConfigError::NoSubject {
+                    index: i,
+                    client_id: config.client_id.clone(),
+                });
             }
             apps.insert(
                 config.client_id.clone(),
@@ -210,14 +231,14 @@ impl Recovery {
     }
 
     /// The form of a JWT bearer exchange for `key`; the assertion lives only in it.
-    pub fn form(&self, key: &Key, audience: &str) -> Result<String, String> {
-        let app = self.apps.get(&key.client_id).ok_or("no such app")?;
+    pub fn form(&self, key: &Key, audience: &str) -> Result<String, FormError> {
+        let app = self.apps.get(&key.client_id).ok_or(FormError::NoSuchApp)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
         let jwt = assertion::mint(&app.key, &key.client_id, &key.subject, audience, now)
-            .map_err(|e| format!("the assertion could not be signed: {e}"))?;
+            .map_err(FormError::Sign)?;
         Ok(form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", crate::oauth::JWT_BEARER)
             .append_pair("assertion", &jwt)
@@ -339,7 +360,9 @@ mod tests {
 
     #[test]
     fn an_entry_without_any_subject_is_refused() {
-        let err = Recovery::new(&[config(None, &[])], Duration::ZERO, Duration::ZERO).unwrap_err();
+        let err = Recovery::new(&[config(None, &[])], Duration::ZERO, Duration::ZERO)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("set subject or subjects"), "{err}");
     }
 

@@ -226,7 +226,7 @@ async fn jwt_exchange<S: Upstream>(
         .expect("only called when configured");
     let form = match recovery.form(key, audience) {
         Ok(form) => form,
-        Err(reason) => return failed(reason),
+        Err(reason) => return failed(reason.to_string()),
     };
     let (facts, request) = match jwt_request(observer, route, form) {
         Ok(built) => built,
