@@ -31,6 +31,74 @@ struct Fleet {
     replicas: Vec<Replica>,
 }
 
+#[tokio::test]
+async fn with_ready_requires_store_a_database_outage_takes_the_replica_out_until_it_heals() {
+    let Some(fleet) = Fleet::start(1, &["--ready-requires-store"]) else {
+        return;
+    };
+    assert_eq!(fleet.admin(0, "/readyz"), (200, "ok\n".to_owned()));
+    let token = fleet.login(0).await;
+    fleet.pg.stop_server();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // Traffic still flows; readiness now says the replica should get none.
+        let refreshed = fleet.refresh(0, &token).await;
+        assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+        let (status, ready) = fleet.admin(0, "/readyz");
+        if status == 503 {
+            assert!(ready.contains("store"), "{ready}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never unready: {status} {ready}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    fleet.pg.start_server();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let _ = fleet.refresh(0, &token).await;
+        if fleet.admin(0, "/readyz") == (200, "ok\n".to_owned()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replica did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_replica_prunes_the_shared_store_to_its_row_bound_oldest_first() {
+    let Some(fleet) = Fleet::start(1, &[]) else {
+        return;
+    };
+    for _ in 0..4 {
+        fleet.login(0).await;
+    }
+    // The oldest record, as a replica long gone would have left it.
+    fleet.pg.psql(
+        "INSERT INTO grantdoctor_records (kind, key, value, at, seq, writer)
+         VALUES ('code', 'fp_0000000000000001', '1', 1000, nextval('grantdoctor_records_seq'), 'gone')",
+    );
+    let count = || {
+        fleet
+            .pg
+            .psql("SELECT count(*) FROM grantdoctor_records")
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert!(count() > 4, "the logins left records");
+    // Another replica with a small bound prunes at start, oldest first.
+    let args = replica_args(&fleet.emu, &fleet.pg, &["--ledger-max-rows", "3"]);
+    let pruner = replica(&args);
+    pruner
+        .proxy
+        .wait_for_event(|e| e["event"] == "store_pruned");
+    assert_eq!(count(), 3);
+    let aged = fleet
+        .pg
+        .psql("SELECT count(*) FROM grantdoctor_records WHERE writer = 'gone'");
+    assert_eq!(aged.trim(), "0");
+}
+
 fn replica_args(emu: &EmulatorProcess, pg: &Postgres, extra: &[&str]) -> Vec<String> {
     let mut args = vec![
         "--store".to_owned(),
