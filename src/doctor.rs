@@ -5,6 +5,7 @@
 //!
 //! Must never: select or print a token value; change anything in the org (reads only).
 
+use crate::diagnose::catalogue::{id, warn};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -50,7 +51,7 @@ fn fix_of(id: &'static str) -> Vec<String> {
             "Give the integration user API Enabled, View Setup and Configuration, and Customize Application or Manage Users (OauthToken), Manage Users or Monitor Login History (LoginHistory).".into(),
         ],
         // The warning announces the eviction its cause describes: the same fix.
-        "warn.approval_limit_reached" => fix_of("sf.refresh.approval_limit_evicted"),
+        warn::APPROVAL_LIMIT_REACHED => fix_of(id::REFRESH_APPROVAL_LIMIT_EVICTED),
         _ => info(id).fix.iter().map(|s| (*s).to_owned()).collect(),
     }
 }
@@ -107,7 +108,7 @@ async fn examine_org(conn: &OrgConnection, limit: usize, now: i64) -> Vec<Findin
     match records::user(conn, UserKey::Username(&conn.config.username)).await {
         Ok(Some(user)) => integration_user(&mut report, &user),
         Ok(None) => report.add(
-            "sf.user.inactive",
+            id::USER_INACTIVE,
             Level::Error,
             None,
             Some(&conn.config.username),
@@ -147,7 +148,7 @@ fn integration_user(report: &mut Report<'_>, user: &crate::org::UserRecord) {
     let evidence = user.problems();
     if !evidence.is_empty() {
         report.add(
-            "sf.user.inactive",
+            id::USER_INACTIVE,
             Level::Error,
             None,
             Some(&user.username),
@@ -192,7 +193,7 @@ fn approvals(
         live.sort_by_key(|a| a.created);
         if live.len() >= limit {
             report.add(
-                "warn.approval_limit_reached",
+                warn::APPROVAL_LIMIT_REACHED,
                 Level::Warning,
                 Some(app),
                 Some(user),
@@ -211,7 +212,7 @@ fn approvals(
         {
             let last = idle.last_used.unwrap_or(idle.created);
             report.add(
-                "sf.refresh.policy_idle_expiry",
+                id::REFRESH_POLICY_IDLE_EXPIRY,
                 Level::Warning,
                 Some(app),
                 Some(user),
@@ -248,7 +249,7 @@ async fn approving_users(
                     "it holds approvals of {app}: its refreshes will fail"
                 ));
                 report.add(
-                    "sf.user.inactive",
+                    id::USER_INACTIVE,
                     Level::Error,
                     Some(app),
                     Some(&user.username),
@@ -270,7 +271,7 @@ fn policies(report: &mut Report<'_>, rows: &[serde_json::Value]) {
         if timed && app["RefreshTokenValidityPeriod"].as_i64() == Some(0) {
             let name = app["Name"].as_str().unwrap_or("");
             report.add(
-                "sf.refresh.policy_immediate_expiry",
+                id::REFRESH_POLICY_IMMEDIATE_EXPIRY,
                 Level::Error,
                 Some(name),
                 None,

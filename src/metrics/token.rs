@@ -4,6 +4,7 @@
 //! Must never: label by client id, username or token; a grant type outside [`GRANT_TYPES`]
 //! is counted as `other`, and causes and warnings are the catalogue's ids.
 
+use crate::diagnose::catalogue::{id, warn};
 use std::time::Duration;
 
 use super::preset::{Known, combinations, touch};
@@ -25,10 +26,10 @@ const GRANT_TYPES: &[&str] = &[
 /// even where the catalogue does not list them: an alert rule must never wait on a
 /// series that has not been born.
 pub const ALERTED_CAUSES: &[&str] = &[
-    "sf.refresh.approval_limit_evicted",
+    id::REFRESH_APPROVAL_LIMIT_EVICTED,
     "gd.upstream_unreachable",
 ];
-pub const ALERTED_WARNINGS: &[&str] = &["warn.approval_evicted", "warn.retry_storm"];
+pub const ALERTED_WARNINGS: &[&str] = &[warn::APPROVAL_EVICTED, warn::RETRY_STORM];
 
 pub(super) const EXCHANGES: Described<Counters> = Described {
     name: "token_exchanges",

@@ -1,6 +1,7 @@
 //! One org connection: its JWT bearer login (cached until it stops working), its SOQL queries
 //! through the proxy's upstream client, and the org id it learns from the identity URL.
 
+use crate::diagnose::catalogue::id;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -403,7 +404,7 @@ impl OrgConnection {
             .unwrap_or_default();
         let diagnosis =
             crate::diagnose::diagnose(&facts, &outcome, &view, &Default::default(), now);
-        let cause = diagnosis.top().map_or("sf.unknown", |c| c.id);
+        let cause = diagnosis.top().map_or(id::UNKNOWN, |c| c.id);
         OrgError::Login {
             host: host.to_owned(),
             status,
