@@ -83,7 +83,22 @@ impl PgTarget {
     }
 }
 
-const HIDDEN: &str = "(the URL is not shown: it holds a password)";
+/// Why a `--store` URL is refused; never with the URL itself, which holds a password.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreUrlError {
+    #[error(
+        "expected `sqlite` or postgres://user:password@host:port/database (the URL is not shown: it holds a password)"
+    )]
+    Scheme,
+    #[error("sslmode `{0}`: expected disable, require, verify-ca or verify-full")]
+    SslMode(String),
+    #[error(
+        "not a valid postgres://user:password@host:port/database URL (the URL is not shown: it holds a password)"
+    )]
+    Malformed,
+    #[error("the store URL names no host (the URL is not shown: it holds a password)")]
+    NoHost,
+}
 
 impl StoreUrl {
     pub fn is_sqlite(&self) -> bool {
@@ -100,7 +115,7 @@ impl StoreUrl {
     }
 
     /// The store this URL names, checked.
-    pub fn target(&self) -> Result<Target, String> {
+    pub fn target(&self) -> Result<Target, StoreUrlError> {
         if self.is_sqlite() {
             return Ok(Target::Sqlite);
         }
@@ -109,9 +124,7 @@ impl StoreUrl {
             .strip_prefix("postgres://")
             .or_else(|| self.0.strip_prefix("postgresql://"))
         else {
-            return Err(format!(
-                "expected `sqlite` or postgres://user:password@host:port/database {HIDDEN}"
-            ));
+            return Err(StoreUrlError::Scheme);
         };
         let (base, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut tls = Tls::Off;
@@ -122,11 +135,7 @@ impl StoreUrl {
                     tls = match mode {
                         "disable" => Tls::Off,
                         "require" | "verify-ca" | "verify-full" => Tls::Verified,
-                        other => {
-                            return Err(format!(
-                                "sslmode `{other}`: expected disable, require, verify-ca or verify-full"
-                            ));
-                        }
+                        other => return Err(StoreUrlError::SslMode(other.to_owned())),
                     }
                 }
                 _ => kept.push(pair),
@@ -137,9 +146,8 @@ impl StoreUrl {
         } else {
             format!("postgres://{base}?{}", kept.join("&"))
         };
-        let mut config = tokio_postgres::Config::from_str(&url).map_err(|_| {
-            format!("not a valid postgres://user:password@host:port/database URL {HIDDEN}")
-        })?;
+        let mut config =
+            tokio_postgres::Config::from_str(&url).map_err(|_| StoreUrlError::Malformed)?;
         config.ssl_mode(match tls {
             Tls::Off => tokio_postgres::config::SslMode::Disable,
             Tls::Verified => tokio_postgres::config::SslMode::Require,
@@ -147,7 +155,7 @@ impl StoreUrl {
         let host = match config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
             Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
-            None => return Err(format!("the store URL names no host {HIDDEN}")),
+            None => return Err(StoreUrlError::NoHost),
         };
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let user = config.get_user().unwrap_or("").to_owned();
@@ -196,7 +204,7 @@ mod tests {
             "postgres://u:s3cret-pw@h/db?sslmode=prefer",
             "postgres://u:s3cret-pw@h:notaport/db",
         ] {
-            let err = url(bad).target().unwrap_err();
+            let err = url(bad).target().unwrap_err().to_string();
             assert!(!err.contains("s3cret-pw"), "{err}");
         }
         assert!(matches!(url("sqlite").target(), Ok(Target::Sqlite)));

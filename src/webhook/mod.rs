@@ -71,18 +71,24 @@ impl SecretUrl {
     }
 
     /// The URL, checked: `http` or `https`, with a host.
-    pub fn uri(&self) -> Result<Uri, String> {
-        let uri: Uri = self
-            .0
-            .parse()
-            .map_err(|_| "not a valid URL (the URL is not shown: it may hold a token)")?;
+    pub fn uri(&self) -> Result<Uri, UrlError> {
+        let uri: Uri = self.0.parse().map_err(|_| UrlError::Malformed)?;
         match (uri.scheme_str(), uri.host()) {
             (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
-            _ => Err("expected an http:// or https:// URL with a host \
-                      (the URL is not shown: it may hold a token)"
-                .into()),
+            _ => Err(UrlError::NotHttp),
         }
     }
+}
+
+/// Why a webhook URL is refused; never with the URL itself, which may hold a token.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("not a valid URL (the URL is not shown: it may hold a token)")]
+    Malformed,
+    #[error(
+        "expected an http:// or https:// URL with a host (the URL is not shown: it may hold a token)"
+    )]
+    NotHttp,
 }
 
 /// One `[[webhooks]]` table; `--webhook URL` is the same with every other key at its
@@ -124,7 +130,7 @@ pub fn configured(args: &RunArgs) -> Result<Vec<WebhookConfig>, UsageError> {
     let all: Vec<WebhookConfig> = flags.chain(args.webhooks.iter().cloned()).collect();
     for (n, hook) in all.iter().enumerate() {
         let bad = |reason: &str| UsageError(format!("webhook {}: {reason}", n + 1));
-        hook.url.uri().map_err(|e| bad(&e))?;
+        hook.url.uri().map_err(|e| bad(&e.to_string()))?;
         if hook.secret.as_deref().is_some_and(str::is_empty) {
             return Err(bad("`secret` is empty"));
         }
@@ -172,7 +178,7 @@ pub fn start(
 
 fn target(number: usize, hook: &WebhookConfig) -> Result<deliver::Target, UsageError> {
     let bad = |reason: &str| UsageError(format!("webhook {number}: {reason}"));
-    let uri = hook.url.uri().map_err(|e| bad(&e))?;
+    let uri = hook.url.uri().map_err(|e| bad(&e.to_string()))?;
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
     // Credentials in the URL become Basic authentication, and leave the URI the client
     // sends (and its Host header).
@@ -330,7 +336,7 @@ mod tests {
         assert_eq!(url.shown(), "https://hooks.example.com:8443/…");
         assert_eq!(format!("{url:?}"), url.shown());
         let bad: SecretUrl = "ftp://x/token".parse().unwrap();
-        let err = bad.uri().unwrap_err();
+        let err = bad.uri().unwrap_err().to_string();
         assert!(
             !err.contains("token") || err.contains("may hold a token"),
             "{err}"
