@@ -101,8 +101,8 @@ impl Filter {
     }
 }
 
-/// The top cause, any ranked cause (`id;q=0.9, ...`), or a warning's id.
-fn names_cause(event: &Map<String, Value>, id: &str) -> bool {
+/// The top cause, any ranked cause (`id;q=0.9;basis=…, …`), or a warning's id.
+pub(crate) fn names_cause(event: &Map<String, Value>, id: &str) -> bool {
     let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or("");
     s("cause") == id
         || (s("event") == "warning" && s("id") == id)

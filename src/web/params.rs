@@ -169,15 +169,11 @@ fn since(value: &str, now: SystemTime) -> Result<SystemTime, BadParameter> {
     }
 }
 
-/// The top cause, any ranked cause (`id;q=0.9;basis=…, …`), or a warning's id — as
-/// `grantdoctor logs --cause` matches.
-pub fn names_cause(event: &Value, id: &str) -> bool {
-    let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or("");
-    s("cause") == id
-        || (s("event") == "warning" && s("id") == id)
-        || s("causes")
-            .split(',')
-            .any(|c| c.split(';').next().unwrap_or("").trim() == id)
+/// As `grantdoctor logs --cause` matches: the top cause, any ranked cause or a warning's id.
+fn names_cause(event: &Value, id: &str) -> bool {
+    event
+        .as_object()
+        .is_some_and(|event| crate::logs::names_cause(event, id))
 }
 
 /// Whether the page lists this event among failures.
