@@ -61,6 +61,7 @@ impl Db {
         let ended = loop {
             match db.connect().await {
                 Ok(ended) => break ended,
+                Err(e) if refused_for_good(&e) => return Err(e.into()),
                 Err(e) if tokio::time::Instant::now() + pause >= deadline => return Err(e.into()),
                 Err(_) => {
                     tokio::time::sleep(pause).await;
@@ -116,4 +117,33 @@ impl Db {
             tracing::info!(event = "store_reconnected", store = self.target.shown());
         }
     }
+}
+
+/// Whether waiting cannot help: the server's certificate is not trusted, or the server
+/// refused the login or the database. A server that is still starting is worth waiting for;
+/// these are configuration errors, said at once.
+fn refused_for_good(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if let Some(code) = e.code() {
+        return [
+            SqlState::INVALID_PASSWORD,
+            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+            SqlState::INVALID_CATALOG_NAME,
+        ]
+        .contains(code);
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        let tls = inner.downcast_ref::<rustls::Error>().or_else(|| {
+            inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|io| io.downcast_ref::<rustls::Error>())
+        });
+        if matches!(tls, Some(rustls::Error::InvalidCertificate(_))) {
+            return true;
+        }
+        cause = inner.source();
+    }
+    false
 }
