@@ -1,7 +1,8 @@
 //! Leases on refreshes in flight across replicas, and the sealed answers they leave.
 //!
-//! The leader of an identical refresh takes the lease row in one short statement (no lock is
-//! held across the call to Salesforce); followers poll the row until the leader publishes
+//! The leader of an identical refresh takes the lease row in one short statement, shared with
+//! the other exchanges asking at the same moment ([`super::batch`]; no lock is held across
+//! the call to Salesforce); followers poll the row until the leader publishes
 //! its sealed answer, or its lease expires and one of them takes over. A lease lasts longer
 //! than the leader's upstream call can (`--response-timeout` plus a margin), so a slow
 //! leader is never doubled: a follower never sends the token while a live lease exists.
@@ -15,7 +16,7 @@ use tokio_postgres::types::Type;
 use super::db::StoreError;
 
 /// What a replica may do with a refresh another may be leading.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Turn {
     /// This replica leads, under this generation.
     Lead(i64),
@@ -25,34 +26,89 @@ pub enum Turn {
     Landed(Vec<u8>),
 }
 
-/// Takes the lease of `id` if it is free or expired.
-pub async fn take(
+/// Takes the lease of each of `ids` that is free or expired, in one statement; says who has
+/// the others. One answer per id, in order; an id asked twice is led by its first asker only.
+pub async fn take_many(
     client: &Client,
-    id: &[u8],
+    ids: &[Vec<u8>],
     holder: &str,
     lease_ms: i64,
-) -> Result<Turn, StoreError> {
+) -> Result<Vec<Turn>, StoreError> {
+    let mut first = std::collections::HashMap::with_capacity(ids.len());
+    let unique: Vec<&[u8]> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, id)| *first.entry(id.as_slice()).or_insert(*i) == *i)
+        .map(|(_, id)| id.as_slice())
+        .collect();
     let taken = client
         .query_typed(
             "INSERT INTO grantdoctor_flights AS f (id, holder, generation, lease_until)
-             VALUES ($1, $2, 1, grantdoctor_now_ms() + $3)
+             SELECT id, $2, 1, grantdoctor_now_ms() + $3 FROM unnest($1::bytea[]) AS t(id)
              ON CONFLICT (id) DO UPDATE
                 SET holder = $2, generation = f.generation + 1,
                     lease_until = grantdoctor_now_ms() + $3, sealed = NULL, done_until = NULL
                 WHERE f.lease_until < grantdoctor_now_ms()
                   AND (f.done_until IS NULL OR f.done_until < grantdoctor_now_ms())
-             RETURNING generation",
+             RETURNING id, generation",
             &[
-                (&id, Type::BYTEA),
+                (&unique, Type::BYTEA_ARRAY),
                 (&holder, Type::TEXT),
                 (&lease_ms, Type::INT8),
             ],
         )
         .await?;
-    if let Some(row) = taken.into_iter().next() {
-        return Ok(Turn::Lead(row.get(0)));
+    let led: std::collections::HashMap<Vec<u8>, i64> =
+        taken.iter().map(|row| (row.get(0), row.get(1))).collect();
+    // The rest are another's, or this batch's first asker's: a later statement sees them.
+    let others: Vec<&[u8]> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, id)| first[id.as_slice()] != *i || !led.contains_key(*id))
+        .map(|(_, id)| id.as_slice())
+        .collect();
+    let looked = if others.is_empty() {
+        std::collections::HashMap::new()
+    } else {
+        look_many(client, &others).await?
+    };
+    Ok(ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| match led.get(id) {
+            Some(generation) if first[id.as_slice()] == i => Turn::Lead(*generation),
+            _ => looked.get(id).cloned().unwrap_or(Turn::Wait(0)),
+        })
+        .collect())
+}
+
+/// The state of each of `ids` as a follower sees it; an id without a row is absent.
+async fn look_many(
+    client: &Client,
+    ids: &[&[u8]],
+) -> Result<std::collections::HashMap<Vec<u8>, Turn>, StoreError> {
+    let rows = client
+        .query_typed(
+            "SELECT id, lease_until - grantdoctor_now_ms(), sealed,
+                    coalesce(done_until, 0) - grantdoctor_now_ms()
+             FROM grantdoctor_flights WHERE id = ANY($1)",
+            &[(&ids, Type::BYTEA_ARRAY)],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let turn = turn_of(row.get(1), row.get(2), row.get(3));
+            (row.get(0), turn)
+        })
+        .collect())
+}
+
+fn turn_of(left: i64, sealed: Option<Vec<u8>>, fresh: i64) -> Turn {
+    match sealed {
+        Some(sealed) if fresh > 0 => Turn::Landed(sealed),
+        _ => Turn::Wait(left.max(0)),
     }
-    look(client, id).await
 }
 
 /// The state of `id` as a follower sees it.
@@ -65,44 +121,53 @@ pub async fn look(client: &Client, id: &[u8]) -> Result<Turn, StoreError> {
             &[(&id, Type::BYTEA)],
         )
         .await?;
-    let Some(row) = rows.into_iter().next() else {
-        return Ok(Turn::Wait(0));
-    };
-    let left: i64 = row.get(0);
-    let sealed: Option<Vec<u8>> = row.get(1);
-    let fresh: i64 = row.get(2);
-    Ok(match sealed {
-        Some(sealed) if fresh > 0 => Turn::Landed(sealed),
-        _ => Turn::Wait(left.max(0)),
-    })
+    Ok(rows.into_iter().next().map_or(Turn::Wait(0), |row| {
+        turn_of(row.get(0), row.get(1), row.get(2))
+    }))
 }
 
-/// Publishes the leader's sealed answer (kept `keep_ms` for late followers) and ends its
-/// lease, or with `None` just ends the lease so that a follower takes over at once. Refused
-/// (false) when another replica took the lease over meanwhile.
-pub async fn land(
-    client: &Client,
-    id: &[u8],
-    generation: i64,
-    sealed: Option<&[u8]>,
-    keep_ms: i64,
-) -> Result<bool, StoreError> {
+/// A leader's end of its lease: its sealed answer, or none.
+#[derive(Debug)]
+pub struct Landing {
+    pub id: Vec<u8>,
+    pub generation: i64,
+    pub sealed: Option<Vec<u8>>,
+    /// How long the answer is kept for late followers.
+    pub keep_ms: i64,
+}
+
+/// Publishes each leader's sealed answer (kept for late followers) and ends its lease, or
+/// without an answer just ends the lease so that a follower takes over at once; in one
+/// statement. Refused (false) where another replica took the lease over meanwhile.
+pub async fn land_many(client: &Client, landings: &[Landing]) -> Result<Vec<bool>, StoreError> {
+    let ids: Vec<&[u8]> = landings.iter().map(|l| l.id.as_slice()).collect();
+    let generations: Vec<i64> = landings.iter().map(|l| l.generation).collect();
+    let sealed: Vec<Option<&[u8]>> = landings.iter().map(|l| l.sealed.as_deref()).collect();
+    let keep: Vec<i64> = landings.iter().map(|l| l.keep_ms).collect();
     let updated = client
-        .execute_typed(
-            "UPDATE grantdoctor_flights
-             SET sealed = $3, done_until = CASE WHEN $3::bytea IS NULL THEN NULL
-                                              ELSE grantdoctor_now_ms() + $4 END,
+        .query_typed(
+            "UPDATE grantdoctor_flights AS f
+             SET sealed = t.sealed, done_until = CASE WHEN t.sealed IS NULL THEN NULL
+                                                  ELSE grantdoctor_now_ms() + t.keep END,
                  lease_until = 0
-             WHERE id = $1 AND generation = $2",
+             FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::int8[])
+                  AS t(id, generation, sealed, keep)
+             WHERE f.id = t.id AND f.generation = t.generation
+             RETURNING f.id, f.generation",
             &[
-                (&id, Type::BYTEA),
-                (&generation, Type::INT8),
-                (&sealed, Type::BYTEA),
-                (&keep_ms, Type::INT8),
+                (&ids, Type::BYTEA_ARRAY),
+                (&generations, Type::INT8_ARRAY),
+                (&sealed, Type::BYTEA_ARRAY),
+                (&keep, Type::INT8_ARRAY),
             ],
         )
         .await?;
-    Ok(updated == 1)
+    let landed: std::collections::HashSet<(Vec<u8>, i64)> =
+        updated.iter().map(|row| (row.get(0), row.get(1))).collect();
+    Ok(landings
+        .iter()
+        .map(|l| landed.contains(&(l.id.clone(), l.generation)))
+        .collect())
 }
 
 /// Files a sealed answer under `id` for `keep_ms`.

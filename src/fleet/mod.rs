@@ -17,6 +17,7 @@
 //! can only be opened by a caller presenting the secrets they were sealed under
 //! ([`seal`]); the fingerprint key itself stays in each replica's data directory.
 
+pub mod batch;
 pub mod db;
 pub mod lease;
 pub mod migrate;
@@ -46,6 +47,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Connections for reads, leases and sealed answers: exchanges in flight at once would
 /// queue behind each other's round trips on one.
 const COORDINATION_CONNECTIONS: usize = 4;
+/// Lease statements in flight at once (each for a batch of exchanges).
+const LEASE_SLOTS: usize = 2;
 
 /// Counts and reports store failures: once per outage in the log and on `/readyz`.
 #[derive(Clone)]
@@ -122,13 +125,39 @@ pub struct FleetOptions {
     pub fingerprint_check: String,
 }
 
+/// The connections for leases and sealed answers, taken in turn.
+struct Coordination {
+    dbs: Vec<Arc<db::Db>>,
+    next: std::sync::atomic::AtomicUsize,
+    outage: Outage,
+}
+
+impl Coordination {
+    /// Runs one operation on the next connection, bounded; `None` when the store failed.
+    async fn run<T, F, Fut>(&self, op: &'static str, run: F) -> Option<T>
+    where
+        F: FnOnce(Arc<tokio_postgres::Client>) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.dbs.len();
+        let client = match self.dbs[turn].client() {
+            Ok(client) => client,
+            Err(e) => {
+                self.outage.failed(op, &e);
+                return None;
+            }
+        };
+        self.outage.bounded(op, OP_TIMEOUT, run(client)).await
+    }
+}
+
 /// The shared store, opened.
 pub struct Fleet {
-    coordination: Vec<Arc<db::Db>>,
-    next: std::sync::atomic::AtomicUsize,
+    coordination: Arc<Coordination>,
+    takes: batch::Batches<Vec<u8>, lease::Turn>,
+    landings: batch::Batches<lease::Landing, bool>,
     replica: Arc<str>,
     outage: Outage,
-    lease_ms: i64,
     replay_ms: i64,
 }
 
@@ -180,12 +209,17 @@ impl Fleet {
             outage.clone(),
             OP_TIMEOUT,
         ));
-        let fleet = Arc::new(Self {
-            coordination,
+        let coordination = Arc::new(Coordination {
+            dbs: coordination,
             next: Default::default(),
+            outage: outage.clone(),
+        });
+        let fleet = Arc::new(Self {
+            takes: takes(&coordination, &replica, options.lease),
+            landings: landings(&coordination),
+            coordination,
             replica,
             outage,
-            lease_ms: options.lease.as_millis() as i64,
             replay_ms: options.replay_window.as_millis() as i64,
         });
         tokio::spawn(sweeps(fleet.clone(), records.clone(), options.retention));
@@ -201,30 +235,18 @@ impl Fleet {
         self.replay_ms
     }
 
-    /// Runs one lease or sealed-answer operation, bounded; `None` when the store failed.
+    /// Runs one sealed-answer or sweep operation, bounded; `None` when the store failed.
     async fn run<T, F, Fut>(&self, op: &'static str, run: F) -> Option<T>
     where
         F: FnOnce(Arc<tokio_postgres::Client>) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.coordination.len();
-        let client = match self.coordination[turn].client() {
-            Ok(client) => client,
-            Err(e) => {
-                self.outage.failed(op, &e);
-                return None;
-            }
-        };
-        self.outage.bounded(op, OP_TIMEOUT, run(client)).await
+        self.coordination.run(op, run).await
     }
 
     /// Takes the lease of a refresh, or says who has it.
     pub async fn take(&self, id: &[u8]) -> Option<lease::Turn> {
-        let (holder, lease_ms) = (self.replica.clone(), self.lease_ms);
-        self.run("lease", |c| async move {
-            lease::take(&c, id, &holder, lease_ms).await
-        })
-        .await
+        self.takes.ask(id.to_vec()).await
     }
 
     pub async fn look(&self, id: &[u8]) -> Option<lease::Turn> {
@@ -240,10 +262,14 @@ impl Fleet {
         sealed: Option<&[u8]>,
         keep_ms: i64,
     ) -> Option<bool> {
-        self.run("lease", |c| async move {
-            lease::land(&c, id, generation, sealed, keep_ms).await
-        })
-        .await
+        self.landings
+            .ask(lease::Landing {
+                id: id.to_vec(),
+                generation,
+                sealed: sealed.map(<[u8]>::to_vec),
+                keep_ms,
+            })
+            .await
     }
 
     pub async fn put_sealed(&self, id: &[u8], sealed: &[u8], keep_ms: i64) -> Option<()> {
@@ -257,6 +283,46 @@ impl Fleet {
         self.run("seal", |c| async move { lease::get_sealed(&c, id).await })
             .await
     }
+}
+
+/// Lease takes, many exchanges to a statement.
+fn takes(
+    coordination: &Arc<Coordination>,
+    replica: &Arc<str>,
+    lease: Duration,
+) -> batch::Batches<Vec<u8>, lease::Turn> {
+    let (coordination, holder) = (coordination.clone(), replica.clone());
+    let lease_ms = lease.as_millis() as i64;
+    batch::Batches::start(LEASE_SLOTS, OP_TIMEOUT * 2, move |ids: Vec<Vec<u8>>| {
+        let (coordination, holder) = (coordination.clone(), holder.clone());
+        async move {
+            coordination
+                .run("lease", |c| async move {
+                    lease::take_many(&c, &ids, &holder, lease_ms).await
+                })
+                .await
+        }
+    })
+}
+
+/// Lease ends, many leaders to a statement.
+fn landings(coordination: &Arc<Coordination>) -> batch::Batches<lease::Landing, bool> {
+    let coordination = coordination.clone();
+    batch::Batches::start(
+        LEASE_SLOTS,
+        OP_TIMEOUT * 2,
+        move |landings: Vec<lease::Landing>| {
+            let coordination = coordination.clone();
+            async move {
+                coordination
+                    .run(
+                        "lease",
+                        |c| async move { lease::land_many(&c, &landings).await },
+                    )
+                    .await
+            }
+        },
+    )
 }
 
 /// Checks that this replica fingerprints like the others: the first to start records a
