@@ -445,6 +445,32 @@ async fn doctor_without_orgs_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("[[orgs]]"));
 }
 
+/// A key that cannot sign is a configuration error naming the org, found before the org is
+/// asked anything.
+#[test]
+fn doctor_with_a_key_that_cannot_sign_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("admin.key");
+    std::fs::write(&key, "not a PEM key\n").unwrap();
+    let path = dir.path().join("grantdoctor.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[orgs]]\nhost = \"acme.my.salesforce.com\"\nclient_id = \"3MVG9jwt\"\nprivate_key = \"{}\"\nusername = \"admin@acme.com\"\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
+        .args(["doctor", "--json", "--config", &path.display().to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("acme.my.salesforce.com"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no findings printed");
+}
+
 #[tokio::test]
 async fn a_deactivated_user_is_confirmed_from_the_user_record() {
     let dir = tempfile::tempdir().unwrap();
