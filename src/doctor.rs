@@ -1,7 +1,7 @@
 //! `grantdoctor doctor`: reads each configured org and says what will break before it does —
-//! users at the approval limit per app, approvals idle past the 30-day cap, inactive, frozen or
-//! locked integration users, apps that expire refresh tokens at once, recent failed OAuth
-//! logins by status. Finding ids reuse cause and warning ids where they mean the same thing.
+//! users at the approval limit per app, approvals idle past the app's validity period (or the
+//! 30-day cap), inactive, frozen or locked integration users, apps that expire refresh tokens
+//! at once, recent failed OAuth logins by status. Finding ids reuse cause and warning ids where they mean the same thing.
 //!
 //! Must never: select or print a token value; change anything in the org (reads only).
 
@@ -390,5 +390,121 @@ mod tests {
             findings(&rows, &[], T + 10),
             ["warn.approval_limit_reached"]
         );
+    }
+
+    fn report() -> Report<'static> {
+        Report {
+            org: "acme.my.salesforce.com",
+            findings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn failed_logins_are_one_finding_per_app_and_status_with_their_count_and_last_time() {
+        let login = |status: &str, app: &str, at: i64| crate::org::LoginRow {
+            user_id: "005000000000001AAA".into(),
+            at,
+            status: status.into(),
+            application: app.into(),
+        };
+        let rows = [
+            login("Invalid password", "Acme Sync", T),
+            login("Success", "Acme Sync", T + 1),
+            login("Invalid password", "Acme Sync", T + 2_000),
+            login("User is frozen", "Acme Sync", T + 3_000),
+            login("Invalid password", "", T + 4_000),
+        ];
+        let mut report = report();
+        failed_logins(&mut report, &rows);
+        let got: Vec<(Option<&str>, &str)> = report
+            .findings
+            .iter()
+            .map(|f| (f.app.as_deref(), f.evidence[0].as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    None,
+                    format!("1 failed logins in the last 24 hours with status `Invalid password`, last at {}", fmt_ms(T + 4_000)).as_str()
+                ),
+                (
+                    Some("Acme Sync"),
+                    format!("2 failed logins in the last 24 hours with status `Invalid password`, last at {}", fmt_ms(T + 2_000)).as_str()
+                ),
+                (
+                    Some("Acme Sync"),
+                    format!("1 failed logins in the last 24 hours with status `User is frozen`, last at {}", fmt_ms(T + 3_000)).as_str()
+                ),
+            ]
+        );
+        assert!(
+            report
+                .findings
+                .iter()
+                .all(|f| f.id == "doctor.failed_logins" && f.level == Level::Warning)
+        );
+    }
+
+    #[test]
+    fn a_frozen_or_locked_integration_user_is_an_error_and_an_active_one_is_nothing() {
+        let user = |frozen, password_locked| crate::org::UserRecord {
+            id: "005000000000001AAA".into(),
+            username: "grantdoctor@acme.com".into(),
+            active: true,
+            frozen,
+            password_locked,
+        };
+        let mut report = report();
+        integration_user(&mut report, &user(false, false));
+        assert!(report.findings.is_empty());
+        integration_user(&mut report, &user(true, false));
+        integration_user(&mut report, &user(false, true));
+        let got: Vec<(&str, Level, &str)> = report
+            .findings
+            .iter()
+            .map(|f| (f.id, f.level, f.evidence[0].as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "sf.user.inactive",
+                    Level::Error,
+                    "UserLogin of 005000000000001AAA has IsFrozen = true"
+                ),
+                (
+                    "sf.user.inactive",
+                    Level::Error,
+                    "UserLogin of 005000000000001AAA has IsPasswordLocked = true"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_json_finding_has_exactly_the_documented_members() {
+        let mut report = report();
+        report.add(
+            warn::APPROVAL_LIMIT_REACHED,
+            Level::Warning,
+            Some("Acme Sync"),
+            Some("005000000000001AAA"),
+            vec!["5 live approvals".into()],
+        );
+        let value = serde_json::to_value(&report.findings[0]).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["app", "evidence", "fix", "id", "level", "org", "user"]
+        );
+        assert_eq!(value["level"], "warning");
+        assert!(!value["fix"].as_array().unwrap().is_empty());
     }
 }

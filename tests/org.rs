@@ -86,6 +86,17 @@ async fn an_eviction_by_authorizations_made_elsewhere_is_confirmed_from_oauthtok
     assert_eq!(header(&answer, "grantdoctor-basis"), "confirmed");
     let finding = answer.finding("sf.refresh.approval_limit_evicted");
     assert_eq!(finding["basis"], "confirmed");
+    assert!(
+        answer.body["grantdoctor"]["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(
+                |c| ["evidence", "confirmed", "prior"].contains(&c["basis"].as_str().unwrap_or(""))
+            ),
+        "{}",
+        answer.body
+    );
     let evidence = finding["evidence"][0].as_str().unwrap();
     assert!(evidence.contains("holds 5 approvals"), "{evidence}");
     assert_eq!(
@@ -97,6 +108,15 @@ async fn an_eviction_by_authorizations_made_elsewhere_is_confirmed_from_oauthtok
         .proxy
         .wait_for_event(|e| e["event"] == "invalid_grant");
     assert_eq!(event["basis"], "confirmed");
+    // Every cause of the log line carries its own basis; the refuted revocation is no less
+    // listed for being wrong.
+    let causes: Vec<&str> = event["causes"].as_str().unwrap().split(", ").collect();
+    assert!(
+        causes[0].starts_with("sf.refresh.approval_limit_evicted;")
+            && causes[0].ends_with(";basis=confirmed"),
+        "{causes:?}"
+    );
+    assert!(causes.iter().all(|c| c.contains(";basis=")), "{causes:?}");
     // The log never holds the org connection's access token or assertion, nor the
     // application's tokens.
     let log = stack.proxy.raw_log();
@@ -129,6 +149,55 @@ async fn without_an_org_connection_the_same_failure_is_a_guess_and_says_so() {
         "{}",
         answer.body
     );
+}
+
+/// The ledger never saw this token, so it knows no user to ask the org about: the org holds
+/// alice's five newer approvals, but reading them for "whoever this token was" would be a
+/// guess. The answer stays a prior and the org is not asked at all.
+#[tokio::test]
+async fn a_token_never_seen_is_not_matched_to_a_user_and_the_org_is_not_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = org_config(dir.path(), "app");
+    let stack = Stack::start(&["--config", &config]);
+    let body = stack
+        .emu
+        .web_login(WEB, WEB_SECRET, ALICE, "api refresh_token")
+        .await;
+    let token = body["refresh_token"].as_str().unwrap().to_owned();
+    stack.advance(60).await;
+    authorize_elsewhere(&stack, 5).await;
+    let answer = stack.refresh(LOGIN, WEB, &token).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(
+        answer.body["error_description"],
+        "expired access/refresh token"
+    );
+    assert_eq!(
+        header(&answer, "grantdoctor-basis"),
+        "prior",
+        "{}",
+        answer.body
+    );
+    assert!(
+        answer.body["grantdoctor"]["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["basis"] == "prior"),
+        "{}",
+        answer.body
+    );
+    let metrics = common::org::metrics(&stack).await;
+    for object in ["OauthToken", "User", "UserLogin", "LoginHistory"] {
+        for outcome in ["ok", "refused", "login_failed", "error"] {
+            assert_eq!(
+                common::org::org_queries(&metrics, object, outcome),
+                0.0,
+                "{object} {outcome}: {metrics}"
+            );
+        }
+    }
+    assert_eq!(common::org::jwt_logins(&stack, "admin@acme.com").await, 0);
 }
 
 #[tokio::test]
@@ -279,6 +348,90 @@ async fn doctor_lists_a_full_approval_list_an_inactive_user_and_an_immediate_exp
     }
 }
 
+fn ids_and_levels(findings: &[Value]) -> Vec<(&str, &str)> {
+    let mut ids: Vec<(&str, &str)> = findings
+        .iter()
+        .map(|f| (f["id"].as_str().unwrap(), f["level"].as_str().unwrap()))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Warnings alone exit 0; a locked user holding approvals is an error, and the failed logins
+/// that locked it are one finding per app and status.
+#[tokio::test]
+async fn doctor_exits_0_on_warnings_and_names_a_locked_user_and_failed_logins_by_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = org_config(dir.path(), "app");
+    let stack = Stack::start(&[]);
+    authorize_elsewhere(&stack, 5).await;
+    let (code, out, err) = doctor(&stack, &config);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let findings: Vec<Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        ids_and_levels(&findings),
+        [("warn.approval_limit_reached", "warning")],
+        "{out}"
+    );
+
+    stack
+        .emu
+        .web_login(WEB, WEB_SECRET, "bob@acme.com", "api refresh_token")
+        .await;
+    stack
+        .emu
+        .control("PATCH", "orgs/acme", json!({"lockout_after": 2}))
+        .await;
+    for _ in 0..2 {
+        let (status, _) = stack
+            .emu
+            .token(
+                LOGIN,
+                &[
+                    ("grant_type", "password"),
+                    ("client_id", WEB),
+                    ("client_secret", WEB_SECRET),
+                    ("username", "bob@acme.com"),
+                    ("password", "wrong"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 400);
+    }
+    let (code, out, err) = doctor(&stack, &config);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let findings: Vec<Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        ids_and_levels(&findings),
+        [
+            ("doctor.failed_logins", "warning"),
+            ("sf.user.inactive", "error"),
+            ("warn.approval_limit_reached", "warning"),
+        ],
+        "{out}"
+    );
+    let find = |id: &str| findings.iter().find(|f| f["id"] == id).unwrap();
+    let locked = find("sf.user.inactive");
+    assert_eq!(locked["user"], "bob@acme.com");
+    assert_eq!(locked["app"], "web");
+    assert!(
+        locked["evidence"][0]
+            .as_str()
+            .unwrap()
+            .contains("IsPasswordLocked = true"),
+        "{locked}"
+    );
+    let failed = find("doctor.failed_logins");
+    assert_eq!(failed["app"], "web");
+    let evidence = failed["evidence"][0].as_str().unwrap();
+    assert!(
+        evidence.starts_with("2 failed logins") && evidence.contains("`Invalid password`"),
+        "{evidence}"
+    );
+    // Errors first.
+    assert_eq!(findings[0]["id"], "sf.user.inactive", "{out}");
+}
+
 #[tokio::test]
 async fn doctor_without_orgs_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -290,6 +443,32 @@ async fn doctor_without_orgs_is_a_usage_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[[orgs]]"));
+}
+
+/// A key that cannot sign is a configuration error naming the org, found before the org is
+/// asked anything.
+#[test]
+fn doctor_with_a_key_that_cannot_sign_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("admin.key");
+    std::fs::write(&key, "not a PEM key\n").unwrap();
+    let path = dir.path().join("grantdoctor.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[orgs]]\nhost = \"acme.my.salesforce.com\"\nclient_id = \"3MVG9jwt\"\nprivate_key = \"{}\"\nusername = \"admin@acme.com\"\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
+        .args(["doctor", "--json", "--config", &path.display().to_string()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("acme.my.salesforce.com"), "{stderr}");
+    assert!(out.stdout.is_empty(), "no findings printed");
 }
 
 #[tokio::test]

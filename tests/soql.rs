@@ -11,6 +11,7 @@ mod common;
 
 use common::EmulatorProcess;
 use common::jwt::{now_secs, sign};
+use grantdoctor::org::records::{UserKey, soql};
 use serde_json::{Value, json};
 
 const LOGIN: &str = "login.salesforce.com";
@@ -196,10 +197,10 @@ macro_rules! window {
     }};
 }
 
+/// The queries are grantdoctor's own (`org::records::soql`): what is tested here is what an
+/// org connection sends.
 fn oauth_token_query(user_id: &str, app: &str) -> String {
-    format!(
-        "SELECT Id, UserId, AppName, CreatedDate, LastUsedDate, UseCount FROM OauthToken WHERE UserId = '{user_id}' AND AppName = '{app}' ORDER BY CreatedDate DESC LIMIT 200"
-    )
+    soql::approvals(user_id, app)
 }
 
 #[tokio::test]
@@ -289,7 +290,7 @@ async fn oauth_token_lists_the_approvals_of_several_apps_across_users() {
     let (text, answer) = rows(
         &emu,
         &admin,
-        "SELECT Id, UserId, AppName, CreatedDate, LastUsedDate, UseCount FROM OauthToken WHERE AppName IN ('Acme Sync', 'web') ORDER BY CreatedDate DESC LIMIT 500",
+        &soql::approvals_of_apps(&["Acme Sync", "web"]),
     )
     .await;
     let expected: Vec<String> = made
@@ -371,12 +372,7 @@ async fn user_is_found_by_id_or_username_with_its_last_login() {
     emu.control("PATCH", "users/bob@acme.com", json!({"active": false}))
         .await;
 
-    let (text, answer) = rows(
-        &emu,
-        &admin,
-        &format!("SELECT Id, Username, IsActive, LastLoginDate FROM User WHERE Id = '{bob}'"),
-    )
-    .await;
+    let (text, answer) = rows(&emu, &admin, &soql::user(UserKey::Id(&bob))).await;
     let last = date(&answer, 0, "LastLoginDate", (bob_lo, bob_hi));
     let members = format!(r#""Username":"bob@acme.com","IsActive":false,"LastLoginDate":"{last}""#);
     assert_eq!(text, page(&[record("User", &bob, &members)]));
@@ -384,7 +380,7 @@ async fn user_is_found_by_id_or_username_with_its_last_login() {
     let (text, answer) = rows(
         &emu,
         &admin,
-        "SELECT Id, Username, IsActive, LastLoginDate FROM User WHERE Username = 'admin@acme.com'",
+        &soql::user(UserKey::Username("admin@acme.com")),
     )
     .await;
     let admin_id = id(&answer, 0, "005");
@@ -420,9 +416,7 @@ async fn user_login_says_whether_a_user_is_frozen_or_password_locked() {
     let emu = EmulatorProcess::start();
     let admin = admin_token(&emu).await;
     let (bob, _) = authorize(&emu, WEB, WEB_SECRET, "bob@acme.com").await;
-    let soql = format!(
-        "SELECT Id, UserId, IsFrozen, IsPasswordLocked FROM UserLogin WHERE UserId = '{bob}'"
-    );
+    let soql = soql::user_login(&bob);
     let (text, answer) = rows(&emu, &admin, &soql).await;
     let login_id = id(&answer, 0, "060");
     let members = |frozen: bool, locked: bool| {
@@ -473,7 +467,8 @@ async fn user_id(emu: &EmulatorProcess, token: &str, username: &str) -> String {
 async fn login_history_lists_oauth_logins_after_a_time_newest_first_with_their_status() {
     let emu = EmulatorProcess::start();
     let admin = admin_token(&emu).await;
-    let since = literal_after(now_ms(&emu).await);
+    // The second after now, as `literal_after` makes it for the other LoginHistory tests.
+    let since_ms = (now_ms(&emu).await / 1000 + 1) * 1000;
     advance(&emu, 60).await;
     // (attempt, its user, its status, its app); erin's org is not acme's: not visible.
     let attempts = [
@@ -498,12 +493,7 @@ async fn login_history_lists_oauth_logins_after_a_time_newest_first_with_their_s
         }
         advance(&emu, 10).await;
     }
-    let (text, answer) = rows(
-        &emu,
-        &admin,
-        &format!("SELECT Id, UserId, LoginTime, LoginType, Status, Application FROM LoginHistory WHERE LoginTime > {since} ORDER BY LoginTime DESC LIMIT 200"),
-    )
-    .await;
+    let (text, answer) = rows(&emu, &admin, &soql::logins(since_ms)).await;
     let records: Vec<String> = expected
         .iter()
         .rev()
@@ -520,6 +510,50 @@ async fn login_history_lists_oauth_logins_after_a_time_newest_first_with_their_s
         })
         .collect();
     assert_eq!(text, page(&records));
+}
+
+/// The date window and the limit are applied to the live rows, not only parsed: `<` cuts the
+/// logins after the window, ASC puts the oldest first and LIMIT keeps the first of them.
+#[tokio::test]
+async fn a_date_window_an_ascending_order_and_a_limit_cut_login_history() {
+    let emu = EmulatorProcess::start();
+    let admin = admin_token(&emu).await;
+    let since = literal_after(now_ms(&emu).await);
+    advance(&emu, 60).await;
+    let mut windows = Vec::new();
+    for _ in 0..3 {
+        let (lo, hi, status) = window!(&emu, attempt(&emu, "alice").await);
+        assert_eq!(status, 200);
+        windows.push((lo, hi));
+        advance(&emu, 10).await;
+    }
+    let until = literal_after(windows[1].1);
+    let soql = |limit: &str| {
+        format!(
+            "SELECT Id, LoginTime FROM LoginHistory WHERE LoginTime > {since} AND LoginTime < {until} ORDER BY LoginTime ASC{limit}"
+        )
+    };
+    let expected = |answer: &Value, n: usize| {
+        let records: Vec<String> = (0..n)
+            .map(|i| {
+                let at = date(answer, i, "LoginTime", windows[i]);
+                record(
+                    "LoginHistory",
+                    &id(answer, i, "0Ya"),
+                    &format!(r#""LoginTime":"{at}""#),
+                )
+            })
+            .collect();
+        page(&records)
+    };
+    let (text, answer) = rows(&emu, &admin, &soql("")).await;
+    assert_eq!(
+        text,
+        expected(&answer, 2),
+        "the third login is after the window"
+    );
+    let (text, answer) = rows(&emu, &admin, &soql(" LIMIT 1")).await;
+    assert_eq!(text, expected(&answer, 1), "only the oldest");
 }
 
 #[tokio::test]
@@ -569,7 +603,7 @@ async fn connected_application_shows_each_apps_approval_and_refresh_policy() {
     let (text, answer) = rows(
         &emu,
         &admin,
-        "SELECT Id, Name, OptionsAllowAdminApprovedUsersOnly, OptionsRefreshTokenValidityMetric, RefreshTokenValidityPeriod FROM ConnectedApplication WHERE Name IN ('web', 'jwt', 'cc', 'Now', 'web-uat')",
+        &soql::app_policies(&["web", "jwt", "cc", "Now", "web-uat"]),
     )
     .await;
     let rows: Vec<String> = [

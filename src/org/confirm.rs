@@ -79,12 +79,32 @@ fn login_lines(logins: &[super::LoginRow], token: &TokenHistory) -> Vec<String> 
     by_status
         .into_iter()
         .map(|(status, (count, last))| {
-            format!(
+            let line = format!(
                 "LoginHistory: {count} login(s) of this user with status `{status}` in the last hour, last at {}",
                 fmt_ms(last)
-            )
+            );
+            match documented_cause(status) {
+                Some(cause) => format!("{line} (Salesforce's LOGIN_STATUS list relates this status to `{cause}`)"),
+                None => line,
+            }
         })
         .collect()
+}
+
+/// The statuses whose meaning Salesforce's LOGIN_STATUS list documents, and the cause each
+/// describes. A status whose wording or mapping is unconfirmed (a lockout, a frozen user,
+/// one that fits two causes) maps to nothing and is shown as its text alone.
+fn documented_cause(status: &str) -> Option<&'static str> {
+    match status {
+        "Invalid password" => Some(id::PASSWORD_BAD_CREDENTIALS),
+        "Restricted IP" => Some(id::USER_IP_RESTRICTED),
+        "User is inactive" => Some(id::USER_INACTIVE),
+        "Login rate exceeded" => Some(id::USER_LOGIN_RATE_EXCEEDED),
+        "Failed: Not approved for access" => Some(id::APP_USER_NOT_APPROVED),
+        "Failed: Invalid Code Verifier" => Some(id::CODE_PKCE_MISMATCH),
+        s if s.starts_with("Organization ") => Some(id::ORG_INACTIVE),
+        _ => None,
+    }
 }
 
 fn user_state(out: &mut Diagnosis, user: &UserRecord, org: &str) {
@@ -403,17 +423,30 @@ mod tests {
             logins: Some(vec![
                 login("005000000000001", "Failed: Not approved for access"),
                 login("005000000000001", "Success"),
+                login("005000000000001", "User is frozen"),
                 login("005000000000999", "Invalid password"),
             ]),
             ..facts(vec![])
         };
         let d = confirm(&priors(), &token("authorization_code"), &facts, 5, T);
-        let evidence = d.top().unwrap().evidence.join("\n");
+        let top = d.top().unwrap();
+        let evidence = top.evidence.join("\n");
         assert!(
-            evidence.contains("`Failed: Not approved for access`"),
+            evidence.contains("`Failed: Not approved for access` in the last hour, last at 2025-11-24T16:00:00Z (Salesforce's LOGIN_STATUS list relates this status to `sf.app.user_not_approved`)"),
+            "{evidence}"
+        );
+        // Unconfirmed: its text only.
+        assert!(
+            evidence.contains("`User is frozen` in the last hour, last at 2025-11-24T16:00:00Z\n")
+                || evidence
+                    .ends_with("`User is frozen` in the last hour, last at 2025-11-24T16:00:00Z"),
             "{evidence}"
         );
         assert!(!evidence.contains("Invalid password"), "{evidence}");
+        assert!(!evidence.contains("Success"), "{evidence}");
+        // Shown, never counted: the ranking is the one without logins.
+        assert_eq!(top.basis, Basis::Confirmed);
+        assert!(d.causes.iter().all(|c| c.id != "sf.app.user_not_approved"));
     }
 
     #[test]

@@ -75,6 +75,69 @@ pub fn parse_date(text: &str) -> Option<i64> {
         .map(|d| d.as_millis() as i64)
 }
 
+/// The exact text of each query an org connection sends, as pure functions: the emulator's
+/// table test runs these very strings, and none of them selects or filters on a token column.
+pub mod soql {
+    use super::{UserKey, literal};
+
+    const APPROVAL_FIELDS: &str = "Id, UserId, AppName, CreatedDate, LastUsedDate, UseCount";
+
+    fn names(apps: &[&str]) -> String {
+        apps.iter()
+            .map(|a| literal(a))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// One user's live approvals of one app, newest first.
+    pub fn approvals(user_id: &str, app: &str) -> String {
+        format!(
+            "SELECT {APPROVAL_FIELDS} FROM OauthToken WHERE UserId = {} AND AppName = {} ORDER BY CreatedDate DESC LIMIT 200",
+            literal(user_id),
+            literal(app)
+        )
+    }
+
+    /// Every live approval of these apps (not empty), newest first.
+    pub fn approvals_of_apps(apps: &[&str]) -> String {
+        format!(
+            "SELECT {APPROVAL_FIELDS} FROM OauthToken WHERE AppName IN ({}) ORDER BY CreatedDate DESC LIMIT 500",
+            names(apps)
+        )
+    }
+
+    pub fn user(by: UserKey<'_>) -> String {
+        let filter = match by {
+            UserKey::Id(id) => format!("Id = {}", literal(id)),
+            UserKey::Username(name) => format!("Username = {}", literal(name)),
+        };
+        format!("SELECT Id, Username, IsActive, LastLoginDate FROM User WHERE {filter}")
+    }
+
+    pub fn user_login(user_id: &str) -> String {
+        format!(
+            "SELECT Id, UserId, IsFrozen, IsPasswordLocked FROM UserLogin WHERE UserId = {}",
+            literal(user_id)
+        )
+    }
+
+    /// Logins after `since_ms`, newest first.
+    pub fn logins(since_ms: i64) -> String {
+        format!(
+            "SELECT Id, UserId, LoginTime, LoginType, Status, Application FROM LoginHistory WHERE LoginTime > {} ORDER BY LoginTime DESC LIMIT 200",
+            crate::ledger::fmt_ms(since_ms)
+        )
+    }
+
+    /// The policy fields of these apps (not empty), by name.
+    pub fn app_policies(apps: &[&str]) -> String {
+        format!(
+            "SELECT Id, Name, OptionsAllowAdminApprovedUsersOnly, OptionsRefreshTokenValidityMetric, RefreshTokenValidityPeriod FROM ConnectedApplication WHERE Name IN ({})",
+            names(apps)
+        )
+    }
+}
+
 fn text(record: &Value, field: &str) -> String {
     record[field].as_str().unwrap_or("").to_owned()
 }
@@ -92,12 +155,7 @@ pub async fn approvals(
     user_id: &str,
     app: &str,
 ) -> Result<Vec<Approval>, OrgError> {
-    let soql = format!(
-        "SELECT Id, UserId, AppName, CreatedDate, LastUsedDate, UseCount FROM OauthToken WHERE UserId = {} AND AppName = {} ORDER BY CreatedDate DESC LIMIT 200",
-        literal(user_id),
-        literal(app)
-    );
-    conn.query("OauthToken", &soql)
+    conn.query("OauthToken", &soql::approvals(user_id, app))
         .await?
         .iter()
         .map(|r| approval(conn, r))
@@ -112,12 +170,7 @@ pub async fn approvals_of_apps(
     if apps.is_empty() {
         return Ok(Vec::new());
     }
-    let names: Vec<String> = apps.iter().map(|a| literal(a)).collect();
-    let soql = format!(
-        "SELECT Id, UserId, AppName, CreatedDate, LastUsedDate, UseCount FROM OauthToken WHERE AppName IN ({}) ORDER BY CreatedDate DESC LIMIT 500",
-        names.join(", ")
-    );
-    conn.query("OauthToken", &soql)
+    conn.query("OauthToken", &soql::approvals_of_apps(apps))
         .await?
         .iter()
         .map(|r| approval(conn, r))
@@ -139,12 +192,12 @@ fn approval(conn: &OrgConnection, r: &Value) -> Result<Approval, OrgError> {
 
 /// The user by id (or by username), with its login flags.
 pub async fn user(conn: &OrgConnection, by: UserKey<'_>) -> Result<Option<UserRecord>, OrgError> {
-    let filter = match by {
-        UserKey::Id(id) => format!("Id = {}", literal(id)),
-        UserKey::Username(name) => format!("Username = {}", literal(name)),
-    };
-    let soql = format!("SELECT Id, Username, IsActive, LastLoginDate FROM User WHERE {filter}");
-    let Some(row) = conn.query("User", &soql).await?.into_iter().next() else {
+    let Some(row) = conn
+        .query("User", &soql::user(by))
+        .await?
+        .into_iter()
+        .next()
+    else {
         return Ok(None);
     };
     let mut user = UserRecord {
@@ -153,12 +206,8 @@ pub async fn user(conn: &OrgConnection, by: UserKey<'_>) -> Result<Option<UserRe
         active: row["IsActive"].as_bool().unwrap_or(true),
         ..UserRecord::default()
     };
-    let soql = format!(
-        "SELECT Id, UserId, IsFrozen, IsPasswordLocked FROM UserLogin WHERE UserId = {}",
-        literal(&user.id)
-    );
     // Frozen and locked need Manage Users; without it the user's activity still counts.
-    match conn.query("UserLogin", &soql).await {
+    match conn.query("UserLogin", &soql::user_login(&user.id)).await {
         Ok(rows) => {
             if let Some(login) = rows.first() {
                 user.frozen = login["IsFrozen"].as_bool().unwrap_or(false);
@@ -182,12 +231,8 @@ pub enum UserKey<'a> {
 
 /// OAuth logins since `since_ms`, newest first.
 pub async fn logins(conn: &OrgConnection, since_ms: i64) -> Result<Vec<LoginRow>, OrgError> {
-    let since = crate::ledger::fmt_ms(since_ms);
-    let soql = format!(
-        "SELECT Id, UserId, LoginTime, LoginType, Status, Application FROM LoginHistory WHERE LoginTime > {since} ORDER BY LoginTime DESC LIMIT 200"
-    );
     Ok(conn
-        .query("LoginHistory", &soql)
+        .query("LoginHistory", &soql::logins(since_ms))
         .await?
         .iter()
         .filter_map(|r| {
@@ -206,12 +251,8 @@ pub async fn app_policies(conn: &OrgConnection, apps: &[&str]) -> Result<Vec<Val
     if apps.is_empty() {
         return Ok(Vec::new());
     }
-    let names: Vec<String> = apps.iter().map(|a| literal(a)).collect();
-    let soql = format!(
-        "SELECT Id, Name, OptionsAllowAdminApprovedUsersOnly, OptionsRefreshTokenValidityMetric, RefreshTokenValidityPeriod FROM ConnectedApplication WHERE Name IN ({})",
-        names.join(", ")
-    );
-    conn.query("ConnectedApplication", &soql).await
+    conn.query("ConnectedApplication", &soql::app_policies(apps))
+        .await
 }
 
 #[cfg(test)]
@@ -226,6 +267,37 @@ mod tests {
         );
         assert_eq!(parse_date("2026-11-25T09:12:03Z"), Some(1_795_597_923_000));
         assert_eq!(parse_date("yesterday"), None);
+    }
+
+    /// Every query, pinned: a field added to one must be added to the emulator's table test.
+    #[test]
+    fn the_queries_select_ids_names_dates_counts_and_flags_and_never_a_token_column() {
+        let all = [
+            soql::approvals("005000000000001AAA", "Acme Sync"),
+            soql::approvals_of_apps(&["Acme Sync", "web"]),
+            soql::user(UserKey::Id("005000000000001AAA")),
+            soql::user(UserKey::Username("grantdoctor@acme.com")),
+            soql::user_login("005000000000001AAA"),
+            soql::logins(1_795_597_923_000),
+            soql::app_policies(&["Acme Sync"]),
+        ];
+        assert_eq!(
+            all,
+            [
+                "SELECT Id, UserId, AppName, CreatedDate, LastUsedDate, UseCount FROM OauthToken WHERE UserId = '005000000000001AAA' AND AppName = 'Acme Sync' ORDER BY CreatedDate DESC LIMIT 200",
+                "SELECT Id, UserId, AppName, CreatedDate, LastUsedDate, UseCount FROM OauthToken WHERE AppName IN ('Acme Sync', 'web') ORDER BY CreatedDate DESC LIMIT 500",
+                "SELECT Id, Username, IsActive, LastLoginDate FROM User WHERE Id = '005000000000001AAA'",
+                "SELECT Id, Username, IsActive, LastLoginDate FROM User WHERE Username = 'grantdoctor@acme.com'",
+                "SELECT Id, UserId, IsFrozen, IsPasswordLocked FROM UserLogin WHERE UserId = '005000000000001AAA'",
+                "SELECT Id, UserId, LoginTime, LoginType, Status, Application FROM LoginHistory WHERE LoginTime > 2026-11-25T09:12:03Z ORDER BY LoginTime DESC LIMIT 200",
+                "SELECT Id, Name, OptionsAllowAdminApprovedUsersOnly, OptionsRefreshTokenValidityMetric, RefreshTokenValidityPeriod FROM ConnectedApplication WHERE Name IN ('Acme Sync')",
+            ]
+        );
+        for text in &all {
+            for column in ["AccessToken", "DeleteToken", "RequestToken"] {
+                assert!(!text.contains(column), "{text}");
+            }
+        }
     }
 
     #[test]

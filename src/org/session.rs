@@ -63,6 +63,36 @@ pub enum OrgError {
     Key(String),
 }
 
+/// The queries one org connection may still make this minute: each connection has its own,
+/// so a storm of failures of one org never spends another org's API allowance.
+#[derive(Debug)]
+struct QueryBudget {
+    minute_from: Instant,
+    used: u32,
+}
+
+impl QueryBudget {
+    fn new(now: Instant) -> Self {
+        Self {
+            minute_from: now,
+            used: 0,
+        }
+    }
+
+    /// Counts `n` queries if they fit the current minute; a refusal spends nothing, so the
+    /// queries of a later, smaller confirmation may still fit.
+    fn take(&mut self, n: u32, now: Instant) -> bool {
+        if now.duration_since(self.minute_from) >= Duration::from_secs(60) {
+            *self = Self::new(now);
+        }
+        let fits = self.used + n <= QUERIES_PER_MINUTE;
+        if fits {
+            self.used += n;
+        }
+        fits
+    }
+}
+
 struct Session {
     access_token: String,
     /// Where the REST API of this org answers (`instance_url`).
@@ -82,8 +112,7 @@ pub struct OrgConnection {
     /// What was already logged about this connection's own problems: once per cause.
     told: Mutex<HashSet<String>>,
     facts: Mutex<std::collections::HashMap<(String, String), (Instant, super::OrgFacts)>>,
-    /// The current minute's start and the queries made in it.
-    budget: Mutex<(Instant, u32)>,
+    budget: Mutex<QueryBudget>,
 }
 
 impl std::fmt::Debug for OrgConnection {
@@ -112,7 +141,7 @@ impl OrgConnection {
             org_id: Mutex::new(None),
             told: Mutex::new(HashSet::new()),
             facts: Mutex::new(std::collections::HashMap::new()),
-            budget: Mutex::new((Instant::now(), 0)),
+            budget: Mutex::new(QueryBudget::new(Instant::now())),
         }
     }
 
@@ -133,15 +162,10 @@ impl OrgConnection {
 
     /// Whether `n` more queries fit this minute's budget (and counts them if so).
     pub fn may_query(&self, n: u32) -> bool {
-        let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
-        if budget.0.elapsed() >= Duration::from_secs(60) {
-            *budget = (Instant::now(), 0);
-        }
-        let fits = budget.1 + n <= QUERIES_PER_MINUTE;
-        if fits {
-            budget.1 += n;
-        }
-        fits
+        self.budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(n, Instant::now())
     }
 
     pub fn serves_host(&self, host: &str) -> bool {
@@ -436,5 +460,33 @@ impl OrgConnection {
             .map_err(|e| unreachable(format!("the answer broke off: {e}")))?
             .to_bytes();
         Ok((status, body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minutes_queries_stop_at_the_budget_and_start_again_the_next_minute() {
+        let start = Instant::now();
+        let mut budget = QueryBudget::new(start);
+        let confirmations = QUERIES_PER_MINUTE / 5;
+        for i in 0..confirmations {
+            assert!(budget.take(5, start), "confirmation {i} fits");
+        }
+        assert!(!budget.take(5, start + Duration::from_secs(59)));
+        assert!(!budget.take(1, start + Duration::from_secs(59)));
+        assert!(budget.take(5, start + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_refused_confirmation_spends_nothing() {
+        let start = Instant::now();
+        let mut budget = QueryBudget::new(start);
+        assert!(budget.take(QUERIES_PER_MINUTE - 2, start));
+        assert!(!budget.take(5, start));
+        assert!(budget.take(2, start));
+        assert!(!budget.take(1, start));
     }
 }
