@@ -39,29 +39,33 @@ async fn with_ready_requires_store_a_database_outage_takes_the_replica_out_until
     assert_eq!(fleet.admin(0, "/readyz"), (200, "ok\n".to_owned()));
     let token = fleet.login(0).await;
     fleet.pg.stop_server();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        // Traffic still flows; readiness now says the replica should get none.
-        let refreshed = fleet.refresh(0, &token).await;
-        assert_eq!(refreshed.status, 200, "{}", refreshed.body);
-        let (status, ready) = fleet.admin(0, "/readyz");
-        if status == 503 {
+    let (fleet, token) = (&fleet, token.as_str());
+    eventually(
+        Duration::from_secs(20),
+        "/readyz to say 503 while the database is down",
+        || async move {
+            // Traffic still flows; readiness now says the replica should get none.
+            let refreshed = fleet.refresh(0, token).await;
+            assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+            let (status, ready) = fleet.admin(0, "/readyz");
+            if status != 503 {
+                return Err(format!("{status} {ready}"));
+            }
             assert!(ready.contains("store"), "{ready}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "never unready: {status} {ready}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            Ok(())
+        },
+    )
+    .await;
     fleet.pg.start_server();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let _ = fleet.refresh(0, &token).await;
-        if fleet.admin(0, "/readyz") == (200, "ok\n".to_owned()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the replica did not come back");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "/readyz to say ok once the database is back",
+        || async move {
+            let _ = fleet.refresh(0, token).await;
+            readyz_ok(fleet, 0)
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -284,6 +288,35 @@ fn counter(metrics: &str, series: &str) -> u64 {
         .unwrap_or_else(|| panic!("{series} not in the metrics"))
 }
 
+/// Polls `check` (every 200 ms) until it gives `Ok`, for at most `within`; on timeout the
+/// test fails saying what it awaited and what `check` last saw.
+async fn eventually<T, F, Fut>(within: Duration, awaited: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let last = match check().await {
+            Ok(done) => return done,
+            Err(last) => last,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} awaiting {awaited}; last seen: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Replica `at`'s readiness, as `eventually` wants it.
+fn readyz_ok(fleet: &Fleet, at: usize) -> Result<(), String> {
+    match fleet.admin(at, "/readyz") {
+        (200, ready) if ready == "ok\n" => Ok(()),
+        (status, ready) => Err(format!("{status} {ready}")),
+    }
+}
+
 #[tokio::test]
 async fn five_authorizations_through_one_replica_and_a_sixth_through_another_explain_the_eviction_on_a_third()
  {
@@ -488,16 +521,17 @@ async fn with_the_database_down_traffic_flows_readiness_says_degraded_and_it_hea
     assert!(!fleet.logs().contains(postgres::PASSWORD));
 
     fleet.pg.start_server();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        // An exchange makes the replica use the store again.
-        let _ = fleet.refresh(0, &token).await;
-        if fleet.admin(0, "/readyz").1 == "ok\n" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the replica did not reconnect");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (fleet_ref, token_ref) = (&fleet, token.as_str());
+    eventually(
+        Duration::from_secs(20),
+        "the replica to reconnect to the database",
+        || async move {
+            // An exchange makes the replica use the store again.
+            let _ = fleet_ref.refresh(0, token_ref).await;
+            readyz_ok(fleet_ref, 0)
+        },
+    )
+    .await;
     fleet.replicas[0]
         .proxy
         .wait_for_event(|e| e["event"] == "store_recovered");
