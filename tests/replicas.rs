@@ -19,6 +19,7 @@ const LOGIN: &str = "login.salesforce.com";
 const WEB: &str = "3MVG9web";
 const WEB_SECRET: &str = "web-secret";
 const ALICE: &str = "alice@acme.com";
+const JWT_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 struct Replica {
     proxy: ProxyProcess,
@@ -211,12 +212,18 @@ impl Fleet {
     }
 
     async fn upstream_refreshes(&self) -> usize {
+        self.upstream("refresh_token").await.len()
+    }
+
+    /// The requests of one grant type in the emulator's request log.
+    async fn upstream(&self, grant_type: &str) -> Vec<Value> {
         let log = self.emu.control("GET", "requests", Value::Null).await;
         log.as_array()
             .unwrap()
             .iter()
-            .filter(|r| r["grant_type"] == "refresh_token")
-            .count()
+            .filter(|r| r["grant_type"] == grant_type)
+            .cloned()
+            .collect()
     }
 
     async fn rotate(&self) {
@@ -258,18 +265,28 @@ async fn storm(
     callers: usize,
     token: &str,
 ) -> std::collections::HashSet<String> {
+    at_once(fleet, callers, token)
+        .await
+        .into_iter()
+        .map(|answer| {
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            answer.body["refresh_token"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// `callers` identical refreshes of `token` at once, round-robin over the replicas.
+async fn at_once(fleet: &Arc<Fleet>, callers: usize, token: &str) -> Vec<Answer> {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..callers {
         let (fleet, token) = (fleet.clone(), token.to_owned());
         tasks.spawn(async move { fleet.refresh(i % fleet.replicas.len(), &token).await });
     }
-    let mut tokens = std::collections::HashSet::new();
+    let mut answers = Vec::with_capacity(callers);
     while let Some(done) = tasks.join_next().await {
-        let answer = done.unwrap();
-        assert_eq!(answer.status, 200, "{}", answer.body);
-        tokens.insert(answer.body["refresh_token"].as_str().unwrap().to_owned());
+        answers.push(done.unwrap());
     }
-    tokens
+    answers
 }
 
 fn header<'a>(answer: &'a Answer, name: &str) -> &'a str {
@@ -422,6 +439,87 @@ async fn five_hundred_identical_refreshes_over_three_replicas_make_one_upstream_
     let newest = new_tokens.into_iter().next().unwrap();
     let next = fleet.refresh(1, &newest).await;
     assert_eq!(next.status, 200, "the family is intact: {}", next.body);
+}
+
+#[tokio::test]
+async fn concurrent_recoveries_over_three_replicas_take_turns_on_one_fleet_lease() {
+    let config = recovery_config();
+    let path = config.path().join("grantdoctor.toml").display().to_string();
+    // Coalescing off: every replica's refresh really fails upstream and asks for a recovery,
+    // so only the fleet's JWT lease stands between the replicas and Salesforce.
+    let Some(fleet) = Fleet::start(3, &["--config", &path, "--coalesce-refresh", "off"]) else {
+        return;
+    };
+    let mut tokens = Vec::new();
+    for at in [0, 1, 2, 0, 1, 2] {
+        tokens.push(fleet.login(at).await);
+    }
+    fleet.emu.control("DELETE", "requests", Value::Null).await;
+    let fleet = Arc::new(fleet);
+    let callers = 30;
+    for answer in at_once(&fleet, callers, &tokens[0]).await {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(header(&answer, "grantdoctor-recovered"), "jwt-bearer");
+        assert!(answer.body["access_token"].is_string(), "{}", answer.body);
+    }
+    let jwt = fleet.upstream(JWT_GRANT).await;
+    assert!(jwt.iter().all(|r| r["username"] == ALICE), "{jwt:?}");
+    // The recovered token stays in the memory of the replica that got it (the database
+    // never holds a usable token), so each replica runs at most one exchange of its own.
+    assert!(
+        (1..=fleet.replicas.len()).contains(&jwt.len()),
+        "{} JWT bearer exchanges upstream",
+        jwt.len()
+    );
+    let fleet_ref = &fleet;
+    let exchanged = eventually(
+        Duration::from_secs(10),
+        "a recovered line for every caller",
+        || async move {
+            let hows: Vec<Vec<String>> = fleet_ref.replicas.iter().map(recoveries).collect();
+            match hows.iter().map(Vec::len).sum::<usize>() {
+                n if n == callers => Ok(hows),
+                n => Err(format!("{n} of {callers}")),
+            }
+        },
+    )
+    .await
+    .iter()
+    .map(|hows| hows.iter().filter(|how| *how == "exchanged").count())
+    .collect::<Vec<_>>();
+    assert!(exchanged.iter().all(|&n| n <= 1), "{exchanged:?}");
+    assert_eq!(exchanged.iter().sum::<usize>(), jwt.len());
+    // One lease row for (host, app, user), taken once per exchange: each replica waited
+    // for the one before it to land.
+    let leases = fleet
+        .pg
+        .psql("SELECT count(*), max(generation) FROM grantdoctor_flights");
+    assert_eq!(leases.trim(), format!("1|{}", jwt.len()));
+}
+
+/// A configuration file with one `[[recovery.jwt_bearer]]` for the web app acting as Alice.
+fn recovery_config() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::jwt::fixture("jwt/app-private.pem");
+    std::fs::write(
+        dir.path().join("grantdoctor.toml"),
+        format!(
+            "[[recovery.jwt_bearer]]\nclient_id = \"{WEB}\"\nprivate_key = {key:?}\nsubject = \"{ALICE}\"\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// How each recovery a replica logged got its token: `exchanged`, `shared`, `reused`.
+fn recoveries(replica: &Replica) -> Vec<String> {
+    replica
+        .proxy
+        .events()
+        .into_iter()
+        .filter(|e| e["event"] == "recovered")
+        .map(|e| e["how"].as_str().unwrap_or("").to_owned())
+        .collect()
 }
 
 #[tokio::test]
