@@ -5,31 +5,20 @@
 //! costs no application traffic.
 
 mod common;
+#[path = "replicas/support.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::emulator::{EmulatorProcess, HOSTS, encode};
-use common::postgres::{self, Postgres};
-use common::stack::Answer;
-use common::{ProxyProcess, client_via};
+use common::emulator::EmulatorProcess;
+use common::postgres;
+use common::postgres::Postgres;
 use serde_json::{Value, json};
-
-const LOGIN: &str = "login.salesforce.com";
-const WEB: &str = "3MVG9web";
-const WEB_SECRET: &str = "web-secret";
-const ALICE: &str = "alice@acme.com";
-
-struct Replica {
-    proxy: ProxyProcess,
-    client: reqwest::Client,
-}
-
-struct Fleet {
-    emu: EmulatorProcess,
-    pg: Postgres,
-    replicas: Vec<Replica>,
-}
+use support::{
+    ALICE, Fleet, JWT_GRANT, WEB, WEB_SECRET, at_once, counter, eventually, header, readyz_ok,
+    recoveries, recovery_config, refused_start, replica, replica_args, storm,
+};
 
 #[tokio::test]
 async fn with_ready_requires_store_a_database_outage_takes_the_replica_out_until_it_heals() {
@@ -39,29 +28,33 @@ async fn with_ready_requires_store_a_database_outage_takes_the_replica_out_until
     assert_eq!(fleet.admin(0, "/readyz"), (200, "ok\n".to_owned()));
     let token = fleet.login(0).await;
     fleet.pg.stop_server();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        // Traffic still flows; readiness now says the replica should get none.
-        let refreshed = fleet.refresh(0, &token).await;
-        assert_eq!(refreshed.status, 200, "{}", refreshed.body);
-        let (status, ready) = fleet.admin(0, "/readyz");
-        if status == 503 {
+    let (fleet, token) = (&fleet, token.as_str());
+    eventually(
+        Duration::from_secs(20),
+        "/readyz to say 503 while the database is down",
+        || async move {
+            // Traffic still flows; readiness now says the replica should get none.
+            let refreshed = fleet.refresh(0, token).await;
+            assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+            let (status, ready) = fleet.admin(0, "/readyz");
+            if status != 503 {
+                return Err(format!("{status} {ready}"));
+            }
             assert!(ready.contains("store"), "{ready}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "never unready: {status} {ready}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            Ok(())
+        },
+    )
+    .await;
     fleet.pg.start_server();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let _ = fleet.refresh(0, &token).await;
-        if fleet.admin(0, "/readyz") == (200, "ok\n".to_owned()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the replica did not come back");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "/readyz to say ok once the database is back",
+        || async move {
+            let _ = fleet.refresh(0, token).await;
+            readyz_ok(fleet, 0)
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -97,191 +90,6 @@ async fn a_replica_prunes_the_shared_store_to_its_row_bound_oldest_first() {
         .pg
         .psql("SELECT count(*) FROM grantdoctor_records WHERE writer = 'gone'");
     assert_eq!(aged.trim(), "0");
-}
-
-fn replica_args(emu: &EmulatorProcess, pg: &Postgres, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "--store".to_owned(),
-        pg.url(),
-        "--upstream-ca".into(),
-        emu.ca_pem().display().to_string(),
-    ];
-    for host in HOSTS {
-        args.push("--resolve".into());
-        args.push(format!("{host}:443={}", emu.addr));
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
-/// The fingerprint key every replica of a fleet is given (as one Secret would be).
-const FLEET_KEY: [u8; 32] = [7; 32];
-
-fn replica(args: &[String]) -> Replica {
-    replica_with_key(args, &FLEET_KEY)
-}
-
-fn replica_with_key(args: &[String], key: &[u8; 32]) -> Replica {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("data")).unwrap();
-    std::fs::write(dir.path().join("data/fingerprint.key"), key).unwrap();
-    let proxy = ProxyProcess::start_in(dir, args);
-    let client = client_via(&proxy, &[&proxy.ca_pem()], false);
-    Replica { proxy, client }
-}
-
-impl Fleet {
-    /// `n` replicas on one database, or `None` where PostgreSQL is not installed.
-    fn start(n: usize, extra: &[&str]) -> Option<Self> {
-        let pg = Postgres::start()?;
-        let emu = EmulatorProcess::start();
-        let args = replica_args(&emu, &pg, extra);
-        let replicas = (0..n).map(|_| replica(&args)).collect();
-        Some(Self { emu, pg, replicas })
-    }
-
-    async fn token(&self, at: usize, form: &[(&str, &str)]) -> Answer {
-        self.try_token(at, form).await.unwrap()
-    }
-
-    /// The same, for a replica that may die on the way.
-    async fn try_token(&self, at: usize, form: &[(&str, &str)]) -> reqwest::Result<Answer> {
-        let response = self.replicas[at]
-            .client
-            .post(format!("https://{LOGIN}/services/oauth2/token"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(encode(form))
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok(Answer {
-            status,
-            headers,
-            body,
-        })
-    }
-
-    /// The web-server flow, its code exchanged through replica `at`: a new refresh token.
-    async fn login(&self, at: usize) -> String {
-        let code = self
-            .emu
-            .control(
-                "POST",
-                "authorize",
-                json!({"client_id": WEB, "username": ALICE, "scope": "api refresh_token",
-                       "redirect_uri": "https://app.example.com/callback"}),
-            )
-            .await["code"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let answer = self
-            .token(
-                at,
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("client_id", WEB),
-                    ("client_secret", WEB_SECRET),
-                    ("code", &code),
-                    ("redirect_uri", "https://app.example.com/callback"),
-                ],
-            )
-            .await;
-        assert_eq!(answer.status, 200, "{}", answer.body);
-        answer.body["refresh_token"].as_str().unwrap().to_owned()
-    }
-
-    async fn refresh(&self, at: usize, token: &str) -> Answer {
-        self.token(
-            at,
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", WEB),
-                ("refresh_token", token),
-            ],
-        )
-        .await
-    }
-
-    async fn upstream_refreshes(&self) -> usize {
-        let log = self.emu.control("GET", "requests", Value::Null).await;
-        log.as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["grant_type"] == "refresh_token")
-            .count()
-    }
-
-    async fn rotate(&self) {
-        self.emu
-            .control("PATCH", "apps/3MVG9web", json!({"rotation": true}))
-            .await;
-    }
-
-    fn admin(&self, at: usize, path: &str) -> (u16, String) {
-        common::raw::admin_get(self.replicas[at].proxy.admin.unwrap(), path).unwrap()
-    }
-
-    fn logs(&self) -> String {
-        self.replicas
-            .iter()
-            .map(|r| r.proxy.raw_log())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-}
-
-/// `run` on `store` with a data directory of its own, expected to refuse to start.
-fn refused_start(dir: &std::path::Path, store: &str) -> std::process::Output {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_grantdoctor"))
-        .args(["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-        .args(["--ca-dir", &dir.join("certs").display().to_string()])
-        .args(["--data-dir", &dir.join("data").display().to_string()])
-        .args(["--store", store])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "started: {out:?}");
-    out
-}
-
-/// `callers` identical refreshes of `token` at once, round-robin over the replicas; each
-/// must be answered 200. Returns the distinct refresh tokens they got.
-async fn storm(
-    fleet: &Arc<Fleet>,
-    callers: usize,
-    token: &str,
-) -> std::collections::HashSet<String> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..callers {
-        let (fleet, token) = (fleet.clone(), token.to_owned());
-        tasks.spawn(async move { fleet.refresh(i % fleet.replicas.len(), &token).await });
-    }
-    let mut tokens = std::collections::HashSet::new();
-    while let Some(done) = tasks.join_next().await {
-        let answer = done.unwrap();
-        assert_eq!(answer.status, 200, "{}", answer.body);
-        tokens.insert(answer.body["refresh_token"].as_str().unwrap().to_owned());
-    }
-    tokens
-}
-
-fn header<'a>(answer: &'a Answer, name: &str) -> &'a str {
-    answer
-        .headers
-        .get(name)
-        .map(|v| v.to_str().unwrap())
-        .unwrap_or("")
-}
-
-fn counter(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series))
-        .map(|n| n.trim().parse::<f64>().unwrap() as u64)
-        .unwrap_or_else(|| panic!("{series} not in the metrics"))
 }
 
 #[tokio::test]
@@ -392,6 +200,62 @@ async fn five_hundred_identical_refreshes_over_three_replicas_make_one_upstream_
 }
 
 #[tokio::test]
+async fn concurrent_recoveries_over_three_replicas_take_turns_on_one_fleet_lease() {
+    let config = recovery_config();
+    let path = config.path().join("grantdoctor.toml").display().to_string();
+    // Coalescing off: every replica's refresh really fails upstream and asks for a recovery,
+    // so only the fleet's JWT lease stands between the replicas and Salesforce.
+    let Some(fleet) = Fleet::start(3, &["--config", &path, "--coalesce-refresh", "off"]) else {
+        return;
+    };
+    let mut tokens = Vec::new();
+    for at in [0, 1, 2, 0, 1, 2] {
+        tokens.push(fleet.login(at).await);
+    }
+    fleet.emu.control("DELETE", "requests", Value::Null).await;
+    let fleet = Arc::new(fleet);
+    let callers = 30;
+    for answer in at_once(&fleet, callers, &tokens[0]).await {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(header(&answer, "grantdoctor-recovered"), "jwt-bearer");
+        assert!(answer.body["access_token"].is_string(), "{}", answer.body);
+    }
+    let jwt = fleet.upstream(JWT_GRANT).await;
+    assert!(jwt.iter().all(|r| r["username"] == ALICE), "{jwt:?}");
+    // The recovered token stays in the memory of the replica that got it (the database
+    // never holds a usable token), so each replica runs at most one exchange of its own.
+    assert!(
+        (1..=fleet.replicas.len()).contains(&jwt.len()),
+        "{} JWT bearer exchanges upstream",
+        jwt.len()
+    );
+    let fleet_ref = &fleet;
+    let exchanged = eventually(
+        Duration::from_secs(10),
+        "a recovered line for every caller",
+        || async move {
+            let hows: Vec<Vec<String>> = fleet_ref.replicas.iter().map(recoveries).collect();
+            match hows.iter().map(Vec::len).sum::<usize>() {
+                n if n == callers => Ok(hows),
+                n => Err(format!("{n} of {callers}")),
+            }
+        },
+    )
+    .await
+    .iter()
+    .map(|hows| hows.iter().filter(|how| *how == "exchanged").count())
+    .collect::<Vec<_>>();
+    assert!(exchanged.iter().all(|&n| n <= 1), "{exchanged:?}");
+    assert_eq!(exchanged.iter().sum::<usize>(), jwt.len());
+    // One lease row for (host, app, user), taken once per exchange: each replica waited
+    // for the one before it to land.
+    let leases = fleet
+        .pg
+        .psql("SELECT count(*), max(generation) FROM grantdoctor_flights");
+    assert_eq!(leases.trim(), format!("1|{}", jwt.len()));
+}
+
+#[tokio::test]
 async fn a_follower_completes_the_refresh_when_the_leader_replica_is_killed_mid_flight() {
     let Some(mut fleet) = Fleet::start(2, &["--response-timeout", "4"]) else {
         return;
@@ -488,16 +352,17 @@ async fn with_the_database_down_traffic_flows_readiness_says_degraded_and_it_hea
     assert!(!fleet.logs().contains(postgres::PASSWORD));
 
     fleet.pg.start_server();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        // An exchange makes the replica use the store again.
-        let _ = fleet.refresh(0, &token).await;
-        if fleet.admin(0, "/readyz").1 == "ok\n" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the replica did not reconnect");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (fleet_ref, token_ref) = (&fleet, token.as_str());
+    eventually(
+        Duration::from_secs(20),
+        "the replica to reconnect to the database",
+        || async move {
+            // An exchange makes the replica use the store again.
+            let _ = fleet_ref.refresh(0, token_ref).await;
+            readyz_ok(fleet_ref, 0)
+        },
+    )
+    .await;
     fleet.replicas[0]
         .proxy
         .wait_for_event(|e| e["event"] == "store_recovered");

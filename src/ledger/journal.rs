@@ -17,6 +17,7 @@
 //! Must never: hold anything the database would not (rows are the same records), or let a
 //! row reach the writer before it is in the journal.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -32,20 +33,16 @@ pub(crate) fn paths(database: &Path) -> [PathBuf; 2] {
     [0, 1].map(|i| database.with_file_name(format!("{name}.redo.{i}")))
 }
 
-#[derive(serde::Serialize)]
+/// A row as the journal holds it. Written, it borrows the row; read back, it borrows the line
+/// where it can, and owns what JSON escaped (a value is JSON text, so it usually is).
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Line<'a> {
-    kind: &'a str,
-    key: &'a str,
-    value: Option<&'a str>,
-    at: i64,
-}
-
-/// A line read back: values are JSON text, escaped inside the line, so they are owned.
-#[derive(serde::Deserialize)]
-struct ReadLine {
-    kind: String,
-    key: String,
-    value: Option<String>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(borrow)]
+    value: Option<Cow<'a, str>>,
     at: i64,
 }
 
@@ -124,9 +121,9 @@ impl Journal {
         let mut text = String::with_capacity(rows.len() * 160);
         for row in rows {
             let line = Line {
-                kind: row.kind,
-                key: &row.key,
-                value: row.value.as_deref(),
+                kind: Cow::Borrowed(row.kind),
+                key: Cow::Borrowed(&row.key),
+                value: row.value.as_deref().map(Cow::Borrowed),
                 at: row.at,
             };
             text.push_str(&serde_json::to_string(&line).map_err(std::io::Error::other)?);
@@ -197,7 +194,7 @@ fn read(path: &Path) -> std::io::Result<Option<(u64, Vec<Row>)>> {
     let mut rows = Vec::new();
     for line in lines {
         let Ok(line) = line else { break };
-        let Ok(ReadLine {
+        let Ok(Line {
             kind,
             key,
             value,
@@ -211,8 +208,8 @@ fn read(path: &Path) -> std::io::Result<Option<(u64, Vec<Row>)>> {
         };
         rows.push(Row {
             kind,
-            key,
-            value,
+            key: key.into_owned(),
+            value: value.map(Cow::into_owned),
             at,
         });
     }

@@ -150,7 +150,7 @@ pub(crate) fn open(
         None
     } else {
         let (journal, redo) = Journal::open(path).map_err(io_error)?;
-        replay(&mut conn, &redo)?;
+        write_rows(&mut conn, &redo, Over::NoNewer)?;
         journal.start().map_err(io_error)?;
         Some(Arc::new(journal))
     };
@@ -375,7 +375,7 @@ impl Writer {
     }
 
     fn commit(&mut self) {
-        match write_batch(&mut self.conn, &self.pending) {
+        match write_rows(&mut self.conn, &self.pending, Over::Any) {
             Ok(()) => {
                 self.pending.clear();
                 for waiter in self.waiting.drain(..) {
@@ -428,44 +428,44 @@ pub(crate) fn fold(rows: &mut Vec<Row>) {
     });
 }
 
-/// Writes the journal's rows back, each only over a record no newer than itself.
-fn replay(conn: &mut Connection, rows: &[Row]) -> rusqlite::Result<()> {
+/// Whether a row may replace a record newer than itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    /// The writer's own rows: they are the latest state of their keys.
+    Any,
+    /// The journal's rows, written back at start: one committed long ago must not undo a
+    /// newer write that was not journaled.
+    NoNewer,
+}
+
+/// Writes rows in one transaction, each over its record as `over` allows.
+fn write_rows(conn: &mut Connection, rows: &[Row], over: Over) -> rusqlite::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let tx = conn.transaction()?;
-    {
-        let mut upsert = tx.prepare(
+    let (upsert, delete) = match over {
+        Over::Any => (
+            "INSERT INTO records (kind, key, value, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, at = excluded.at",
+            "DELETE FROM records WHERE kind = ?1 AND key = ?2",
+        ),
+        Over::NoNewer => (
             "INSERT INTO records (kind, key, value, at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, at = excluded.at
              WHERE excluded.at >= records.at",
-        )?;
-        let mut delete =
-            tx.prepare("DELETE FROM records WHERE kind = ?1 AND key = ?2 AND at <= ?3")?;
+            "DELETE FROM records WHERE kind = ?1 AND key = ?2 AND at <= ?3",
+        ),
+    };
+    let tx = conn.transaction()?;
+    {
+        let mut upsert = tx.prepare_cached(upsert)?;
+        let mut delete = tx.prepare_cached(delete)?;
         for row in rows {
             match &row.value {
                 Some(value) => upsert.execute(params![row.kind, row.key, value, row.at])?,
-                None => delete.execute(params![row.kind, row.key, row.at])?,
-            };
-        }
-    }
-    tx.commit()
-}
-
-fn write_batch(conn: &mut Connection, batch: &[Row]) -> rusqlite::Result<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let tx = conn.transaction()?;
-    {
-        let mut upsert = tx.prepare_cached(
-            "INSERT INTO records (kind, key, value, at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, at = excluded.at",
-        )?;
-        let mut delete = tx.prepare_cached("DELETE FROM records WHERE kind = ?1 AND key = ?2")?;
-        for row in batch {
-            match &row.value {
-                Some(value) => upsert.execute(params![row.kind, row.key, value, row.at])?,
+                None if over == Over::NoNewer => {
+                    delete.execute(params![row.kind, row.key, row.at])?
+                }
                 None => delete.execute(params![row.kind, row.key])?,
             };
         }
@@ -497,22 +497,41 @@ mod tests {
     fn a_replayed_row_never_undoes_a_newer_record() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(SCHEMA).unwrap();
-        write_batch(
+        write_rows(
             &mut conn,
             &[row("kept", "newer", 5), row("same", "before", 5)],
+            Over::Any,
         )
         .unwrap();
-        replay(
+        write_rows(
             &mut conn,
             &[
                 row("kept", "older", 3),
                 row("same", "journaled", 5),
                 row("lost", "journaled", 4),
             ],
+            Over::NoNewer,
         )
         .unwrap();
         assert_eq!(value_of(&conn, "kept").as_deref(), Some("newer"));
         assert_eq!(value_of(&conn, "same").as_deref(), Some("journaled"));
         assert_eq!(value_of(&conn, "lost").as_deref(), Some("journaled"));
+    }
+
+    #[test]
+    fn only_the_writer_deletes_over_a_newer_record() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        write_rows(&mut conn, &[row("k", "newer", 5)], Over::Any).unwrap();
+        let gone = |at| Row {
+            kind: "refresh",
+            key: "k".into(),
+            value: None,
+            at,
+        };
+        write_rows(&mut conn, &[gone(3)], Over::NoNewer).unwrap();
+        assert_eq!(value_of(&conn, "k").as_deref(), Some("newer"));
+        write_rows(&mut conn, &[gone(3)], Over::Any).unwrap();
+        assert_eq!(value_of(&conn, "k"), None);
     }
 }

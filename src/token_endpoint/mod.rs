@@ -335,14 +335,19 @@ fn exchange_key(host: &str, parts: &http::request::Parts, body: &[u8]) -> Exchan
 
 /// A token response read whole and decoded for inspection.
 struct ReadResponse {
+    answer: Answer,
+    /// Salesforce's time of the response.
+    now: i64,
+    outcome: ResponseFacts,
+}
+
+/// The upstream's answer as read: what is passed on (or annotated), and what was inspected.
+struct Answer {
     parts: http::response::Parts,
     /// As upstream sent it.
     raw: Bytes,
     /// Without its Content-Encoding.
     decoded: Vec<u8>,
-    /// Salesforce's time of the response.
-    now: i64,
-    outcome: ResponseFacts,
 }
 
 /// Why a token response cannot be inspected; what was read goes back to be passed on.
@@ -405,9 +410,11 @@ async fn read_response(
     }
     Ok(ReadResponse {
         now: upstream_now(&parts.headers),
-        parts,
-        raw,
-        decoded,
+        answer: Answer {
+            parts,
+            raw,
+            decoded,
+        },
         outcome,
     })
 }

@@ -31,16 +31,16 @@ use http::{Method, Request, Response};
 use super::line::{Line, not_inspected};
 use super::run_to_end::RunToEnd;
 use super::{
-    Buffered, COMMIT_BOUND, ExchangeKey, Observed, Observer, OneshotInfallible, ReadResponse,
-    RecordExchange, Unreadable, Upstream, breaker, buffer_capped, confirm, credentials_key,
-    event_id, exchange_key, fleet, read_response, rescue,
+    Answer, Buffered, COMMIT_BOUND, ExchangeKey, Observed, Observer, OneshotInfallible,
+    ReadResponse, RecordExchange, Unreadable, Upstream, breaker, buffer_capped, confirm,
+    credentials_key, event_id, exchange_key, fleet, read_response, rescue,
 };
 use crate::annotate;
 use crate::body::{self, ProxyBody};
 use crate::diagnose::{self, Diagnosis, Warning};
 use crate::finished::Finished;
 use crate::ledger::LedgerView;
-use crate::oauth::{self, RequestFacts, ResponseFacts};
+use crate::oauth::{self, RequestFacts};
 use crate::recover::flight::Leader;
 use crate::recover::{CredentialsKey, Joined, Verdict};
 use crate::reply::{self, ErrorKind};
@@ -328,7 +328,11 @@ pub(super) async fn observe<S: Upstream>(
     let rotation = keep_rotation(observer, &facts, credentials, presented.as_deref(), &read).await;
     drop(in_flight);
     let warnings = record(observer, host, &facts, &read).await;
-    let (answer, now, outcome) = read.into_answer();
+    let ReadResponse {
+        answer,
+        now,
+        outcome,
+    } = read;
     let event_id = event_id();
     let ids = super::line::Ids::of(&facts, &outcome, &view);
     let line = Line {
@@ -365,37 +369,6 @@ pub(super) async fn observe<S: Upstream>(
     }
     let Answer { parts, raw, .. } = answer;
     Observed::Inspected(rotation.unwrap_or_else(|| Arc::new(Finished { parts, body: raw })))
-}
-
-impl ReadResponse {
-    /// What is passed on, apart from the facts a log line borrows.
-    fn into_answer(self) -> (Answer, i64, ResponseFacts) {
-        let Self {
-            parts,
-            raw,
-            decoded,
-            now,
-            outcome,
-        } = self;
-        (
-            Answer {
-                parts,
-                raw,
-                decoded,
-            },
-            now,
-            outcome,
-        )
-    }
-}
-
-/// The upstream's answer as read: what is passed on (or annotated), and what was inspected.
-struct Answer {
-    parts: http::response::Parts,
-    /// As upstream sent it.
-    raw: Bytes,
-    /// Without its Content-Encoding.
-    decoded: Vec<u8>,
 }
 
 /// An answer that cannot be inspected goes on as it came; the log says why.
@@ -452,8 +425,8 @@ async fn keep_rotation(
         return None;
     };
     let finished = Arc::new(Finished {
-        parts: read.parts.clone(),
-        body: read.raw.clone(),
+        parts: read.answer.parts.clone(),
+        body: read.answer.raw.clone(),
     });
     guard.rotated(crate::ledger::fp_key(old), credentials, finished.clone());
     if let (Some(fleet), Some(presented)) = (&observer.fleet, presented) {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 
 use super::{
-    Exchange, Line, Observer, OneshotInfallible, ReadResponse, RecordExchange, TOKEN_PATH,
+    Answer, Exchange, Line, Observer, OneshotInfallible, ReadResponse, RecordExchange, TOKEN_PATH,
     Upstream, event_id, read_response,
 };
 use crate::annotate::{self, RecoveryNote};
@@ -234,11 +234,9 @@ async fn jwt_exchange<S: Upstream>(
     };
     let response = inner.oneshot_infallible(request).await;
     let ReadResponse {
-        parts,
-        raw,
+        answer: Answer { parts, raw, .. },
         now,
         outcome,
-        ..
     } = match read_response(response, observer).await {
         Ok(read) => read,
         Err(unreadable) => {
