@@ -491,11 +491,13 @@ fn over_tls_the_database_certificate_is_verified_against_store_ca() {
         "the replica's connections use TLS"
     );
 
-    // Without the CA, the server's certificate is not trusted: refused at start.
+    // Without the CA, the server's certificate is not trusted: refused at start, at once
+    // (waiting cannot make it trusted), naming the certificate.
     let dir = tempfile::tempdir().unwrap();
     let out = refused_start(dir.path(), &url);
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("opening the shared store"), "{text}");
+    assert!(text.contains("certificate"), "{text}");
     assert!(!text.contains(postgres::PASSWORD), "{text}");
 }
 

@@ -18,10 +18,26 @@ pub enum StoreError {
     Unavailable,
     #[error("the database did not answer within {0:?}")]
     Timeout(Duration),
-    #[error("{0}")]
+    /// With its causes: the client's own text is only the kind ("error performing TLS
+    /// handshake", "db error"), the why is in its sources.
+    #[error("{}", with_causes(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("{0}")]
     Schema(String),
+}
+
+fn with_causes(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// Pause before the first reconnection attempt, doubled up to the second.
