@@ -10,34 +10,40 @@ use std::task::{Context, Poll};
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Request, Response, Version};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::body::{self, ProxyBody};
 use crate::upstream::UpstreamClient;
 
+use super::layers::Deadline;
 use crate::reply;
-use crate::route::Route;
 
-/// Forwards to the origin named by the request's absolute URI.
+/// Forwards to the origin named by the request's absolute URI. The response timeout and the
+/// request metrics are layers around it (`super::layers`).
 #[derive(Clone)]
 pub struct Forward {
+    // One `Arc` for all of it: the forwarder is cloned into every request's future.
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     client: UpstreamClient,
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
-    response_timeout: std::time::Duration,
+    metrics: Arc<crate::metrics::Metrics>,
     origins: OriginLimits,
 }
 
 impl Forward {
     pub fn new(
         client: UpstreamClient,
-        metrics: std::sync::Arc<crate::metrics::Metrics>,
-        response_timeout: std::time::Duration,
+        metrics: Arc<crate::metrics::Metrics>,
         per_origin: usize,
     ) -> Self {
         Self {
-            client,
-            metrics,
-            response_timeout,
-            origins: OriginLimits::new(per_origin),
+            shared: Arc::new(Shared {
+                client,
+                metrics,
+                origins: OriginLimits::new(per_origin),
+            }),
         }
     }
 }
@@ -45,17 +51,16 @@ impl Forward {
 /// Requests in flight per origin, each holding its place until its response body ends. On
 /// an HTTP/1.1 origin each is a connection: without a bound, clients that cancel and resend
 /// (h2 streams reset after dispatch) make the pool open connections without end.
-#[derive(Clone)]
 struct OriginLimits {
     per_origin: usize,
-    origins: Arc<dashmap::DashMap<String, Arc<Semaphore>>>,
+    origins: dashmap::DashMap<String, Arc<Semaphore>>,
 }
 
 impl OriginLimits {
     fn new(per_origin: usize) -> Self {
         Self {
             per_origin: per_origin.max(1),
-            origins: Arc::default(),
+            origins: dashmap::DashMap::new(),
         }
     }
 
@@ -156,24 +161,16 @@ impl tower::Service<Request<ProxyBody>> for Forward {
 }
 
 impl Forward {
-    /// One request upstream: a place at its origin, then the response headers, both within
-    /// the response timeout.
+    /// One request upstream: a place at its origin, then the response headers. The
+    /// `ResponseTimeout` around this service bounds both.
     async fn send(self, mut req: Request<ProxyBody>) -> Result<Response<ProxyBody>, Infallible> {
-        let started = std::time::Instant::now();
-        // Token exchanges come through here too; they have their own histogram.
-        let timed = !crate::token_endpoint::is_token_exchange(&req);
-        let host_class = req
-            .extensions()
-            .get::<Route>()
-            .map_or("other", |route| route.host_class);
         let authority = req
             .uri()
             .authority()
             .map(|a| a.to_string())
             .unwrap_or_default();
         prepare(&mut req);
-        let deadline = tokio::time::Instant::now() + self.response_timeout;
-        let permit = match self.place_at(&authority, deadline).await {
+        let permit = match self.place_at(&authority).await {
             Ok(permit) => permit,
             Err(refused) => return Ok(refused),
         };
@@ -184,22 +181,8 @@ impl Forward {
                 failed: failed.clone(),
             })
         });
-        let Ok(sent) = tokio::time::timeout_at(deadline, self.client.request(req)).await else {
-            crate::metrics::Metrics::count(&self.metrics.limits, &[("limit", "response_timeout")]);
-            tracing::warn!(event = "upstream_error", host = %authority, reason = "no response headers in time", connect = false);
-            return Ok(reply::error(
-                reply::ErrorKind::UpstreamTimeout,
-                format_args!(
-                    "upstream {authority} sent no response within {} s",
-                    self.response_timeout.as_secs()
-                ),
-            ));
-        };
-        if timed {
-            self.metrics.request_took(host_class, started.elapsed());
-        }
-        Ok(match sent {
-            Ok(response) => self.answered(host_class, response, permit),
+        Ok(match self.shared.client.request(req).await {
+            Ok(response) => answered(response, permit),
             Err(err) => {
                 let body_failed = failed.load(std::sync::atomic::Ordering::Relaxed);
                 self.failed(&authority, &err, body_failed)
@@ -207,54 +190,26 @@ impl Forward {
         })
     }
 
-    /// A place among the origin's requests in flight, waited for until the deadline.
-    async fn place_at(
-        &self,
-        authority: &str,
-        deadline: tokio::time::Instant,
-    ) -> Result<OwnedSemaphorePermit, Response<ProxyBody>> {
-        if let Ok(permit) = self.origins.of(authority).try_acquire_owned() {
+    /// A place among the origin's requests in flight, waited for until the request's
+    /// deadline.
+    async fn place_at(&self, authority: &str) -> Result<OwnedSemaphorePermit, Response<ProxyBody>> {
+        let origins = &self.shared.origins;
+        if let Ok(permit) = origins.of(authority).try_acquire_owned() {
             return Ok(permit);
         }
-        crate::metrics::Metrics::count(&self.metrics.limits, &[("limit", "per_origin")]);
-        match tokio::time::timeout_at(deadline, self.origins.of(authority).acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(reply::error(
+        crate::metrics::Metrics::count(&self.shared.metrics.limits, &[("limit", "per_origin")]);
+        let deadline = Deadline::current();
+        match wait_for_place(origins.of(authority), deadline.map(|d| d.at)).await {
+            Some(permit) => Ok(permit),
+            None => Err(reply::error(
                 reply::ErrorKind::UpstreamTimeout,
                 format_args!(
                     "upstream {authority}: {} requests already in flight, none ended within {} s",
-                    self.origins.per_origin,
-                    self.response_timeout.as_secs()
+                    origins.per_origin,
+                    deadline.map_or(0, |d| d.within.as_secs())
                 ),
             )),
         }
-    }
-
-    /// The origin's answer, streamed back, holding the origin's place until its body ends.
-    fn answered(
-        &self,
-        host_class: &'static str,
-        response: Response<hyper::body::Incoming>,
-        permit: OwnedSemaphorePermit,
-    ) -> Response<ProxyBody> {
-        let status_class = match response.status().as_u16() {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        crate::metrics::Metrics::count(
-            &self.metrics.requests,
-            &[("host_class", host_class), ("status", status_class)],
-        );
-        let (mut parts, incoming) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        let body = Permitted {
-            inner: incoming,
-            permit: Some(permit),
-        };
-        Response::from_parts(parts, body::boxed(body))
     }
 
     /// No answer: the client's body broke (its fault), or the origin could not be reached
@@ -265,11 +220,9 @@ impl Forward {
         err: &hyper_util::client::legacy::Error,
         body_failed: bool,
     ) -> Response<ProxyBody> {
+        let metrics = &self.shared.metrics;
         if reply::client_body_error(err).is_some() || body_failed {
-            crate::metrics::Metrics::count(
-                &self.metrics.client_errors,
-                &[("kind", "request_body")],
-            );
+            crate::metrics::Metrics::count(&metrics.client_errors, &[("kind", "request_body")]);
             tracing::info!(event = "bad_request", host = %authority, reason = "the client's request body could not be read", detail = %reply::root_cause(err));
             return reply::error(
                 reply::ErrorKind::BadRequestBody,
@@ -285,10 +238,51 @@ impl Forward {
         } else {
             "request"
         };
-        crate::metrics::Metrics::count(&self.metrics.upstream_errors, &[("kind", kind)]);
+        crate::metrics::Metrics::count(&metrics.upstream_errors, &[("kind", kind)]);
         tracing::warn!(event = "upstream_error", host = %authority, reason = %reply::root_cause(err), connect = err.is_connect());
         reply::upstream_error(authority, err)
     }
+}
+
+/// Waits for a place until `deadline`, or for as long as it takes without one.
+///
+/// The `ResponseTimeout` around the forwarder fires at this same instant and polls this wait
+/// before its own timer: going by the clock, not only by this wait's timer, the refusal
+/// names the wait for a place whichever of the two timers the runtime fires first.
+async fn wait_for_place(
+    limit: Arc<Semaphore>,
+    deadline: Option<Instant>,
+) -> Option<OwnedSemaphorePermit> {
+    let acquire = limit.acquire_owned();
+    let Some(deadline) = deadline else {
+        return acquire.await.ok();
+    };
+    let expiry = tokio::time::sleep_until(deadline);
+    tokio::pin!(acquire, expiry);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(permit) = acquire.as_mut().poll(cx) {
+            return Poll::Ready(permit.ok());
+        }
+        if expiry.as_mut().poll(cx).is_ready() || Instant::now() >= deadline {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The origin's answer, streamed back, holding the origin's place until its body ends.
+fn answered(
+    response: Response<hyper::body::Incoming>,
+    permit: OwnedSemaphorePermit,
+) -> Response<ProxyBody> {
+    let (mut parts, incoming) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = Permitted {
+        inner: incoming,
+        permit: Some(permit),
+    };
+    Response::from_parts(parts, body::boxed(body))
 }
 
 /// What changes on the way upstream: hop-by-hop headers go, the client derives Host (HTTP/1.1)
@@ -348,6 +342,91 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use crate::metrics::Metrics;
+    use crate::proxy::layers::{RequestMetricsLayer, ResponseTimeoutLayer};
+
+    fn forward(metrics: &Arc<Metrics>) -> Forward {
+        let tls = crate::tls::upstream_client_config(&[] as &[&str]).unwrap();
+        let client = crate::upstream::client(
+            tls,
+            crate::upstream::ResolveOverrides::new(&[]),
+            crate::upstream::OwnListeners::default(),
+            &crate::upstream::UpstreamOptions::default(),
+        );
+        Forward::new(client, metrics.clone(), 1)
+    }
+
+    async fn through_stack(
+        forward: Forward,
+        metrics: &Arc<Metrics>,
+        within: std::time::Duration,
+        uri: &str,
+    ) -> (http::StatusCode, String) {
+        let stack = tower::ServiceBuilder::new()
+            .layer(ResponseTimeoutLayer::new(within, metrics.clone()))
+            .layer(RequestMetricsLayer::new(metrics.clone()))
+            .service(forward);
+        let req = Request::get(uri).body(body::full("")).unwrap();
+        let response = stack.oneshot(req).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    fn limit(metrics: &Metrics, which: &'static str) -> u64 {
+        metrics.limits.get_or_create(&vec![("limit", which)]).get()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_that_finds_no_place_in_time_is_refused_for_the_place_not_the_headers() {
+        let metrics = Arc::new(Metrics::default());
+        let forward = forward(&metrics);
+        let held = forward
+            .shared
+            .origins
+            .of("origin.test")
+            .try_acquire_owned()
+            .unwrap();
+        // The two timers share one instant: every round must name the wait for a place.
+        for round in 1..=20 {
+            let within = std::time::Duration::from_millis(5);
+            let (status, text) =
+                through_stack(forward.clone(), &metrics, within, "http://origin.test/").await;
+            assert_eq!(status, http::StatusCode::GATEWAY_TIMEOUT);
+            assert_eq!(
+                text,
+                "grantdoctor: upstream origin.test: 1 requests already in flight, none ended within 0 s\n"
+            );
+            assert_eq!(limit(&metrics, "per_origin"), round);
+            assert_eq!(limit(&metrics, "response_timeout"), 0);
+        }
+        drop(held);
+    }
+
+    #[tokio::test]
+    async fn a_place_that_frees_in_time_lets_the_request_go_on() {
+        let metrics = Arc::new(Metrics::default());
+        let forward = forward(&metrics);
+        let held = forward
+            .shared
+            .origins
+            .of("127.0.0.1:1")
+            .try_acquire_owned()
+            .unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            drop(held);
+        });
+        let within = std::time::Duration::from_secs(10);
+        let (status, text) = through_stack(forward, &metrics, within, "http://127.0.0.1:1/").await;
+        assert_eq!(status, http::StatusCode::BAD_GATEWAY, "{text}");
+        assert!(text.contains("upstream 127.0.0.1:1 unreachable"), "{text}");
+        assert_eq!(limit(&metrics, "per_origin"), 1);
+        assert_eq!(limit(&metrics, "response_timeout"), 0);
+    }
 
     #[test]
     fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {

@@ -10,6 +10,7 @@ mod forward;
 pub mod gateway;
 mod hello;
 mod intercept;
+mod layers;
 mod lifecycle;
 mod linger;
 mod mitm;
@@ -40,6 +41,7 @@ pub use access::{AccessError, AccessPolicy};
 pub use forward::{Forward, strip_hop_by_hop};
 pub use hello::{Opening, peek_opening};
 pub use intercept::{DEFAULT_INTERCEPT, InterceptPolicy, PatternError};
+pub use layers::{RequestMetrics, ResponseTimeout};
 use lifecycle::{Held, Hold};
 use rewind::Rewind;
 
@@ -84,7 +86,7 @@ impl Default for ProxyOptions {
 }
 
 /// The service stack every forwarded request goes through, outermost first.
-pub type ExchangeStack = TokenEndpoint<Forward>;
+pub type ExchangeStack = TokenEndpoint<ResponseTimeout<RequestMetrics<Forward>>>;
 
 /// Everything a connection needs, shared by all of them.
 pub struct ProxyState {
@@ -120,10 +122,14 @@ impl ProxyState {
         let metrics = observer.metrics.clone();
         let exchange = tower::ServiceBuilder::new()
             .layer(crate::token_endpoint::TokenEndpointLayer::new(observer))
+            .layer(layers::ResponseTimeoutLayer::new(
+                options.response_timeout,
+                metrics.clone(),
+            ))
+            .layer(layers::RequestMetricsLayer::new(metrics.clone()))
             .service(Forward::new(
                 client,
                 metrics.clone(),
-                options.response_timeout,
                 options.max_connections,
             ));
         Self {
