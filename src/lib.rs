@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! client ─▶ proxy (listener, CONNECT, tunnel or intercept) ─▶ token_endpoint (observe the
-//!           exchange) ─▶ proxy::Forward ─▶ upstream (pooled, verified TLS) ─▶ Salesforce
+//!           exchange) ─▶ proxy::layers (response timeout, request metrics)
+//!           ─▶ proxy::Forward ─▶ upstream (pooled, verified TLS) ─▶ Salesforce
 //! ```
 //!
 //! - [`proxy`]: bytes and connections; knows nothing of OAuth.
