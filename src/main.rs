@@ -89,6 +89,7 @@ fn configured(
     mut args: grantdoctor::cli::RunArgs,
     matches: &ArgMatches,
 ) -> anyhow::Result<grantdoctor::cli::RunArgs> {
+    grantdoctor::config::apply_env_fallbacks(&mut args, matches)?;
     if let Some(loaded) = grantdoctor::config::load(args.config.as_deref())? {
         grantdoctor::config::merge(&mut args, matches, loaded.file, &loaded.path)?;
     }
@@ -97,6 +98,7 @@ fn configured(
 
 /// `check-config`: the same merge as `run`, remembering where each value came from.
 fn check_config(mut args: grantdoctor::cli::RunArgs, matches: &ArgMatches) -> anyhow::Result<()> {
+    grantdoctor::config::apply_env_fallbacks(&mut args, matches)?;
     let mut loaded = grantdoctor::config::load(args.config.as_deref())?;
     if let Some(loaded) = loaded.as_mut() {
         let file = std::mem::take(&mut loaded.file);

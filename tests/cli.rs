@@ -425,3 +425,31 @@ fn an_unreadable_ca_is_reported_once_with_the_os_error() {
     );
     assert_eq!(err.matches("Permission denied").count(), 1, "{err}");
 }
+
+#[test]
+fn every_run_variable_is_grantdoctor_and_the_flag() {
+    use clap::CommandFactory;
+    let command = grantdoctor::cli::Cli::command();
+    let run = command.find_subcommand("run").unwrap();
+    let mut checked = 0;
+    for arg in run.get_arguments() {
+        let id = arg.get_id().as_str();
+        if matches!(id, "help" | "version") {
+            continue;
+        }
+        let long = arg.get_long().unwrap_or_else(|| panic!("{id} has no flag"));
+        let expected = format!(
+            "GRANTDOCTOR_{}",
+            long.to_ascii_uppercase().replace('-', "_")
+        );
+        let env = arg.get_env().map(|v| v.to_string_lossy().into_owned());
+        assert_eq!(env.as_deref(), Some(expected.as_str()), "--{long}");
+        checked += 1;
+    }
+    assert!(checked > 40, "only {checked} arguments");
+    // The old names kept as fallbacks are other names, of real arguments.
+    for (id, old) in grantdoctor::cli::ENV_FALLBACKS {
+        let arg = run.get_arguments().find(|a| a.get_id() == id).unwrap();
+        assert_ne!(arg.get_env().unwrap().to_str(), Some(old), "{id}");
+    }
+}

@@ -1,5 +1,7 @@
 //! Configuration sources: flags over environment over the file over defaults, and clear errors.
 
+mod common;
+
 use std::process::Command;
 
 fn check_config(args: &[&str], env: &[(&str, &str)], file: &str) -> (Option<i32>, String, String) {
@@ -214,4 +216,181 @@ fn the_ledger_sync_knob_stays_out_of_help_but_check_config_shows_it() {
         !String::from_utf8_lossy(&help.stdout).contains("ledger-sync"),
         "a benchmark knob is not offered in --help"
     );
+}
+
+#[test]
+fn a_file_value_is_refused_like_the_same_flag_naming_the_key() {
+    for (file, flag, reason) in [
+        (
+            "approval_limit = 0\n",
+            ["--approval-limit", "0"],
+            "must be at least 1",
+        ),
+        (
+            "confirm_timeout = 61\n",
+            ["--confirm-timeout", "61"],
+            "must be between 0 and 60 seconds",
+        ),
+        (
+            "annotate_description = \"loud\"\n",
+            ["--annotate-description", "loud"],
+            "expected off or append",
+        ),
+        (
+            "connect_ports = [70000]\n",
+            ["--connect-port", "70000"],
+            "70000",
+        ),
+        (
+            "refresh_policies = { \"3MVG9x\" = \"sometimes\" }\n",
+            ["--refresh-policy", "3MVG9x=sometimes"],
+            "sometimes",
+        ),
+        (
+            "gateway = [\"ftp://acme\"]\n",
+            ["--gateway", "ftp://acme"],
+            "ftp://acme",
+        ),
+    ] {
+        let (code, _, err) = check_config(&[], &[], file);
+        assert_eq!(code, Some(2), "{file}: {err}");
+        let key = file.split([' ', '\n']).next().unwrap();
+        assert!(
+            err.contains(&format!("grantdoctor.toml: key `{key}`: ")) && err.contains(reason),
+            "{file}: {err}"
+        );
+        let (code, _, flag_err) = check_config(&flag, &[], "");
+        assert_eq!(code, Some(2), "{flag:?}: {flag_err}");
+        // clap words a choice of names its own way; every other reason is the same text.
+        let reason = reason.replace("expected off or append", "possible values: off, append");
+        assert!(flag_err.contains(&reason), "{flag:?}: {flag_err}");
+    }
+    // A value of the wrong kind says which kind the key takes.
+    let (code, _, err) = check_config(&[], &[], "max_connections = \"5\"\n");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("key `max_connections`: expected a whole number, found string"),
+        "{err}"
+    );
+    // A list item is one value: a comma in a path is not a separator.
+    let (code, out, err) = check_config(&[], &[], "upstream_ca = [\"a,b.pem\"]\n");
+    assert_eq!(code, Some(2), "the file does not exist: {out}");
+    assert!(err.contains("a,b.pem"), "{err}");
+}
+
+#[test]
+fn the_old_connect_ports_variable_is_read_below_the_new_one() {
+    let old = ("GRANTDOCTOR_CONNECT_PORTS", "8443");
+    let (code, out, err) = check_config(&[], &[old], "connect_ports = [9443]\n");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("connect_ports = [8443]  # env GRANTDOCTOR_CONNECT_PORTS"),
+        "{out}"
+    );
+    let new = ("GRANTDOCTOR_CONNECT_PORT", "443,8443");
+    let (_, out, _) = check_config(&[], &[old, new], "");
+    assert!(
+        out.contains("connect_ports = [443, 8443]  # env GRANTDOCTOR_CONNECT_PORT"),
+        "{out}"
+    );
+    let (_, out, _) = check_config(&["--connect-port", "1443"], &[old], "");
+    assert!(
+        out.contains("connect_ports = [1443]  # flag --connect-port"),
+        "{out}"
+    );
+    let (code, _, err) = check_config(&[], &[("GRANTDOCTOR_CONNECT_PORTS", "https")], "");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("GRANTDOCTOR_CONNECT_PORTS"), "{err}");
+}
+
+#[test]
+fn the_token_body_caps_are_settings() {
+    let (code, out, err) = check_config(&[], &[], "");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("max_token_request_bytes = 65536  # default"),
+        "{out}"
+    );
+    assert!(
+        out.contains("max_token_response_bytes = 262144  # default"),
+        "{out}"
+    );
+    let env = [("GRANTDOCTOR_MAX_TOKEN_RESPONSE_BYTES", "1000")];
+    let (_, out, _) = check_config(&[], &env, "max_token_request_bytes = 2048\n");
+    assert!(
+        out.contains("max_token_request_bytes = 2048  # file"),
+        "{out}"
+    );
+    assert!(
+        out.contains("max_token_response_bytes = 1000  # env GRANTDOCTOR_MAX_TOKEN_RESPONSE_BYTES"),
+        "{out}"
+    );
+}
+
+/// A proxy whose configuration file caps token bodies small, in front of the test origin.
+fn capped_proxy(file: &str) -> (common::Origin, common::ProxyProcess) {
+    let origin = common::Origin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grantdoctor.toml");
+    std::fs::write(&path, file).unwrap();
+    let mut args = common::route_to(&origin, &["login.salesforce.com"]);
+    args.extend(["--config".into(), path.display().to_string()]);
+    let proxy = common::ProxyProcess::start_in(dir, &args);
+    (origin, proxy)
+}
+
+#[tokio::test]
+async fn a_token_request_over_the_configured_cap_is_refused_unread() {
+    let (_origin, proxy) = capped_proxy("max_token_request_bytes = 1024\n");
+    let client = common::client_via(&proxy, &[&proxy.ca_pem()], false);
+    let send = |padding: usize| {
+        client
+            .post("https://login.salesforce.com/services/oauth2/token")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=refresh_token&refresh_token=5Aep861x&p={}",
+                "x".repeat(padding)
+            ))
+            .send()
+    };
+    let response = send(2048).await.unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(
+        response.headers()["grantdoctor-error"],
+        "token-request-too-large"
+    );
+    assert!(response.headers().get("x-received-bytes").is_none());
+    let answer: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert!(
+        answer["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("over 1024 bytes"),
+        "{answer}"
+    );
+    let event = proxy.wait_for_event(|e| e["event"] == "token_request_refused");
+    assert_eq!(event["cap_bytes"], 1024);
+    // Under the cap, the request is forwarded and its failure diagnosed.
+    let response = send(100).await.unwrap();
+    assert!(response.headers().get("x-received-bytes").is_some());
+    assert!(response.headers().get("grantdoctor-cause").is_some());
+}
+
+#[tokio::test]
+async fn a_token_response_over_the_configured_cap_is_forwarded_uninspected() {
+    let (_origin, proxy) = capped_proxy("max_token_response_bytes = 16\n");
+    let client = common::client_via(&proxy, &[&proxy.ca_pem()], false);
+    let response = client
+        .post("https://login.salesforce.com/services/oauth2/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=refresh_token&refresh_token=5Aep861x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert!(response.headers().get("grantdoctor-cause").is_none());
+    let body = response.text().await.unwrap();
+    assert!(body.contains("expired access/refresh token"), "{body}");
+    let event = proxy.wait_for_event(|e| e["event"] == "not_inspected");
+    assert_eq!(event["reason"], "response body over the cap");
 }

@@ -146,7 +146,12 @@ async fn open_observer(
 ) -> anyhow::Result<(crate::token_endpoint::Observer, Arc<crate::health::Health>)> {
     let fingerprints = crate::oauth::Fingerprinter::load_or_create(&args.data_dir)
         .with_context(|| format!("the fingerprint key in {}", args.data_dir.display()))?;
-    let mut observer = crate::token_endpoint::Observer::new(fingerprints);
+    let limits = crate::token_endpoint::Limits {
+        max_request_body: args.max_token_request_bytes,
+        max_response_body: args.max_token_response_bytes,
+        replay_window: std::time::Duration::from_secs(args.replay_window),
+    };
+    let mut observer = crate::token_endpoint::Observer::new(fingerprints, limits);
     let health = Arc::new(crate::health::Health::default());
     let ledger = open_ledger(args, &mut observer, &health).await?;
     observer.ledger = ledger.with_approval_limit(args.approval_limit as usize);
@@ -245,9 +250,9 @@ fn configure_token_path(
     observer.annotate = args.annotate;
     observer.append_description = args.annotate_description == crate::cli::DescriptionMode::Append;
     observer.policies = args.refresh_policies.iter().cloned().collect();
-    observer.guard = args.rotation_guard.on().then(|| {
-        crate::recover::RotationGuard::new(std::time::Duration::from_secs(args.replay_window))
-    });
+    if !args.rotation_guard.on() {
+        observer.guard = None;
+    }
     if !args.coalesce_refresh.on() {
         observer.coalescing = None;
     }

@@ -48,9 +48,6 @@ pub use record::RecordExchange;
 
 pub const TOKEN_PATH: &str = "/services/oauth2/token";
 
-/// Default replay window of the rotated-token guard.
-pub const REPLAY_WINDOW: Duration = Duration::from_secs(5);
-
 /// How long a new refresh token waits for its record to reach the disk before it goes out
 /// anyway (a stuck disk must not hold the client's answer; the row stays queued).
 const COMMIT_BOUND: Duration = Duration::from_secs(2);
@@ -86,8 +83,19 @@ pub struct Observer {
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
+/// The token path's bounds, from `run`'s arguments: their defaults live there alone.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `--max-token-request-bytes`.
+    pub max_request_body: usize,
+    /// `--max-token-response-bytes`.
+    pub max_response_body: usize,
+    /// `--replay-window` of the rotated-token guard.
+    pub replay_window: Duration,
+}
+
 impl Observer {
-    pub fn new(fingerprints: Fingerprinter) -> Self {
+    pub fn new(fingerprints: Fingerprinter, limits: Limits) -> Self {
         Self {
             metrics: Arc::default(),
             fingerprints,
@@ -95,9 +103,9 @@ impl Observer {
             policies: Policies::new(),
             annotate: AnnotateMode::All,
             append_description: false,
-            max_request_body: 64 * 1024,
-            max_response_body: 256 * 1024,
-            guard: Some(RotationGuard::new(REPLAY_WINDOW)),
+            max_request_body: limits.max_request_body,
+            max_response_body: limits.max_response_body,
+            guard: Some(RotationGuard::new(limits.replay_window)),
             coalescing: Some(Flights::default()),
             recovery: None,
             dead_token_breaker: true,

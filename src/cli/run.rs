@@ -1,186 +1,33 @@
-//! The command line: `run` (the default), `ca`, `check-config`, `emulate`, `explain`, `logs`,
-//! `demo`, and the installation helpers `completions` and `man`.
+//! `grantdoctor run`'s arguments: the one declaration of every run setting. Its type, default,
+//! help, environment variable (`GRANTDOCTOR_<FLAG>`) and parser are here; the configuration
+//! file's keys are the argument ids, parsed by the same parsers (`config::merge`), and
+//! `check-config` prints the serialized form (`config::render`), secrets masked.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
+use serde::Serialize;
 
+use super::Cli;
 use crate::annotate::AnnotateMode;
+use crate::config::shown;
 use crate::diagnose::DeclaredPolicy;
 use crate::telemetry::LogFormat;
 use crate::upstream::ResolveRule;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "grantdoctor",
-    version = crate::build_info::VERSION,
-    about = "A forward proxy that explains Salesforce OAuth invalid_grant failures",
-    args_conflicts_with_subcommands = true
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub run: RunArgs,
-}
+/// Environment variables read under an older name, by argument id: the old name is read only
+/// when neither the flag nor `GRANTDOCTOR_<FLAG>` is set. Deprecated; a test holds every other
+/// variable to `GRANTDOCTOR_<FLAG>`.
+pub const ENV_FALLBACKS: [(&str, &str); 1] = [("connect_ports", "GRANTDOCTOR_CONNECT_PORTS")];
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the proxy (the default when no command is given).
-    Run(Box<RunArgs>),
-    /// Manage the local certificate authority.
-    #[command(subcommand)]
-    Ca(CaCommand),
-    /// Validate the configuration and print the effective values (secrets masked).
-    CheckConfig(Box<RunArgs>),
-    /// Run the Salesforce token-endpoint emulator (tests, demos, rehearsing failures).
-    Emulate(EmulateArgs),
-    /// Explain a pasted token-endpoint error: ranked causes, evidence and fixes.
-    Explain(ExplainArgs),
-    /// Render the JSON log for a human (a file, or standard input).
-    Logs(LogsArgs),
-    /// Start the emulator and the proxy in one process and show a few diagnosed failures.
-    Demo,
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
-    Completions(CompletionsArgs),
-    /// Print the manual page (roff) to stdout: `grantdoctor man | man -l -`.
-    Man,
-    /// Read each configured org (`[[orgs]]`) and say what will break before it does.
-    Doctor(Box<DoctorArgs>),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct DoctorArgs {
-    /// One JSON object per finding (`id`, `level`, `org`, `app`, `user`, `evidence`, `fix`),
-    /// in an array.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub run: RunArgs,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct CompletionsArgs {
-    /// The shell to complete for.
-    #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct LogsArgs {
-    /// The log file; standard input when absent.
-    pub file: Option<PathBuf>,
-    /// Print new lines as the file grows, starting at its end; a truncated or rotated file
-    /// is read again from its start.
-    #[arg(short, long)]
-    pub follow: bool,
-    /// With `--follow`: print what the file holds already, then follow.
-    #[arg(long)]
-    pub from_start: bool,
-    /// Only events naming this cause or warning id (top cause, ranked causes, warning id).
-    #[arg(long, value_name = "ID")]
-    pub cause: Option<String>,
-    /// Only events of this client id (the consumer key, whole or as the log shortens it).
-    #[arg(long, value_name = "ID")]
-    pub client_id: Option<String>,
-    /// Only events at or after this time: a span back from now (`10m`, `2h`, `1d`) or an
-    /// RFC 3339 UTC time (`2026-12-01T10:00:00Z`).
-    #[arg(long, value_name = "WHEN", value_parser = crate::logs::parse_since)]
-    pub since: Option<crate::logs::Since>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct ExplainArgs {
-    /// The error: the JSON body, or `invalid_grant: expired access/refresh token`. Read from
-    /// standard input when absent.
-    pub error: Option<String>,
-    /// The grant type of the failed request (the same error means different things per grant).
-    #[arg(long)]
-    pub grant_type: Option<String>,
-    /// The host the request went to.
-    #[arg(long)]
-    pub host: Option<String>,
-    /// The JWT assertion sent (decoded locally for its claims; never stored or sent anywhere).
-    #[arg(long)]
-    pub assertion: Option<String>,
-    /// The HTTP status of the answer.
-    #[arg(long, default_value_t = 400)]
-    pub status: u16,
-    /// Print the diagnosis as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct EmulateArgs {
-    /// Address to listen on (a host name is resolved at start).
-    #[arg(long, default_value = "127.0.0.1:8443", value_parser = parse_listen)]
-    pub listen: SocketAddr,
-
-    /// Directory of the emulator's own CA (created on first run); clients and the proxy's
-    /// --upstream-ca trust its ca.pem.
-    #[arg(long, default_value = "emulator-certs")]
-    pub ca_dir: PathBuf,
-
-    /// Serve plain HTTP instead of HTTPS.
-    #[arg(long, conflicts_with_all = ["cert", "key"])]
-    pub plain: bool,
-
-    /// Serve this certificate chain (PEM) instead of minting from the emulator's CA.
-    #[arg(long, requires = "key")]
-    pub cert: Option<PathBuf>,
-
-    /// The private key (PEM) of --cert.
-    #[arg(long, requires = "cert")]
-    pub key: Option<PathBuf>,
-
-    /// A TOML scenario to preload (orgs, users, apps, settings).
-    #[arg(long)]
-    pub scenario: Option<PathBuf>,
-
-    /// Log format: json (default when stdout is not a terminal) or pretty.
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum CaCommand {
-    /// Create the CA in the CA directory if it does not exist yet.
-    Init(CaArgs),
-    /// Print the CA's path, SHA-256 fingerprint and validity.
-    Show(CaArgs),
-    /// Print what to set, per client runtime, to trust the CA and use the proxy.
-    Trust(TrustArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct TrustArgs {
-    #[command(flatten)]
-    pub ca: CaArgs,
-    /// The proxy address clients will use (a host name is resolved).
-    #[arg(
-        long,
-        env = "GRANTDOCTOR_LISTEN",
-        default_value = "127.0.0.1:8080",
-        value_parser = parse_listen
-    )]
-    pub listen: SocketAddr,
-}
-
-#[derive(Debug, Args)]
-pub struct CaArgs {
-    /// Directory of ca.pem, ca-key.pem and bundle.pem.
-    #[arg(long, env = "GRANTDOCTOR_CA_DIR", default_value = "certs")]
-    pub ca_dir: PathBuf,
-}
-
-#[derive(Debug, Clone, PartialEq, Args)]
+#[derive(Debug, Clone, PartialEq, Args, Serialize)]
 pub struct RunArgs {
     /// A TOML configuration file. Without it (or GRANTDOCTOR_CONFIG), the first of
     /// ./config/grantdoctor.toml and /etc/grantdoctor/grantdoctor.toml that exists is read.
     /// Flags and GRANTDOCTOR_* variables override its values.
     #[arg(long, env = "GRANTDOCTOR_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// Address of the proxy listener (a host name is resolved at start).
@@ -222,6 +69,7 @@ pub struct RunArgs {
         env = "GRANTDOCTOR_RESOLVE",
         value_delimiter = ','
     )]
+    #[serde(serialize_with = "shown::resolve_rules")]
     pub resolve: Vec<ResolveRule>,
 
     /// Extra trust anchors (PEM) for upstream certificates, added to the built-in roots.
@@ -242,10 +90,12 @@ pub struct RunArgs {
         env = "GRANTDOCTOR_GATEWAY",
         value_delimiter = ','
     )]
+    #[serde(serialize_with = "shown::each_displayed")]
     pub gateway: Vec<crate::proxy::gateway::GatewayRule>,
 
     /// Require HTTP Basic proxy authentication (`Proxy-Authorization`) with these credentials.
     #[arg(long, value_name = "USER:PASS", env = "GRANTDOCTOR_PROXY_AUTH")]
+    #[serde(serialize_with = "shown::masked_credentials")]
     pub proxy_auth: Option<String>,
 
     /// Accept clients only from these address ranges (comma-separated CIDRs).
@@ -255,6 +105,7 @@ pub struct RunArgs {
         env = "GRANTDOCTOR_ALLOW_CLIENTS",
         value_delimiter = ','
     )]
+    #[serde(serialize_with = "shown::each_displayed")]
     pub allow_clients: Vec<crate::net::Cidr>,
 
     /// Client connections served at once; the excess is refused with a 503.
@@ -282,11 +133,30 @@ pub struct RunArgs {
     #[arg(long, env = "GRANTDOCTOR_MAX_HEADER_BYTES", default_value_t = 65536)]
     pub max_header_bytes: usize,
 
-    /// Ports that CONNECT may reach (repeatable).
+    /// Largest token request body read, in bytes; a larger one is refused unread with a 400
+    /// (token requests are a few hundred bytes).
+    #[arg(
+        long,
+        env = "GRANTDOCTOR_MAX_TOKEN_REQUEST_BYTES",
+        default_value_t = 65536
+    )]
+    pub max_token_request_bytes: usize,
+
+    /// Largest token response body read for inspection, in bytes; a larger one is forwarded
+    /// unchanged, uninspected.
+    #[arg(
+        long,
+        env = "GRANTDOCTOR_MAX_TOKEN_RESPONSE_BYTES",
+        default_value_t = 262144
+    )]
+    pub max_token_response_bytes: usize,
+
+    /// Ports that CONNECT may reach (repeatable). GRANTDOCTOR_CONNECT_PORTS, the variable's
+    /// old name, is still read when GRANTDOCTOR_CONNECT_PORT is unset (deprecated).
     #[arg(
         long = "connect-port",
         value_name = "PORT",
-        env = "GRANTDOCTOR_CONNECT_PORTS",
+        env = "GRANTDOCTOR_CONNECT_PORT",
         value_delimiter = ',',
         default_value = "443"
     )]
@@ -315,6 +185,7 @@ pub struct RunArgs {
         env = "GRANTDOCTOR_STORE",
         default_value = "sqlite"
     )]
+    #[serde(serialize_with = "shown::store")]
     pub store: crate::fleet::StoreUrl,
 
     /// Extra trust anchors (PEM) for the database's certificate (`sslmode=require` or
@@ -345,10 +216,12 @@ pub struct RunArgs {
         default_value = "durable",
         hide = true
     )]
+    #[serde(serialize_with = "shown::value_enum")]
     pub ledger_sync: LedgerSync,
 
     /// Where diagnoses are added to failed token responses.
     #[arg(long, env = "GRANTDOCTOR_ANNOTATE", value_enum, default_value = "all")]
+    #[serde(serialize_with = "shown::value_enum")]
     pub annotate: AnnotateMode,
 
     /// `append` also adds a short hint to error_description (off by default: some clients
@@ -359,11 +232,13 @@ pub struct RunArgs {
         value_enum,
         default_value = "off"
     )]
+    #[serde(serialize_with = "shown::value_enum")]
     pub annotate_description: DescriptionMode,
 
     /// A refresh token policy of an app, so ages become evidence (repeatable):
     /// CLIENT_ID=immediate | CLIENT_ID=idle:SECONDS | CLIENT_ID=absolute:SECONDS.
     #[arg(long = "refresh-policy", value_name = "CLIENT_ID=POLICY", env = "GRANTDOCTOR_REFRESH_POLICY", value_delimiter = ',', value_parser = parse_policy)]
+    #[serde(skip)]
     pub refresh_policies: Vec<(String, DeclaredPolicy)>,
 
     /// Identical concurrent refreshes share one upstream request (no E4 race, no family
@@ -374,6 +249,7 @@ pub struct RunArgs {
         value_enum,
         default_value = "on"
     )]
+    #[serde(serialize_with = "shown::value_enum")]
     pub coalesce_refresh: Switch,
 
     /// Refuse to forward a refresh token the ledger saw rotated away (forwarding it would make
@@ -384,6 +260,7 @@ pub struct RunArgs {
         value_enum,
         default_value = "on"
     )]
+    #[serde(serialize_with = "shown::value_enum")]
     pub rotation_guard: Switch,
 
     /// Seconds after a rotation during which a twin of that refresh (same token, same client
@@ -397,7 +274,7 @@ pub struct RunArgs {
         long,
         env = "GRANTDOCTOR_APPROVAL_LIMIT",
         default_value_t = 5,
-        value_parser = clap::value_parser!(u32).range(1..)
+        value_parser = at_least_one
     )]
     pub approval_limit: u32,
 
@@ -409,6 +286,7 @@ pub struct RunArgs {
         value_enum,
         default_value = "on"
     )]
+    #[serde(serialize_with = "shown::value_enum")]
     pub dead_token_breaker: Switch,
 
     /// Seconds a token obtained by JWT bearer recovery is handed to further failing refreshes
@@ -424,16 +302,24 @@ pub struct RunArgs {
     /// JWT bearer recovery per connected app: `[[recovery.jwt_bearer]]` tables of the
     /// configuration file (no flag: keys are files, not arguments).
     #[arg(skip)]
+    #[serde(skip)]
     pub jwt_bearer: Vec<crate::recover::JwtBearerConfig>,
 
     /// Org connections that confirm diagnoses from the org's own records: `[[orgs]]` tables
     /// of the configuration file (no flag, like recovery keys).
     #[arg(skip)]
+    #[serde(skip)]
     pub orgs: Vec<crate::org::OrgConfig>,
 
     /// Seconds an answer waits for an org connection to confirm its diagnosis; a later
     /// confirmation is logged as a `confirmed` event with the same event id.
-    #[arg(long, env = "GRANTDOCTOR_CONFIRM_TIMEOUT", default_value_t = 1.5)]
+    #[arg(
+        long,
+        env = "GRANTDOCTOR_CONFIRM_TIMEOUT",
+        default_value_t = 1.5,
+        value_parser = seconds_up_to_a_minute
+    )]
+    #[serde(serialize_with = "shown::seconds")]
     pub confirm_timeout: f64,
 
     /// POST every diagnosed failure, warning, recovery and block to this URL as JSON
@@ -445,10 +331,12 @@ pub struct RunArgs {
         env = "GRANTDOCTOR_WEBHOOK",
         value_delimiter = ','
     )]
+    #[serde(serialize_with = "shown::secret_urls")]
     pub webhook: Vec<crate::webhook::SecretUrl>,
 
     /// Webhooks configured as `[[webhooks]]` tables of the configuration file.
     #[arg(skip)]
+    #[serde(skip)]
     pub webhooks: Vec<crate::webhook::WebhookConfig>,
 
     /// Seconds during which repeats of an alert (same event, cause or warning id, org, user
@@ -543,21 +431,25 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("`{s}`: the name resolves to no address"))
 }
 
+fn at_least_one(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>().map_err(|e| e.to_string())? {
+        0 => Err("must be at least 1".into()),
+        n => Ok(n),
+    }
+}
+
+fn seconds_up_to_a_minute(s: &str) -> Result<f64, String> {
+    let seconds: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=60.0).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err("must be between 0 and 60 seconds".into())
+    }
+}
+
 fn parse_policy(s: &str) -> Result<(String, DeclaredPolicy), String> {
     let (client, policy) = s
         .split_once('=')
         .ok_or_else(|| format!("`{s}`: expected CLIENT_ID=POLICY"))?;
     Ok((client.to_owned(), policy.parse()?))
 }
-
-/// A command line or configuration the program refuses to run with (exit code 2).
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
