@@ -254,3 +254,27 @@ fn the_parser_reads_single_paths_groups_and_inline_paths() {
     let found: Vec<&str> = imports(&code).into_iter().collect();
     assert_eq!(found, ["body", "ledger", "metrics", "proxy"]);
 }
+
+#[test]
+fn only_the_composition_root_starts_the_emulator() {
+    let graph = module_graph();
+    assert!(
+        graph.contains_key("emulator"),
+        "emulator is a module of src/"
+    );
+    let importers: Vec<String> = graph
+        .iter()
+        .filter(|(module, _)| !matches!(module.as_str(), "emulator" | "app" | "main" | "lib"))
+        .filter_map(|(module, edges)| {
+            edges.get("emulator").map(|files| {
+                let files: Vec<&str> = files.iter().map(String::as_str).collect();
+                format!("{module} ({})", files.join(", "))
+            })
+        })
+        .collect();
+    assert!(
+        importers.is_empty(),
+        "the emulator is test and rehearsal tooling, started by app only, yet imported by {}",
+        importers.join(", ")
+    );
+}
