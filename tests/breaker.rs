@@ -22,12 +22,7 @@ async fn refresh_token_of(stack: &Stack) -> String {
 }
 
 async fn upstream_refreshes(stack: &Stack) -> usize {
-    let log = stack.emu.control("GET", "requests", Value::Null).await;
-    log.as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["grant_type"] == "refresh_token")
-        .count()
+    stack.emu.requests_of("refresh_token").await.len()
 }
 
 /// A token the ledger saw evicted: the first of six authorizations through the proxy.

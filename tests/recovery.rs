@@ -51,13 +51,7 @@ async fn refresh_token_of(stack: &Stack) -> String {
 
 /// The requests of one grant type in the emulator's request log.
 async fn upstream_requests(stack: &Stack, grant_type: &str) -> Vec<Value> {
-    let log = stack.emu.control("GET", "requests", Value::Null).await;
-    log.as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["grant_type"] == grant_type)
-        .cloned()
-        .collect()
+    stack.emu.requests_of(grant_type).await
 }
 
 async fn upstream_count(stack: &Stack, grant_type: &str) -> usize {

@@ -77,6 +77,38 @@ impl EmulatorProcess {
         value
     }
 
+    /// An authorization of `username` for `client_id` (the web-server flow's first leg, made
+    /// at the emulator): its code.
+    pub async fn authorize(
+        &self,
+        client_id: &str,
+        username: &str,
+        scope: &str,
+        challenge: Option<&str>,
+    ) -> String {
+        let mut body = serde_json::json!({"client_id": client_id, "username": username, "scope": scope,
+            "redirect_uri": "https://app.example.com/callback"});
+        if let Some(c) = challenge {
+            body["code_challenge"] = c.into();
+            body["code_challenge_method"] = "S256".into();
+        }
+        self.control("POST", "authorize", body).await["code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The requests of one grant type in the emulator's request log.
+    pub async fn requests_of(&self, grant_type: &str) -> Vec<Value> {
+        let log = self.control("GET", "requests", Value::Null).await;
+        log.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["grant_type"] == grant_type)
+            .cloned()
+            .collect()
+    }
+
     pub async fn control_raw(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
         let url = format!("https://login.salesforce.com/_emulator/{path}");
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();

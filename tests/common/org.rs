@@ -88,11 +88,12 @@ pub fn problems(stack: &Stack) -> Vec<Value> {
 
 /// JWT bearer logins of `username` the emulator answered.
 pub async fn jwt_logins(stack: &Stack, username: &str) -> usize {
-    let log = stack.emu.control("GET", "requests", Value::Null).await;
-    log.as_array()
-        .unwrap()
+    stack
+        .emu
+        .requests_of(JWT_BEARER)
+        .await
         .iter()
-        .filter(|r| r["grant_type"] == JWT_BEARER && r["username"] == username)
+        .filter(|r| r["username"] == username)
         .count()
 }
 

@@ -111,16 +111,9 @@ impl Stack {
         scope: &str,
         challenge: Option<&str>,
     ) -> String {
-        let mut body = serde_json::json!({"client_id": client_id, "username": username, "scope": scope,
-            "redirect_uri": "https://app.example.com/callback"});
-        if let Some(c) = challenge {
-            body["code_challenge"] = c.into();
-            body["code_challenge_method"] = "S256".into();
-        }
-        self.emu.control("POST", "authorize", body).await["code"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        self.emu
+            .authorize(client_id, username, scope, challenge)
+            .await
     }
 
     pub async fn exchange_code(

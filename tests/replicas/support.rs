@@ -97,16 +97,8 @@ impl Fleet {
     pub async fn login(&self, at: usize) -> String {
         let code = self
             .emu
-            .control(
-                "POST",
-                "authorize",
-                json!({"client_id": WEB, "username": ALICE, "scope": "api refresh_token",
-                       "redirect_uri": "https://app.example.com/callback"}),
-            )
-            .await["code"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+            .authorize(WEB, ALICE, "api refresh_token", None)
+            .await;
         let answer = self
             .token(
                 at,
@@ -141,13 +133,7 @@ impl Fleet {
 
     /// The requests of one grant type in the emulator's request log.
     pub async fn upstream(&self, grant_type: &str) -> Vec<Value> {
-        let log = self.emu.control("GET", "requests", Value::Null).await;
-        log.as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["grant_type"] == grant_type)
-            .cloned()
-            .collect()
+        self.emu.requests_of(grant_type).await
     }
 
     pub async fn rotate(&self) {
