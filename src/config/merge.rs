@@ -12,7 +12,7 @@ use crate::cli::{ENV_FALLBACKS, RunArgs, UsageError};
 
 /// The ids of `run`'s arguments that the file may set.
 pub(super) fn keys() -> BTreeSet<String> {
-    RunArgs::augment_args(Command::new("grantdoctor"))
+    declared()
         .get_arguments()
         .map(|arg| arg.get_id().to_string())
         .filter(|id| !matches!(id.as_str(), "config" | "help" | "version"))
@@ -70,10 +70,7 @@ pub fn apply_env_fallbacks(args: &mut RunArgs, matches: &ArgMatches) -> Result<(
         let text = text
             .into_string()
             .map_err(|_| bad("not valid UTF-8".into()))?;
-        let delimiter = RunArgs::augment_args(Command::new("grantdoctor"))
-            .get_arguments()
-            .find(|arg| arg.get_id() == id)
-            .and_then(|arg| arg.get_value_delimiter());
+        let delimiter = declared_arg(id).and_then(|arg| arg.get_value_delimiter());
         let values: Vec<String> = match delimiter {
             Some(d) => text.split(d).map(str::to_owned).collect(),
             None => vec![text],
@@ -90,12 +87,21 @@ pub(super) fn fallback_in_use(id: &str) -> Option<&'static str> {
         .find(|(arg, var)| *arg == id && std::env::var_os(var).is_some())
         .map(|(_, var)| *var)
         .filter(|_| {
-            let canonical = RunArgs::augment_args(Command::new("grantdoctor"))
-                .get_arguments()
-                .find(|arg| arg.get_id() == id)
-                .and_then(|arg| arg.get_env().map(|v| v.to_owned()));
+            let canonical = declared_arg(id).and_then(|arg| arg.get_env().map(|v| v.to_owned()));
             canonical.is_none_or(|var| std::env::var_os(var).is_none())
         })
+}
+
+/// `run`'s arguments as declared on [`RunArgs`].
+fn declared() -> Command {
+    RunArgs::augment_args(Command::new("grantdoctor").no_binary_name(true))
+}
+
+fn declared_arg(id: &str) -> Option<clap::Arg> {
+    declared()
+        .get_arguments()
+        .find(|arg| arg.get_id() == id)
+        .cloned()
 }
 
 fn set_by_user(matches: &ArgMatches, id: &str) -> bool {
@@ -110,7 +116,7 @@ fn set_by_user(matches: &ArgMatches, id: &str) -> bool {
 /// switch) and a list item is never split (a path or URL in the file may hold a comma); a
 /// list may be given no items (the file's `[]`).
 fn values_only() -> Command {
-    RunArgs::augment_args(Command::new("grantdoctor").no_binary_name(true)).mut_args(|arg| {
+    declared().mut_args(|arg| {
         let arg = arg
             .env(None::<&str>)
             .default_value(None::<&str>)
@@ -125,7 +131,7 @@ fn values_only() -> Command {
 
 /// The defaults of every argument, for the kind of value each key takes.
 fn defaults() -> RunArgs {
-    let matches = RunArgs::augment_args(Command::new("grantdoctor").no_binary_name(true))
+    let matches = declared()
         .mut_args(|arg| arg.env(None::<&str>))
         .try_get_matches_from(Vec::<String>::new())
         .expect("the defaults parse");
