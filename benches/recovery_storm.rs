@@ -119,7 +119,7 @@ fn main() {
                 "refresh_token",
             ));
         }
-        match postgres::Postgres::start() {
+        match postgres::Postgres::try_start() {
             None => println!("rotation storm across replicas: not run (no PostgreSQL here)"),
             Some(pg) => {
                 let replicas: Vec<Process> = (0..3)

@@ -22,9 +22,7 @@ use support::{
 
 #[tokio::test]
 async fn with_ready_requires_store_a_database_outage_takes_the_replica_out_until_it_heals() {
-    let Some(fleet) = Fleet::start(1, &["--ready-requires-store"]) else {
-        return;
-    };
+    let fleet = Fleet::start(1, &["--ready-requires-store"]);
     assert_eq!(fleet.admin(0, "/readyz"), (200, "ok\n".to_owned()));
     let token = fleet.login(0).await;
     fleet.pg.stop_server();
@@ -59,9 +57,7 @@ async fn with_ready_requires_store_a_database_outage_takes_the_replica_out_until
 
 #[tokio::test]
 async fn a_replica_prunes_the_shared_store_to_its_row_bound_oldest_first() {
-    let Some(fleet) = Fleet::start(1, &[]) else {
-        return;
-    };
+    let fleet = Fleet::start(1, &[]);
     for _ in 0..4 {
         fleet.login(0).await;
     }
@@ -95,9 +91,7 @@ async fn a_replica_prunes_the_shared_store_to_its_row_bound_oldest_first() {
 #[tokio::test]
 async fn five_authorizations_through_one_replica_and_a_sixth_through_another_explain_the_eviction_on_a_third()
  {
-    let Some(fleet) = Fleet::start(3, &[]) else {
-        return;
-    };
+    let fleet = Fleet::start(3, &[]);
     let mut tokens = Vec::new();
     for _ in 0..5 {
         tokens.push(fleet.login(0).await);
@@ -125,9 +119,7 @@ async fn five_authorizations_through_one_replica_and_a_sixth_through_another_exp
 #[tokio::test]
 async fn a_rotation_through_one_replica_is_replayed_to_its_twin_on_another_and_blocked_on_a_third_after_the_window()
  {
-    let Some(fleet) = Fleet::start(3, &["--replay-window", "2"]) else {
-        return;
-    };
+    let fleet = Fleet::start(3, &["--replay-window", "2"]);
     fleet.rotate().await;
     let first = fleet.login(0).await;
     let rotated = fleet.refresh(0, &first).await;
@@ -178,9 +170,7 @@ async fn a_rotation_through_one_replica_is_replayed_to_its_twin_on_another_and_b
 async fn five_hundred_identical_refreshes_over_three_replicas_make_one_upstream_refresh() {
     // Five hundred clients connecting through three debug builds on two cores take longer
     // than the default window to all arrive; every one of them is a twin here.
-    let Some(fleet) = Fleet::start(3, &["--replay-window", "60"]) else {
-        return;
-    };
+    let fleet = Fleet::start(3, &["--replay-window", "60"]);
     fleet.rotate().await;
     // Issued before grantdoctor watched: no replica has seen it.
     let first = fleet
@@ -205,9 +195,7 @@ async fn concurrent_recoveries_over_three_replicas_take_turns_on_one_fleet_lease
     let path = config.path().join("grantdoctor.toml").display().to_string();
     // Coalescing off: every replica's refresh really fails upstream and asks for a recovery,
     // so only the fleet's JWT lease stands between the replicas and Salesforce.
-    let Some(fleet) = Fleet::start(3, &["--config", &path, "--coalesce-refresh", "off"]) else {
-        return;
-    };
+    let fleet = Fleet::start(3, &["--config", &path, "--coalesce-refresh", "off"]);
     let mut tokens = Vec::new();
     for at in [0, 1, 2, 0, 1, 2] {
         tokens.push(fleet.login(at).await);
@@ -257,9 +245,7 @@ async fn concurrent_recoveries_over_three_replicas_take_turns_on_one_fleet_lease
 
 #[tokio::test]
 async fn a_follower_completes_the_refresh_when_the_leader_replica_is_killed_mid_flight() {
-    let Some(mut fleet) = Fleet::start(2, &["--response-timeout", "4"]) else {
-        return;
-    };
+    let mut fleet = Fleet::start(2, &["--response-timeout", "4"]);
     let mut settings = fleet.emu.control("GET", "settings", Value::Null).await;
     settings["refresh_latency_ms"] = json!(2500);
     fleet.emu.control("PUT", "settings", settings).await;
@@ -313,9 +299,7 @@ async fn a_follower_completes_the_refresh_when_the_leader_replica_is_killed_mid_
 
 #[tokio::test]
 async fn with_the_database_down_traffic_flows_readiness_says_degraded_and_it_heals() {
-    let Some(fleet) = Fleet::start(2, &[]) else {
-        return;
-    };
+    let fleet = Fleet::start(2, &[]);
     let before = fleet.login(0).await;
     fleet.pg.stop_server();
 
@@ -379,9 +363,7 @@ async fn with_the_database_down_traffic_flows_readiness_says_degraded_and_it_hea
 
 #[test]
 fn two_replicas_starting_at_once_on_an_empty_database_both_come_up_and_one_migrates() {
-    let Some(pg) = Postgres::start() else {
-        return;
-    };
+    let pg = Postgres::start();
     let emu = EmulatorProcess::start();
     let args = replica_args(&emu, &pg, &[]);
     let (a, b) = std::thread::scope(|s| {
@@ -411,9 +393,7 @@ fn two_replicas_starting_at_once_on_an_empty_database_both_come_up_and_one_migra
 
 #[test]
 fn a_schema_newer_than_the_binary_is_refused_at_start_without_showing_the_password() {
-    let Some(pg) = Postgres::start() else {
-        return;
-    };
+    let pg = Postgres::start();
     let emu = EmulatorProcess::start();
     let args = replica_args(&emu, &pg, &[]);
     drop(replica(&args));
@@ -438,9 +418,7 @@ fn a_schema_newer_than_the_binary_is_refused_at_start_without_showing_the_passwo
 
 #[test]
 fn a_replica_with_another_fingerprint_key_is_refused_and_the_database_never_holds_the_key() {
-    let Some(pg) = Postgres::start() else {
-        return;
-    };
+    let pg = Postgres::start();
     let emu = EmulatorProcess::start();
     let args = replica_args(&emu, &pg, &[]);
     drop(replica(&args));
@@ -460,9 +438,7 @@ fn a_replica_with_another_fingerprint_key_is_refused_and_the_database_never_hold
 
 #[test]
 fn over_tls_the_database_certificate_is_verified_against_store_ca() {
-    let Some(pg) = Postgres::start_tls() else {
-        return;
-    };
+    let pg = Postgres::start_tls();
     let emu = EmulatorProcess::start();
     let url = format!(
         "postgres://{}:{}@localhost:{}/postgres?sslmode=verify-full",

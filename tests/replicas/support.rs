@@ -60,13 +60,13 @@ pub fn replica_with_key(args: &[String], key: &[u8; 32]) -> Replica {
 }
 
 impl Fleet {
-    /// `n` replicas on one database, or `None` where PostgreSQL is not installed.
-    pub fn start(n: usize, extra: &[&str]) -> Option<Self> {
-        let pg = Postgres::start()?;
+    /// `n` replicas on one database.
+    pub fn start(n: usize, extra: &[&str]) -> Self {
+        let pg = Postgres::start();
         let emu = EmulatorProcess::start();
         let args = replica_args(&emu, &pg, extra);
         let replicas = (0..n).map(|_| replica(&args)).collect();
-        Some(Self { emu, pg, replicas })
+        Self { emu, pg, replicas }
     }
 
     pub async fn token(&self, at: usize, form: &[(&str, &str)]) -> Answer {
