@@ -89,6 +89,42 @@ async fn a_replica_prunes_the_shared_store_to_its_row_bound_oldest_first() {
 }
 
 #[tokio::test]
+async fn a_replica_prunes_the_shared_store_to_its_age_bound_and_keeps_what_is_younger() {
+    let fleet = Fleet::start(1, &[]);
+    fleet.login(0).await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let day_ms = 86_400_000;
+    // Records a replica long gone left: one past a 2-day retention, one inside it.
+    for (key, age_ms) in [
+        ("fp_00000000000000aa", 3 * day_ms),
+        ("fp_00000000000000bb", day_ms),
+    ] {
+        fleet.pg.psql(&format!(
+            "INSERT INTO grantdoctor_records (kind, key, value, at, seq, writer)
+             VALUES ('code', '{key}', '1', {}, nextval('grantdoctor_records_seq'), 'gone')",
+            now_ms - age_ms
+        ));
+    }
+    let before = fleet.pg.psql("SELECT count(*) FROM grantdoctor_records");
+    let before: u64 = before.trim().parse().unwrap();
+    let args = replica_args(&fleet.emu, &fleet.pg, &["--retention-days", "2"]);
+    let pruner = replica(&args);
+    let pruned = pruner
+        .proxy
+        .wait_for_event(|e| e["event"] == "store_pruned");
+    assert_eq!(pruned["rows"], 1, "{pruned}");
+    let left = fleet.pg.psql(
+        "SELECT string_agg(key, ',' ORDER BY key) FROM grantdoctor_records WHERE writer = 'gone'",
+    );
+    assert_eq!(left.trim(), "fp_00000000000000bb");
+    let after = fleet.pg.psql("SELECT count(*) FROM grantdoctor_records");
+    assert_eq!(after.trim().parse::<u64>().unwrap(), before - 1);
+}
+
+#[tokio::test]
 async fn five_authorizations_through_one_replica_and_a_sixth_through_another_explain_the_eviction_on_a_third()
  {
     let fleet = Fleet::start(3, &[]);

@@ -2,11 +2,15 @@
 //! background whenever it drops, so a request never waits on a connection attempt. While it
 //! is down, every operation fails at once with [`StoreError::Unavailable`] and the caller
 //! falls back to what this replica holds.
+//!
+//! A connection may listen on a channel (`LISTEN`): what it hears, and when it stops
+//! hearing (a notification sent while it was down is lost), goes to a [`Heard`] sink.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_postgres::{AsyncMessage, Client, Connection, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::url::{PgTarget, Tls};
@@ -44,11 +48,33 @@ fn with_causes(e: &tokio_postgres::Error) -> String {
 const RECONNECT_FIRST: Duration = Duration::from_millis(250);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
+/// What a listening connection tells its sink.
+pub enum Heard<'a> {
+    /// `LISTEN` is in place: from now on every notification is heard, none before.
+    Listening,
+    /// A notification's payload.
+    Notified(&'a str),
+    /// The connection ended: notifications are lost until [`Heard::Listening`] again.
+    Deaf,
+}
+
+/// Where a listening connection reports what it hears.
+pub type Sink = Arc<dyn Fn(Heard<'_>) + Send + Sync>;
+
+/// A channel to listen on, and who is told.
+#[derive(Clone)]
+pub struct Listen {
+    /// A plain identifier (it goes into the `LISTEN` statement as it is).
+    pub channel: &'static str,
+    pub sink: Sink,
+}
+
 /// A connection that heals itself.
 pub struct Db {
     target: PgTarget,
     tls: Option<MakeRustlsConnect>,
     current: RwLock<Option<Arc<Client>>>,
+    listen: Option<Listen>,
 }
 
 impl std::fmt::Debug for Db {
@@ -64,6 +90,16 @@ impl Db {
         tls: Option<rustls::ClientConfig>,
         wait: Duration,
     ) -> Result<Arc<Self>, StoreError> {
+        Self::open_listening(target, tls, wait, None).await
+    }
+
+    /// [`Db::open`], listening on `listen`'s channel after every (re)connection.
+    pub async fn open_listening(
+        target: PgTarget,
+        tls: Option<rustls::ClientConfig>,
+        wait: Duration,
+        listen: Option<Listen>,
+    ) -> Result<Arc<Self>, StoreError> {
         let db = Arc::new(Self {
             tls: match target.tls {
                 Tls::Off => None,
@@ -71,6 +107,7 @@ impl Db {
             },
             target,
             current: RwLock::new(None),
+            listen,
         });
         let deadline = tokio::time::Instant::now() + wait;
         let mut pause = RECONNECT_FIRST;
@@ -98,18 +135,30 @@ impl Db {
             .ok_or(StoreError::Unavailable)
     }
 
-    /// Connects and installs the client; the handle ends when the connection does.
+    /// Connects (and listens) and installs the client; the handle ends when the connection
+    /// does.
     async fn connect(&self) -> Result<tokio::task::JoinHandle<()>, tokio_postgres::Error> {
+        let sink = self.listen.as_ref().map(|l| l.sink.clone());
         let (client, ended) = match &self.tls {
             None => {
                 let (client, connection) = self.target.config.connect(NoTls).await?;
-                (client, tokio::spawn(async move { drop(connection.await) }))
+                (client, tokio::spawn(drive(connection, sink)))
             }
             Some(tls) => {
                 let (client, connection) = self.target.config.connect(tls.clone()).await?;
-                (client, tokio::spawn(async move { drop(connection.await) }))
+                (client, tokio::spawn(drive(connection, sink)))
             }
         };
+        if let Some(listen) = &self.listen {
+            if let Err(e) = client
+                .batch_execute(&format!("LISTEN {}", listen.channel))
+                .await
+            {
+                ended.abort();
+                return Err(e);
+            }
+            (listen.sink)(Heard::Listening);
+        }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(client));
         Ok(ended)
     }
@@ -117,6 +166,9 @@ impl Db {
     async fn supervise(self: Arc<Self>, mut ended: tokio::task::JoinHandle<()>) {
         loop {
             let _ = (&mut ended).await;
+            if let Some(listen) = &self.listen {
+                (listen.sink)(Heard::Deaf);
+            }
             self.current
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -131,6 +183,25 @@ impl Db {
                 }
             };
             tracing::info!(event = "store_reconnected", store = self.target.shown());
+        }
+    }
+}
+
+/// Drives a connection to its end, telling `sink` of its notifications.
+async fn drive<S, T>(mut connection: Connection<S, T>, sink: Option<Sink>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(n))) => {
+                if let Some(sink) = &sink {
+                    sink(Heard::Notified(n.payload()));
+                }
+            }
+            Some(Ok(_)) => {}
+            None | Some(Err(_)) => return,
         }
     }
 }

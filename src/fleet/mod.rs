@@ -17,6 +17,7 @@
 //! can only be opened by a caller presenting the secrets they were sealed under
 //! ([`seal`]); the fingerprint key itself stays in each replica's data directory.
 
+pub mod announce;
 pub mod batch;
 pub mod db;
 pub mod lease;
@@ -188,9 +189,20 @@ impl Fleet {
         // keep the server's durability.
         let mut quick = target.clone();
         quick.config.options("-c synchronous_commit=off");
+        let replica: Arc<str> = Arc::from(replica_id().as_str());
+        let announced = announce::Announcements::new(replica.clone());
+        // The first connection also reads the change feed, and listens for what tells it
+        // there is something to read.
         let mut coordination = Vec::new();
-        for _ in 0..COORDINATION_CONNECTIONS {
-            coordination.push(db::Db::open(quick.clone(), Some(tls.clone()), START_WAIT).await?);
+        for i in 0..COORDINATION_CONNECTIONS {
+            let listen = (i == 0).then(|| db::Listen {
+                channel: announce::CHANNEL,
+                sink: announced.sink(),
+            });
+            coordination.push(
+                db::Db::open_listening(quick.clone(), Some(tls.clone()), START_WAIT, listen)
+                    .await?,
+            );
         }
         let writer = db::Db::open(target, Some(tls), START_WAIT).await?;
         let client = writer.client()?;
@@ -201,11 +213,10 @@ impl Fleet {
             migrated_from = before
         );
         agree_on_fingerprint_key(&client, &options.fingerprint_check).await?;
-        let replica: Arc<str> = Arc::from(replica_id().as_str());
         let records = Arc::new(records::PgRecords::start(
             coordination[0].clone(),
             writer,
-            replica.clone(),
+            announced,
             outage.clone(),
             OP_TIMEOUT,
         ));

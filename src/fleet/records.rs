@@ -2,7 +2,8 @@
 //! connection of its own, in batches (group commit); every write transaction takes one
 //! advisory lock before it numbers its rows, so sequence order is commit order and a replica
 //! that read up to number N has seen every commit before N. Reads are the change feed: the
-//! records other replicas wrote since this one last looked.
+//! records other replicas wrote since this one last looked, read only when another replica
+//! announced a commit since ([`super::announce`]).
 //!
 //! A batch that fails (the database down, a timeout) is kept and retried with back-off; the
 //! outage is counted and reported once (see [`super::Outage`]).
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::Type;
 
 use super::Outage;
+use super::announce::{self, Announcements};
 use super::db::{Db, StoreError};
 use crate::ledger::{Commit, RecordStore, Row, fold, record_kind};
 
@@ -52,6 +54,8 @@ pub struct PgRecords {
     /// Reads begun, so that a caller who waited for a read that began after it arrived
     /// takes that read's result rather than running another.
     begun: AtomicU64,
+    /// Whether another replica committed since the last read.
+    announced: Arc<Announcements>,
     outage: Outage,
     op_timeout: Duration,
 }
@@ -63,14 +67,16 @@ impl std::fmt::Debug for PgRecords {
 }
 
 impl PgRecords {
-    /// Starts the writer on `writer`'s connection; reads go through `reader`.
+    /// Starts the writer on `writer`'s connection; reads go through `reader`, which listens
+    /// for the announcements `announced` keeps.
     pub fn start(
         reader: Arc<Db>,
         writer: Arc<Db>,
-        replica: Arc<str>,
+        announced: Arc<Announcements>,
         outage: Outage,
         op_timeout: Duration,
     ) -> Self {
+        let replica = announced.own().clone();
         let (tx, rx) = mpsc::channel(PENDING_BATCHES);
         let task = Writer {
             db: writer,
@@ -88,12 +94,16 @@ impl PgRecords {
             replica,
             cursor: tokio::sync::Mutex::new(0),
             begun: AtomicU64::new(0),
+            announced,
             outage,
             op_timeout,
         }
     }
 
     async fn read_changes(&self) -> Option<Vec<Row>> {
+        if self.announced.quiet() {
+            return Some(Vec::new());
+        }
         let arrived = self.begun.load(Ordering::Acquire);
         let mut cursor = self.cursor.lock().await;
         if self.begun.load(Ordering::Acquire) > arrived {
@@ -102,6 +112,7 @@ impl PgRecords {
             return Some(Vec::new());
         }
         self.begun.fetch_add(1, Ordering::AcqRel);
+        let reading = self.announced.reading();
         let mut rows = Vec::new();
         loop {
             let page = self
@@ -121,6 +132,7 @@ impl PgRecords {
             };
             rows.extend(page.rows);
             if !full {
+                self.announced.read(reading);
                 return Some(rows);
             }
         }
@@ -351,7 +363,12 @@ async fn write_batch(db: &Db, replica: &str, rows: &[Row]) -> Result<(), StoreEr
     // Sent together (the client pipelines statements issued at once), in order (`biased`):
     // one round trip per batch. The typed insert goes out unprepared, with its parameters in
     // the same message. A failing statement aborts the transaction; its COMMIT then rolls back.
-    let begin = format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})");
+    // The commit is announced to the other replicas' readers (delivered only if it commits).
+    let begin = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); NOTIFY {}, '{}'",
+        announce::CHANNEL,
+        replica.replace('\'', "''")
+    );
     let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 5] = [
         (&kinds, Type::TEXT_ARRAY),
         (&keys, Type::TEXT_ARRAY),
