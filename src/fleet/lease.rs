@@ -41,16 +41,24 @@ pub async fn take_many(
         .filter(|(i, id)| *first.entry(id.as_slice()).or_insert(*i) == *i)
         .map(|(_, id)| id.as_slice())
         .collect();
+    // A lease that is free (expired, and no answer kept) is taken over; a live one is marked
+    // wanted, so that its leader keeps its answer for this follower; a landed one is left
+    // as it is. Taken rows come back with `wanted` false, marked ones with true.
     let taken = client
         .query_typed(
             "INSERT INTO grantdoctor_flights AS f (id, holder, generation, lease_until)
              SELECT id, $2, 1, grantdoctor_now_ms() + $3 FROM unnest($1::bytea[]) AS t(id)
              ON CONFLICT (id) DO UPDATE
-                SET holder = $2, generation = f.generation + 1,
-                    lease_until = grantdoctor_now_ms() + $3, sealed = NULL, done_until = NULL
-                WHERE f.lease_until < grantdoctor_now_ms()
-                  AND (f.done_until IS NULL OR f.done_until < grantdoctor_now_ms())
-             RETURNING id, generation",
+                SET holder = CASE WHEN f.lease_until < grantdoctor_now_ms() THEN $2
+                                  ELSE f.holder END,
+                    generation = CASE WHEN f.lease_until < grantdoctor_now_ms()
+                                      THEN f.generation + 1 ELSE f.generation END,
+                    lease_until = CASE WHEN f.lease_until < grantdoctor_now_ms()
+                                       THEN grantdoctor_now_ms() + $3 ELSE f.lease_until END,
+                    sealed = NULL, done_until = NULL,
+                    wanted = f.lease_until >= grantdoctor_now_ms()
+                WHERE f.done_until IS NULL OR f.done_until < grantdoctor_now_ms()
+             RETURNING id, generation, wanted",
             &[
                 (&unique, Type::BYTEA_ARRAY),
                 (&holder, Type::TEXT),
@@ -58,8 +66,11 @@ pub async fn take_many(
             ],
         )
         .await?;
-    let led: std::collections::HashMap<Vec<u8>, i64> =
-        taken.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let led: std::collections::HashMap<Vec<u8>, i64> = taken
+        .iter()
+        .filter(|row| !row.get::<_, bool>(2))
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
     // The rest are another's, or this batch's first asker's: a later statement sees them.
     let others: Vec<&[u8]> = ids
         .iter()
@@ -134,24 +145,32 @@ pub struct Landing {
     pub sealed: Option<Vec<u8>>,
     /// How long the answer is kept for late followers.
     pub keep_ms: i64,
+    /// Kept even when no follower waited: a twin arriving after it landed must get it (a
+    /// success may carry a rotated token, which must not be sent again).
+    pub always: bool,
 }
 
 /// Publishes each leader's sealed answer (kept for late followers) and ends its lease, or
 /// without an answer just ends the lease so that a follower takes over at once; in one
-/// statement. Refused (false) where another replica took the lease over meanwhile.
+/// statement. An answer not `always` kept is kept only where a follower marked the lease
+/// wanted. Refused (false) where another replica took the lease over meanwhile.
 pub async fn land_many(client: &Client, landings: &[Landing]) -> Result<Vec<bool>, StoreError> {
     let ids: Vec<&[u8]> = landings.iter().map(|l| l.id.as_slice()).collect();
     let generations: Vec<i64> = landings.iter().map(|l| l.generation).collect();
     let sealed: Vec<Option<&[u8]>> = landings.iter().map(|l| l.sealed.as_deref()).collect();
     let keep: Vec<i64> = landings.iter().map(|l| l.keep_ms).collect();
+    let always: Vec<bool> = landings.iter().map(|l| l.always).collect();
+    // `wanted` as the row has it when this statement gets its lock: a follower's mark that
+    // committed first is seen.
     let updated = client
         .query_typed(
             "UPDATE grantdoctor_flights AS f
-             SET sealed = t.sealed, done_until = CASE WHEN t.sealed IS NULL THEN NULL
-                                                  ELSE grantdoctor_now_ms() + t.keep END,
+             SET sealed = CASE WHEN t.always OR f.wanted THEN t.sealed END,
+                 done_until = CASE WHEN t.sealed IS NOT NULL AND (t.always OR f.wanted)
+                                   THEN grantdoctor_now_ms() + t.keep END,
                  lease_until = 0
-             FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::int8[])
-                  AS t(id, generation, sealed, keep)
+             FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::int8[], $5::bool[])
+                  AS t(id, generation, sealed, keep, always)
              WHERE f.id = t.id AND f.generation = t.generation
              RETURNING f.id, f.generation",
             &[
@@ -159,6 +178,7 @@ pub async fn land_many(client: &Client, landings: &[Landing]) -> Result<Vec<bool
                 (&generations, Type::INT8_ARRAY),
                 (&sealed, Type::BYTEA_ARRAY),
                 (&keep, Type::INT8_ARRAY),
+                (&always, Type::BOOL_ARRAY),
             ],
         )
         .await?;

@@ -10,9 +10,10 @@ use super::db::StoreError;
 const MIGRATION_LOCK: i64 = 0x6772_616e_7464_6f63; // "grantdoc"
 
 /// Version, and the statements that bring the schema from the one before to it.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "
     CREATE SEQUENCE grantdoctor_records_seq;
     -- The ledger's records, as the embedded store keeps them (kind, key, JSON value), with the
     -- sequence number of their last write: replicas read what changed since they last looked.
@@ -53,7 +54,19 @@ const MIGRATIONS: &[(i32, &str)] = &[(
     CREATE FUNCTION grantdoctor_now_ms() RETURNS bigint LANGUAGE sql VOLATILE
         AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
     ",
-)];
+    ),
+    (
+        2,
+        "
+    -- Whether a follower waited on the flight: a failure's answer is kept for followers only
+    -- then (a twin arriving after it landed may ask Salesforce again: a dead token stays dead).
+    ALTER TABLE grantdoctor_flights ADD COLUMN wanted boolean NOT NULL DEFAULT false;
+    -- Sealed answers are ciphertext: trying to compress them only costs time.
+    ALTER TABLE grantdoctor_flights ALTER COLUMN sealed SET STORAGE EXTERNAL;
+    ALTER TABLE grantdoctor_sealed ALTER COLUMN sealed SET STORAGE EXTERNAL;
+    ",
+    ),
+];
 
 /// The newest schema this binary knows.
 pub fn latest() -> i32 {

@@ -265,13 +265,15 @@ impl Fleet {
             .await
     }
 
-    /// Publishes a leader's sealed answer (kept `keep_ms`), or with `None` frees the lease.
+    /// Publishes a leader's sealed answer (kept `keep_ms`; unless `always`, only where a
+    /// follower waited), or with `None` frees the lease.
     pub async fn land(
         &self,
         id: &[u8],
         generation: i64,
         sealed: Option<&[u8]>,
         keep_ms: i64,
+        always: bool,
     ) -> Option<bool> {
         self.landings
             .ask(lease::Landing {
@@ -279,6 +281,7 @@ impl Fleet {
                 generation,
                 sealed: sealed.map(<[u8]>::to_vec),
                 keep_ms,
+                always,
             })
             .await
     }

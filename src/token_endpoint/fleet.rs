@@ -38,19 +38,29 @@ pub(super) struct Lease {
     /// Boxed: its key schedule is large, and a lease lives across the leader's awaits.
     sealer: Box<Sealer>,
     generation: i64,
+    /// Taken after waiting on another replica's lease.
+    took_over: bool,
 }
 
 /// Leads the refresh, or follows the replica that does until its answer lands (or its
 /// lease expires, when this replica tries to take over).
 pub(super) async fn lead_or_follow(fleet: &Fleet, key: &ExchangeKey) -> FleetTurn {
     let sealer = Box::new(Sealer::derive("flight", &[key]));
+    let mut took_over = false;
     loop {
         let left = match fleet.take(sealer.id()).await {
             None => return FleetTurn::Alone,
-            Some(Turn::Lead(generation)) => return FleetTurn::Lead(Lease { sealer, generation }),
+            Some(Turn::Lead(generation)) => {
+                return FleetTurn::Lead(Lease {
+                    sealer,
+                    generation,
+                    took_over,
+                });
+            }
             Some(Turn::Landed(sealed)) => return answer(&sealer, &sealed),
             Some(Turn::Wait(left)) => left,
         };
+        took_over = true;
         let until = tokio::time::Instant::now() + Duration::from_millis(left as u64);
         while tokio::time::Instant::now() < until {
             tokio::time::sleep(POLL).await;
@@ -79,7 +89,13 @@ pub(super) async fn one_at_a_time(fleet: &Fleet, key: &crate::recover::Key) -> O
     ));
     loop {
         match fleet.take(sealer.id()).await? {
-            Turn::Lead(generation) => return Some(Lease { sealer, generation }),
+            Turn::Lead(generation) => {
+                return Some(Lease {
+                    sealer,
+                    generation,
+                    took_over: false,
+                });
+            }
             Turn::Wait(_) | Turn::Landed(_) => tokio::time::sleep(POLL).await,
         }
     }
@@ -93,16 +109,26 @@ fn answer(sealer: &Sealer, sealed: &[u8]) -> FleetTurn {
 }
 
 impl Lease {
+    /// Whether this replica waited on another's lease before it took this one.
+    pub(super) fn took_over(&self) -> bool {
+        self.took_over
+    }
+
     /// Publishes the leader's answer to the fleet's followers, or frees the lease when it
-    /// cannot be shared (followers then go upstream themselves, one at a time).
+    /// cannot be shared (followers then go upstream themselves, one at a time). A success is
+    /// kept for twins arriving after it landed, whether or not one waited: it may carry a
+    /// rotated token, which a twin that went upstream would present again. A failure is
+    /// kept only for followers that waited on it.
     pub(super) async fn land(self, fleet: &Fleet, answer: Option<&Finished>) {
         let sealed = answer.map(|f| self.sealer.seal(&stored(f).to_bytes()));
+        let success = answer.is_some_and(|f| f.parts.status.is_success());
         let landed = fleet
             .land(
                 self.sealer.id(),
                 self.generation,
                 sealed.as_deref(),
                 FLIGHT_KEEP_MS,
+                success,
             )
             .await;
         if landed == Some(false) {

@@ -194,8 +194,12 @@ async fn coalesce<S: Upstream>(
             coalesced(&observer, &ex, &shared, None);
             shared.response()
         }
-        // The leader's response could not be shared (not inspectable): go on our own.
+        // The leader's response could not be shared (not inspectable), or the guard stopped
+        // it: go on our own, past the guard again.
         Joined::Follow(None) => {
+            if let Some(response) = guarded(&observer, fp, &credentials, &ex).await {
+                return response;
+            }
             refresh_detached(inner, observer.clone(), ex, credentials, None, None).await
         }
         Joined::Lead(leader) => {
@@ -204,7 +208,7 @@ async fn coalesce<S: Upstream>(
                 drop(leader);
                 return response;
             }
-            lead(inner, observer, ex, key, credentials, leader).await
+            lead(inner, observer, ex, (key, fp), credentials, leader).await
         }
     }
 }
@@ -214,7 +218,7 @@ async fn lead<S: Upstream>(
     inner: S,
     observer: Arc<Observer>,
     ex: Exchange,
-    key: ExchangeKey,
+    (key, fp): (ExchangeKey, u64),
     credentials: CredentialsKey,
     leader: Leader<ExchangeKey, Option<Arc<Finished>>>,
 ) -> Response<ProxyBody> {
@@ -224,6 +228,17 @@ async fn lead<S: Upstream>(
                 coalesced(&observer, &ex, &shared, Some("replicas"));
                 leader.land(Some(shared.clone()));
                 return shared.response();
+            }
+            fleet::FleetTurn::Lead(lease) if lease.took_over() => {
+                // Another replica's flight ended without an answer kept for this one: it may
+                // have rotated the token meanwhile.
+                observer.ledger.sync().await;
+                if let Some(response) = guarded(&observer, fp, &credentials, &ex).await {
+                    lease.land(fleet, None).await;
+                    drop(leader);
+                    return response;
+                }
+                Some(lease)
             }
             fleet::FleetTurn::Lead(lease) => Some(lease),
             fleet::FleetTurn::Alone => None,

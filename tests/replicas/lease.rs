@@ -1,0 +1,92 @@
+//! The lease statements themselves, on a real PostgreSQL, as two replicas ("a" and "b") issue
+//! them: who leads, who waits, and which answers are kept for whom.
+
+use grantdoctor::fleet::lease::{self, Landing, Turn};
+use tokio_postgres::{Client, NoTls};
+
+use super::common::postgres::Postgres;
+
+async fn migrated(pg: &Postgres) -> Client {
+    let (client, connection) = tokio_postgres::connect(&pg.url(), NoTls).await.unwrap();
+    tokio::spawn(connection);
+    grantdoctor::fleet::migrate::migrate(&client).await.unwrap();
+    client
+}
+
+async fn take(client: &Client, holder: &str, ids: &[&[u8]]) -> Vec<Turn> {
+    let ids: Vec<Vec<u8>> = ids.iter().map(|id| id.to_vec()).collect();
+    lease::take_many(client, &ids, holder, 30_000)
+        .await
+        .unwrap()
+}
+
+async fn land(client: &Client, id: &[u8], generation: i64, sealed: &[u8], always: bool) -> bool {
+    let landing = Landing {
+        id: id.to_vec(),
+        generation,
+        sealed: Some(sealed.to_vec()),
+        keep_ms: 30_000,
+        always,
+    };
+    lease::land_many(client, &[landing]).await.unwrap()[0]
+}
+
+fn led(turn: &Turn) -> i64 {
+    match turn {
+        Turn::Lead(generation) => *generation,
+        other => panic!("expected to lead, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_follower_that_waited_gets_a_failure_and_one_arriving_after_it_landed_leads_anew() {
+    let pg = Postgres::start();
+    let db = migrated(&pg).await;
+    let generation = led(&take(&db, "a", &[b"waited"]).await[0]);
+    assert!(matches!(take(&db, "b", &[b"waited"]).await[0], Turn::Wait(left) if left > 0));
+    assert!(land(&db, b"waited", generation, b"failure", false).await);
+    match lease::look(&db, b"waited").await.unwrap() {
+        Turn::Landed(sealed) => assert_eq!(sealed, b"failure"),
+        other => panic!("the waiting follower should find the answer: {other:?}"),
+    }
+
+    // Nobody waited on this one: its failure is not kept, and the next asker leads at once.
+    let generation = led(&take(&db, "a", &[b"alone"]).await[0]);
+    assert!(land(&db, b"alone", generation, b"failure", false).await);
+    let kept = pg.psql("SELECT count(sealed) FROM grantdoctor_flights WHERE id = 'alone'::bytea");
+    assert_eq!(
+        kept.trim(),
+        "0",
+        "a failure nobody waited for is not stored"
+    );
+    assert_eq!(led(&take(&db, "b", &[b"alone"]).await[0]), generation + 1);
+}
+
+#[tokio::test]
+async fn a_success_is_kept_for_a_twin_arriving_after_it_landed_even_if_none_waited() {
+    let pg = Postgres::start();
+    let db = migrated(&pg).await;
+    let generation = led(&take(&db, "a", &[b"rotation"]).await[0]);
+    assert!(land(&db, b"rotation", generation, b"new token", true).await);
+    match &take(&db, "b", &[b"rotation"]).await[0] {
+        Turn::Landed(sealed) => assert_eq!(sealed, b"new token"),
+        other => panic!("a late twin must get the kept success, not lead: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_live_lease_is_never_taken_twice_not_even_by_its_own_holder_or_within_one_batch() {
+    let pg = Postgres::start();
+    let db = migrated(&pg).await;
+    let turns = take(&db, "a", &[b"one", b"one", b"two"]).await;
+    let first = led(&turns[0]);
+    assert!(matches!(turns[1], Turn::Wait(_)), "{:?}", turns[1]);
+    led(&turns[2]);
+    assert!(matches!(take(&db, "a", &[b"one"]).await[0], Turn::Wait(_)));
+    // A leader whose lease another replica took over cannot publish.
+    pg.psql("UPDATE grantdoctor_flights SET lease_until = 0 WHERE id = 'one'::bytea");
+    let over = led(&take(&db, "b", &[b"one"]).await[0]);
+    assert_eq!(over, first + 1);
+    assert!(!land(&db, b"one", first, b"stale", true).await);
+    assert!(land(&db, b"one", over, b"fresh", true).await);
+}
