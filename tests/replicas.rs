@@ -228,6 +228,48 @@ async fn five_hundred_identical_refreshes_over_three_replicas_make_one_upstream_
 }
 
 #[tokio::test]
+async fn identical_failing_refreshes_over_three_replicas_make_one_upstream_refresh_and_share_its_diagnosis()
+ {
+    let fleet = Fleet::start(3, &[]);
+    let token = fleet.login(0).await;
+    let mut settings = fleet.emu.control("GET", "settings", Value::Null).await;
+    settings["refresh_latency_ms"] = json!(2500);
+    fleet.emu.control("PUT", "settings", settings).await;
+    let fleet = Arc::new(fleet);
+    // The grant is revoked while the first refresh is upstream, so that refresh fails when
+    // it ends, with every other caller waiting on it: a failure is published to other
+    // replicas only for followers that waited.
+    let revoke = async {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let path = format!("users/{ALICE}/revoke");
+        fleet.emu.control("POST", &path, json!({})).await;
+    };
+    let (answers, ()) = tokio::join!(at_once(&fleet, 30, &token), revoke);
+    let causes: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|answer| {
+            assert_eq!(answer.status, 400, "{}", answer.body);
+            assert_eq!(answer.body["error"], "invalid_grant", "{}", answer.body);
+            answer.cause().to_owned()
+        })
+        .collect();
+    assert_eq!(causes.len(), 1, "one diagnosis for all: {causes:?}");
+    assert_eq!(fleet.upstream_refreshes().await, 1);
+    // Every caller but the leader got a shared answer, in its replica or across replicas.
+    let coalesced: f64 = (0..3)
+        .flat_map(|at| {
+            let metrics = fleet.admin(at, "/metrics").1;
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("grantdoctor_coalesced_refreshes_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    assert_eq!(coalesced, 29.0);
+}
+
+#[tokio::test]
 async fn concurrent_recoveries_over_three_replicas_take_turns_on_one_fleet_lease() {
     let config = recovery_config();
     let path = config.path().join("grantdoctor.toml").display().to_string();

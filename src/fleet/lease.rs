@@ -137,56 +137,87 @@ pub async fn look(client: &Client, id: &[u8]) -> Result<Turn, StoreError> {
     }))
 }
 
-/// A leader's end of its lease: its sealed answer, or none.
+/// A leader's end of its lease.
 #[derive(Debug)]
 pub struct Landing {
     pub id: Vec<u8>,
     pub generation: i64,
-    pub sealed: Option<Vec<u8>>,
-    /// How long the answer is kept for late followers.
+    pub end: End,
+    /// How long a published answer is kept for late followers.
     pub keep_ms: i64,
-    /// Kept even when no follower waited: a twin arriving after it landed must get it (a
-    /// success may carry a rotated token, which must not be sent again).
-    pub always: bool,
 }
 
-/// Publishes each leader's sealed answer (kept for late followers) and ends its lease, or
-/// without an answer just ends the lease so that a follower takes over at once; in one
-/// statement. An answer not `always` kept is kept only where a follower marked the lease
-/// wanted. Refused (false) where another replica took the lease over meanwhile.
-pub async fn land_many(client: &Client, landings: &[Landing]) -> Result<Vec<bool>, StoreError> {
+/// How a leader ends its lease.
+#[derive(Debug)]
+pub enum End {
+    /// Publishes this sealed answer, kept for followers and late twins.
+    Publish(Vec<u8>),
+    /// Frees the lease unless a follower marked it wanted: then it stays held, and the
+    /// leader publishes (a failure's answer is sealed and stored only for those waiting).
+    UnlessWanted,
+    /// Frees the lease: the answer cannot be shared, a follower takes over at once.
+    Free,
+}
+
+/// What became of a landing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landed {
+    Done,
+    /// [`End::UnlessWanted`] found a follower waiting: the lease is still held.
+    Wanted,
+    /// Another replica took the lease over meanwhile: this leader cannot publish.
+    Lost,
+}
+
+/// Ends each leader's lease as its [`End`] says, in one statement.
+pub async fn land_many(client: &Client, landings: &[Landing]) -> Result<Vec<Landed>, StoreError> {
     let ids: Vec<&[u8]> = landings.iter().map(|l| l.id.as_slice()).collect();
     let generations: Vec<i64> = landings.iter().map(|l| l.generation).collect();
-    let sealed: Vec<Option<&[u8]>> = landings.iter().map(|l| l.sealed.as_deref()).collect();
+    let sealed: Vec<Option<&[u8]>> = landings
+        .iter()
+        .map(|l| match &l.end {
+            End::Publish(sealed) => Some(sealed.as_slice()),
+            End::UnlessWanted | End::Free => None,
+        })
+        .collect();
     let keep: Vec<i64> = landings.iter().map(|l| l.keep_ms).collect();
-    let always: Vec<bool> = landings.iter().map(|l| l.always).collect();
-    // `wanted` as the row has it when this statement gets its lock: a follower's mark that
+    let ask: Vec<bool> = landings
+        .iter()
+        .map(|l| matches!(l.end, End::UnlessWanted))
+        .collect();
+    // `wanted` as the row has it when this statement holds its lock: a follower's mark that
     // committed first is seen.
     let updated = client
         .query_typed(
             "UPDATE grantdoctor_flights AS f
-             SET sealed = CASE WHEN t.always OR f.wanted THEN t.sealed END,
-                 done_until = CASE WHEN t.sealed IS NOT NULL AND (t.always OR f.wanted)
-                                   THEN grantdoctor_now_ms() + t.keep END,
-                 lease_until = 0
+             SET sealed = t.sealed,
+                 done_until = CASE WHEN t.sealed IS NULL THEN NULL
+                                   ELSE grantdoctor_now_ms() + t.keep END,
+                 lease_until = CASE WHEN t.ask AND f.wanted THEN f.lease_until ELSE 0 END
              FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::int8[], $5::bool[])
-                  AS t(id, generation, sealed, keep, always)
+                  AS t(id, generation, sealed, keep, ask)
              WHERE f.id = t.id AND f.generation = t.generation
-             RETURNING f.id, f.generation",
+             RETURNING f.id, f.generation, t.ask AND f.wanted",
             &[
                 (&ids, Type::BYTEA_ARRAY),
                 (&generations, Type::INT8_ARRAY),
                 (&sealed, Type::BYTEA_ARRAY),
                 (&keep, Type::INT8_ARRAY),
-                (&always, Type::BOOL_ARRAY),
+                (&ask, Type::BOOL_ARRAY),
             ],
         )
         .await?;
-    let landed: std::collections::HashSet<(Vec<u8>, i64)> =
-        updated.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let landed: std::collections::HashMap<(Vec<u8>, i64), bool> = updated
+        .iter()
+        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+        .collect();
     Ok(landings
         .iter()
-        .map(|l| landed.contains(&(l.id.clone(), l.generation)))
+        .map(|l| match landed.get(&(l.id.clone(), l.generation)) {
+            Some(true) => Landed::Wanted,
+            Some(false) => Landed::Done,
+            None => Landed::Lost,
+        })
         .collect())
 }
 

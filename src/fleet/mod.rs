@@ -156,7 +156,7 @@ impl Coordination {
 pub struct Fleet {
     coordination: Arc<Coordination>,
     takes: batch::Batches<Vec<u8>, lease::Turn>,
-    landings: batch::Batches<lease::Landing, bool>,
+    landings: batch::Batches<lease::Landing, lease::Landed>,
     replica: Arc<str>,
     outage: Outage,
     replay_ms: i64,
@@ -265,23 +265,20 @@ impl Fleet {
             .await
     }
 
-    /// Publishes a leader's sealed answer (kept `keep_ms`; unless `always`, only where a
-    /// follower waited), or with `None` frees the lease.
+    /// Ends a leader's lease as `end` says (a published answer kept `keep_ms`).
     pub async fn land(
         &self,
         id: &[u8],
         generation: i64,
-        sealed: Option<&[u8]>,
+        end: lease::End,
         keep_ms: i64,
-        always: bool,
-    ) -> Option<bool> {
+    ) -> Option<lease::Landed> {
         self.landings
             .ask(lease::Landing {
                 id: id.to_vec(),
                 generation,
-                sealed: sealed.map(<[u8]>::to_vec),
+                end,
                 keep_ms,
-                always,
             })
             .await
     }
@@ -320,7 +317,7 @@ fn takes(
 }
 
 /// Lease ends, many leaders to a statement.
-fn landings(coordination: &Arc<Coordination>) -> batch::Batches<lease::Landing, bool> {
+fn landings(coordination: &Arc<Coordination>) -> batch::Batches<lease::Landing, lease::Landed> {
     let coordination = coordination.clone();
     batch::Batches::start(
         LEASE_SLOTS,

@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::{ExchangeKey, Finished};
 use crate::fleet::Fleet;
-use crate::fleet::lease::Turn;
+use crate::fleet::lease::{End, Landed, Turn};
 use crate::fleet::seal::{Sealer, StoredAnswer};
 use crate::recover::CredentialsKey;
 
@@ -116,22 +116,28 @@ impl Lease {
 
     /// Publishes the leader's answer to the fleet's followers, or frees the lease when it
     /// cannot be shared (followers then go upstream themselves, one at a time). A success is
-    /// kept for twins arriving after it landed, whether or not one waited: it may carry a
-    /// rotated token, which a twin that went upstream would present again. A failure is
-    /// kept only for followers that waited on it.
+    /// published whether or not a follower waited: it may carry a rotated token, which a
+    /// twin arriving after it landed must get rather than send again. A failure is sealed
+    /// and published only when a follower waited on it; otherwise the lease is just freed (a
+    /// later twin asking Salesforce again finds the token as dead).
     pub(super) async fn land(self, fleet: &Fleet, answer: Option<&Finished>) {
-        let sealed = answer.map(|f| self.sealer.seal(&stored(f).to_bytes()));
-        let success = answer.is_some_and(|f| f.parts.status.is_success());
-        let landed = fleet
-            .land(
-                self.sealer.id(),
-                self.generation,
-                sealed.as_deref(),
-                FLIGHT_KEEP_MS,
-                success,
-            )
-            .await;
-        if landed == Some(false) {
+        let publish = |f: &Finished| End::Publish(self.sealer.seal(&stored(f).to_bytes()));
+        let (id, generation) = (self.sealer.id(), self.generation);
+        let mut landed = match answer {
+            Some(f) if f.parts.status.is_success() => {
+                fleet.land(id, generation, publish(f), FLIGHT_KEEP_MS).await
+            }
+            Some(_) => {
+                fleet
+                    .land(id, generation, End::UnlessWanted, FLIGHT_KEEP_MS)
+                    .await
+            }
+            None => fleet.land(id, generation, End::Free, FLIGHT_KEEP_MS).await,
+        };
+        if let (Some(Landed::Wanted), Some(f)) = (landed, answer) {
+            landed = fleet.land(id, generation, publish(f), FLIGHT_KEEP_MS).await;
+        }
+        if landed == Some(Landed::Lost) {
             tracing::warn!(
                 event = "lease_lost",
                 reason = "another replica took this refresh's lease over before its answer landed"

@@ -1,7 +1,7 @@
 //! The lease statements themselves, on a real PostgreSQL, as two replicas ("a" and "b") issue
 //! them: who leads, who waits, and which answers are kept for whom.
 
-use grantdoctor::fleet::lease::{self, Landing, Turn};
+use grantdoctor::fleet::lease::{self, End, Landed, Landing, Turn};
 use tokio_postgres::{Client, NoTls};
 
 use super::common::postgres::Postgres;
@@ -20,15 +20,18 @@ async fn take(client: &Client, holder: &str, ids: &[&[u8]]) -> Vec<Turn> {
         .unwrap()
 }
 
-async fn land(client: &Client, id: &[u8], generation: i64, sealed: &[u8], always: bool) -> bool {
+async fn land(client: &Client, id: &[u8], generation: i64, end: End) -> Landed {
     let landing = Landing {
         id: id.to_vec(),
         generation,
-        sealed: Some(sealed.to_vec()),
+        end,
         keep_ms: 30_000,
-        always,
     };
     lease::land_many(client, &[landing]).await.unwrap()[0]
+}
+
+fn publish(sealed: &[u8]) -> End {
+    End::Publish(sealed.to_vec())
 }
 
 fn led(turn: &Turn) -> i64 {
@@ -44,7 +47,12 @@ async fn a_follower_that_waited_gets_a_failure_and_one_arriving_after_it_landed_
     let db = migrated(&pg).await;
     let generation = led(&take(&db, "a", &[b"waited"]).await[0]);
     assert!(matches!(take(&db, "b", &[b"waited"]).await[0], Turn::Wait(left) if left > 0));
-    assert!(land(&db, b"waited", generation, b"failure", false).await);
+    // The follower marked the lease: the leader is told, and keeps it until it publishes.
+    let ended = land(&db, b"waited", generation, End::UnlessWanted).await;
+    assert_eq!(ended, Landed::Wanted);
+    assert!(matches!(lease::look(&db, b"waited").await.unwrap(), Turn::Wait(left) if left > 0));
+    let published = land(&db, b"waited", generation, publish(b"failure")).await;
+    assert_eq!(published, Landed::Done);
     match lease::look(&db, b"waited").await.unwrap() {
         Turn::Landed(sealed) => assert_eq!(sealed, b"failure"),
         other => panic!("the waiting follower should find the answer: {other:?}"),
@@ -52,7 +60,8 @@ async fn a_follower_that_waited_gets_a_failure_and_one_arriving_after_it_landed_
 
     // Nobody waited on this one: its failure is not kept, and the next asker leads at once.
     let generation = led(&take(&db, "a", &[b"alone"]).await[0]);
-    assert!(land(&db, b"alone", generation, b"failure", false).await);
+    let ended = land(&db, b"alone", generation, End::UnlessWanted).await;
+    assert_eq!(ended, Landed::Done);
     let kept = pg.psql("SELECT count(sealed) FROM grantdoctor_flights WHERE id = 'alone'::bytea");
     assert_eq!(
         kept.trim(),
@@ -63,11 +72,12 @@ async fn a_follower_that_waited_gets_a_failure_and_one_arriving_after_it_landed_
 }
 
 #[tokio::test]
-async fn a_success_is_kept_for_a_twin_arriving_after_it_landed_even_if_none_waited() {
+async fn a_published_success_is_kept_for_a_twin_arriving_after_it_landed_even_if_none_waited() {
     let pg = Postgres::start();
     let db = migrated(&pg).await;
     let generation = led(&take(&db, "a", &[b"rotation"]).await[0]);
-    assert!(land(&db, b"rotation", generation, b"new token", true).await);
+    let published = land(&db, b"rotation", generation, publish(b"new token")).await;
+    assert_eq!(published, Landed::Done);
     match &take(&db, "b", &[b"rotation"]).await[0] {
         Turn::Landed(sealed) => assert_eq!(sealed, b"new token"),
         other => panic!("a late twin must get the kept success, not lead: {other:?}"),
@@ -87,6 +97,12 @@ async fn a_live_lease_is_never_taken_twice_not_even_by_its_own_holder_or_within_
     pg.psql("UPDATE grantdoctor_flights SET lease_until = 0 WHERE id = 'one'::bytea");
     let over = led(&take(&db, "b", &[b"one"]).await[0]);
     assert_eq!(over, first + 1);
-    assert!(!land(&db, b"one", first, b"stale", true).await);
-    assert!(land(&db, b"one", over, b"fresh", true).await);
+    assert_eq!(
+        land(&db, b"one", first, publish(b"stale")).await,
+        Landed::Lost
+    );
+    assert_eq!(
+        land(&db, b"one", over, publish(b"fresh")).await,
+        Landed::Done
+    );
 }
