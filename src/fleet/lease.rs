@@ -15,6 +15,16 @@ use tokio_postgres::types::Type;
 
 use super::db::StoreError;
 
+/// The database's clock in milliseconds, written into each statement: leases compare times
+/// of one clock, whatever the replicas' clocks say. Spelled out rather than called as the
+/// schema's `grantdoctor_now_ms()`: the planner parses a SQL function's body again at every
+/// call site, which cost more than running the statements.
+macro_rules! now_ms {
+    () => {
+        "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+    };
+}
+
 /// What a replica may do with a refresh another may be leading.
 #[derive(Debug, Clone)]
 pub enum Turn {
@@ -44,21 +54,26 @@ pub async fn take_many(
     // A lease that is free (expired, and no answer kept) is taken over; a live one is marked
     // wanted, so that its leader keeps its answer for this follower; a landed one is left
     // as it is. Taken rows come back with `wanted` false, marked ones with true.
+    // `excluded.lease_until - $3` is the statement's one reading of the clock.
     let taken = client
         .query_typed(
-            "INSERT INTO grantdoctor_flights AS f (id, holder, generation, lease_until)
-             SELECT id, $2, 1, grantdoctor_now_ms() + $3 FROM unnest($1::bytea[]) AS t(id)
-             ON CONFLICT (id) DO UPDATE
-                SET holder = CASE WHEN f.lease_until < grantdoctor_now_ms() THEN $2
-                                  ELSE f.holder END,
-                    generation = CASE WHEN f.lease_until < grantdoctor_now_ms()
+            concat!(
+                "INSERT INTO grantdoctor_flights AS f (id, holder, generation, lease_until)
+                 SELECT id, $2, 1, ",
+                now_ms!(),
+                " + $3 FROM unnest($1::bytea[]) AS t(id)
+                 ON CONFLICT (id) DO UPDATE SET
+                    holder = CASE WHEN f.lease_until < excluded.lease_until - $3
+                                  THEN $2 ELSE f.holder END,
+                    generation = CASE WHEN f.lease_until < excluded.lease_until - $3
                                       THEN f.generation + 1 ELSE f.generation END,
-                    lease_until = CASE WHEN f.lease_until < grantdoctor_now_ms()
-                                       THEN grantdoctor_now_ms() + $3 ELSE f.lease_until END,
+                    lease_until = CASE WHEN f.lease_until < excluded.lease_until - $3
+                                       THEN excluded.lease_until ELSE f.lease_until END,
                     sealed = NULL, done_until = NULL,
-                    wanted = f.lease_until >= grantdoctor_now_ms()
-                WHERE f.done_until IS NULL OR f.done_until < grantdoctor_now_ms()
-             RETURNING id, generation, wanted",
+                    wanted = f.lease_until >= excluded.lease_until - $3
+                 WHERE f.done_until IS NULL OR f.done_until < excluded.lease_until - $3
+                 RETURNING id, generation, wanted"
+            ),
             &[
                 (&unique, Type::BYTEA_ARRAY),
                 (&holder, Type::TEXT),
@@ -100,9 +115,15 @@ async fn look_many(
 ) -> Result<std::collections::HashMap<Vec<u8>, Turn>, StoreError> {
     let rows = client
         .query_typed(
-            "SELECT id, lease_until - grantdoctor_now_ms(), sealed,
-                    coalesce(done_until, 0) - grantdoctor_now_ms()
-             FROM grantdoctor_flights WHERE id = ANY($1)",
+            concat!(
+                "SELECT id, lease_until - ",
+                now_ms!(),
+                ", sealed,
+                    coalesce(done_until, 0) - ",
+                now_ms!(),
+                "
+             FROM grantdoctor_flights WHERE id = ANY($1)"
+            ),
             &[(&ids, Type::BYTEA_ARRAY)],
         )
         .await?;
@@ -126,9 +147,15 @@ fn turn_of(left: i64, sealed: Option<Vec<u8>>, fresh: i64) -> Turn {
 pub async fn look(client: &Client, id: &[u8]) -> Result<Turn, StoreError> {
     let rows = client
         .query_typed(
-            "SELECT lease_until - grantdoctor_now_ms(), sealed,
-                    coalesce(done_until, 0) - grantdoctor_now_ms()
-             FROM grantdoctor_flights WHERE id = $1",
+            concat!(
+                "SELECT lease_until - ",
+                now_ms!(),
+                ", sealed,
+                    coalesce(done_until, 0) - ",
+                now_ms!(),
+                "
+             FROM grantdoctor_flights WHERE id = $1"
+            ),
             &[(&id, Type::BYTEA)],
         )
         .await?;
@@ -189,15 +216,19 @@ pub async fn land_many(client: &Client, landings: &[Landing]) -> Result<Vec<Land
     // committed first is seen.
     let updated = client
         .query_typed(
-            "UPDATE grantdoctor_flights AS f
+            concat!(
+                "UPDATE grantdoctor_flights AS f
              SET sealed = t.sealed,
                  done_until = CASE WHEN t.sealed IS NULL THEN NULL
-                                   ELSE grantdoctor_now_ms() + t.keep END,
+                                   ELSE ",
+                now_ms!(),
+                " + t.keep END,
                  lease_until = CASE WHEN t.ask AND f.wanted THEN f.lease_until ELSE 0 END
              FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::int8[], $5::bool[])
                   AS t(id, generation, sealed, keep, ask)
              WHERE f.id = t.id AND f.generation = t.generation
-             RETURNING f.id, f.generation, t.ask AND f.wanted",
+             RETURNING f.id, f.generation, t.ask AND f.wanted"
+            ),
             &[
                 (&ids, Type::BYTEA_ARRAY),
                 (&generations, Type::INT8_ARRAY),
@@ -230,9 +261,15 @@ pub async fn put_sealed(
 ) -> Result<(), StoreError> {
     client
         .execute_typed(
-            "INSERT INTO grantdoctor_sealed (id, sealed, until)
-             VALUES ($1, $2, grantdoctor_now_ms() + $3)
-             ON CONFLICT (id) DO UPDATE SET sealed = $2, until = grantdoctor_now_ms() + $3",
+            concat!(
+                "INSERT INTO grantdoctor_sealed (id, sealed, until)
+             VALUES ($1, $2, ",
+                now_ms!(),
+                " + $3)
+             ON CONFLICT (id) DO UPDATE SET sealed = $2, until = ",
+                now_ms!(),
+                " + $3"
+            ),
             &[
                 (&id, Type::BYTEA),
                 (&sealed, Type::BYTEA),
@@ -247,7 +284,10 @@ pub async fn put_sealed(
 pub async fn get_sealed(client: &Client, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(client
         .query_typed(
-            "SELECT sealed FROM grantdoctor_sealed WHERE id = $1 AND until > grantdoctor_now_ms()",
+            concat!(
+                "SELECT sealed FROM grantdoctor_sealed WHERE id = $1 AND until > ",
+                now_ms!()
+            ),
             &[(&id, Type::BYTEA)],
         )
         .await?
@@ -260,15 +300,20 @@ pub async fn get_sealed(client: &Client, id: &[u8]) -> Result<Option<Vec<u8>>, S
 pub async fn sweep(client: &Client) -> Result<u64, StoreError> {
     let sealed = client
         .execute(
-            "DELETE FROM grantdoctor_sealed WHERE until < grantdoctor_now_ms()",
+            concat!("DELETE FROM grantdoctor_sealed WHERE until < ", now_ms!()),
             &[],
         )
         .await?;
     let flights = client
         .execute(
-            "DELETE FROM grantdoctor_flights
-             WHERE lease_until < grantdoctor_now_ms() - 60000
-               AND coalesce(done_until, 0) < grantdoctor_now_ms()",
+            concat!(
+                "DELETE FROM grantdoctor_flights
+             WHERE lease_until < ",
+                now_ms!(),
+                " - 60000
+               AND coalesce(done_until, 0) < ",
+                now_ms!()
+            ),
             &[],
         )
         .await?;

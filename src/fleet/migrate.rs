@@ -64,6 +64,12 @@ const MIGRATIONS: &[(i32, &str)] = &[
     -- Sealed answers are ciphertext: trying to compress them only costs time.
     ALTER TABLE grantdoctor_flights ALTER COLUMN sealed SET STORAGE EXTERNAL;
     ALTER TABLE grantdoctor_sealed ALTER COLUMN sealed SET STORAGE EXTERNAL;
+    -- Leases live seconds and sealed answers a replay window: they are not worth a write
+    -- to the server's log. A crash or a failover of the database forgets them (a lease
+    -- lost mid-flight lets a follower go upstream; a twin whose replay was lost is refused,
+    -- never forwarded); the records stay logged.
+    ALTER TABLE grantdoctor_flights SET UNLOGGED;
+    ALTER TABLE grantdoctor_sealed SET UNLOGGED;
     ",
     ),
 ];
