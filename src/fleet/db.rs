@@ -9,8 +9,11 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_postgres::{AsyncMessage, Client, Connection, NoTls};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::url::{PgTarget, Tls};
@@ -48,6 +51,79 @@ fn with_causes(e: &tokio_postgres::Error) -> String {
 const RECONNECT_FIRST: Duration = Duration::from_millis(250);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
+/// A connected client and the statements it prepared, which live as long as the connection:
+/// a statement on the token path is parsed and planned once per connection, not per run.
+pub struct Conn {
+    client: Client,
+    prepared: std::sync::Mutex<HashMap<&'static str, Statement>>,
+}
+
+impl Conn {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            prepared: Default::default(),
+        }
+    }
+
+    /// `sql` prepared with parameters of `types`, once per connection.
+    pub async fn prepared(
+        &self,
+        sql: &'static str,
+        types: &[Type],
+    ) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(statement) = self.cache().get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare_typed(sql, types).await?;
+        self.cache().insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    /// Like `query_typed`, through the statement prepared once.
+    pub async fn query_prepared(
+        &self,
+        sql: &'static str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let (values, types) = split(params);
+        let statement = self.prepared(sql, &types).await?;
+        self.client.query(&statement, &values).await
+    }
+
+    /// Like `execute_typed`, through the statement prepared once.
+    pub async fn execute_prepared(
+        &self,
+        sql: &'static str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let (values, types) = split(params);
+        let statement = self.prepared(sql, &types).await?;
+        self.client.execute(&statement, &values).await
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, Statement>> {
+        self.prepared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+type Params<'a> = (Vec<&'a (dyn ToSql + Sync)>, Vec<Type>);
+
+fn split<'a>(params: &[(&'a (dyn ToSql + Sync), Type)]) -> Params<'a> {
+    params
+        .iter()
+        .map(|(value, ty)| (*value, ty.clone()))
+        .unzip()
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
 /// What a listening connection tells its sink.
 pub enum Heard<'a> {
     /// `LISTEN` is in place: from now on every notification is heard, none before.
@@ -73,7 +149,7 @@ pub struct Listen {
 pub struct Db {
     target: PgTarget,
     tls: Option<MakeRustlsConnect>,
-    current: RwLock<Option<Arc<Client>>>,
+    current: RwLock<Option<Arc<Conn>>>,
     listen: Option<Listen>,
 }
 
@@ -127,7 +203,7 @@ impl Db {
     }
 
     /// The live connection, or `Unavailable` at once while it is being re-established.
-    pub fn client(&self) -> Result<Arc<Client>, StoreError> {
+    pub fn client(&self) -> Result<Arc<Conn>, StoreError> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -159,7 +235,8 @@ impl Db {
             }
             (listen.sink)(Heard::Listening);
         }
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(client));
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+            Some(Arc::new(Conn::new(client)));
         Ok(ended)
     }
 

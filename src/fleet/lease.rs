@@ -7,13 +7,12 @@
 //! than the leader's upstream call can (`--response-timeout` plus a margin), so a slow
 //! leader is never doubled: a follower never sends the token while a live lease exists.
 //!
-//! Every statement here is typed and unprepared: it goes out with its parameters in one
-//! message, one round trip, on the token path.
+//! Every statement here is one round trip on the token path. Most are prepared once per
+//! connection (their generic plans are index lookups); the landing is planned each time.
 
-use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
-use super::db::StoreError;
+use super::db::{Conn, StoreError};
 
 /// The database's clock in milliseconds, written into each statement: leases compare times
 /// of one clock, whatever the replicas' clocks say. Spelled out rather than called as the
@@ -39,7 +38,7 @@ pub enum Turn {
 /// Takes the lease of each of `ids` that is free or expired, in one statement; says who has
 /// the others. One answer per id, in order; an id asked twice is led by its first asker only.
 pub async fn take_many(
-    client: &Client,
+    client: &Conn,
     ids: &[Vec<u8>],
     holder: &str,
     lease_ms: i64,
@@ -56,7 +55,7 @@ pub async fn take_many(
     // as it is. Taken rows come back with `wanted` false, marked ones with true.
     // `excluded.lease_until - $3` is the statement's one reading of the clock.
     let taken = client
-        .query_typed(
+        .query_prepared(
             concat!(
                 "INSERT INTO grantdoctor_flights AS f (id, holder, generation, lease_until)
                  SELECT id, $2, 1, ",
@@ -110,11 +109,11 @@ pub async fn take_many(
 
 /// The state of each of `ids` as a follower sees it; an id without a row is absent.
 async fn look_many(
-    client: &Client,
+    client: &Conn,
     ids: &[&[u8]],
 ) -> Result<std::collections::HashMap<Vec<u8>, Turn>, StoreError> {
     let rows = client
-        .query_typed(
+        .query_prepared(
             concat!(
                 "SELECT id, lease_until - ",
                 now_ms!(),
@@ -144,9 +143,9 @@ fn turn_of(left: i64, sealed: Option<Vec<u8>>, fresh: i64) -> Turn {
 }
 
 /// The state of `id` as a follower sees it.
-pub async fn look(client: &Client, id: &[u8]) -> Result<Turn, StoreError> {
+pub async fn look(client: &Conn, id: &[u8]) -> Result<Turn, StoreError> {
     let rows = client
-        .query_typed(
+        .query_prepared(
             concat!(
                 "SELECT lease_until - ",
                 now_ms!(),
@@ -197,7 +196,7 @@ pub enum Landed {
 }
 
 /// Ends each leader's lease as its [`End`] says, in one statement.
-pub async fn land_many(client: &Client, landings: &[Landing]) -> Result<Vec<Landed>, StoreError> {
+pub async fn land_many(client: &Conn, landings: &[Landing]) -> Result<Vec<Landed>, StoreError> {
     let ids: Vec<&[u8]> = landings.iter().map(|l| l.id.as_slice()).collect();
     let generations: Vec<i64> = landings.iter().map(|l| l.generation).collect();
     let sealed: Vec<Option<&[u8]>> = landings
@@ -213,7 +212,8 @@ pub async fn land_many(client: &Client, landings: &[Landing]) -> Result<Vec<Land
         .map(|l| matches!(l.end, End::UnlessWanted))
         .collect();
     // `wanted` as the row has it when this statement holds its lock: a follower's mark that
-    // committed first is seen.
+    // committed first is seen. Planned on every run, unlike the others: its generic plan
+    // took 6 times as long under load, not knowing how few rows the arrays hold.
     let updated = client
         .query_typed(
             concat!(
@@ -254,13 +254,13 @@ pub async fn land_many(client: &Client, landings: &[Landing]) -> Result<Vec<Land
 
 /// Files a sealed answer under `id` for `keep_ms`.
 pub async fn put_sealed(
-    client: &Client,
+    client: &Conn,
     id: &[u8],
     sealed: &[u8],
     keep_ms: i64,
 ) -> Result<(), StoreError> {
     client
-        .execute_typed(
+        .execute_prepared(
             concat!(
                 "INSERT INTO grantdoctor_sealed (id, sealed, until)
              VALUES ($1, $2, ",
@@ -281,9 +281,9 @@ pub async fn put_sealed(
 }
 
 /// The sealed answer filed under `id`, while it is kept.
-pub async fn get_sealed(client: &Client, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+pub async fn get_sealed(client: &Conn, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(client
-        .query_typed(
+        .query_prepared(
             concat!(
                 "SELECT sealed FROM grantdoctor_sealed WHERE id = $1 AND until > ",
                 now_ms!()
@@ -297,7 +297,7 @@ pub async fn get_sealed(client: &Client, id: &[u8]) -> Result<Option<Vec<u8>>, S
 }
 
 /// Deletes what outlived its use: sealed answers past their window, flights long finished.
-pub async fn sweep(client: &Client) -> Result<u64, StoreError> {
+pub async fn sweep(client: &Conn) -> Result<u64, StoreError> {
     let sealed = client
         .execute(
             concat!("DELETE FROM grantdoctor_sealed WHERE until < ", now_ms!()),

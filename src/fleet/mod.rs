@@ -137,7 +137,7 @@ impl Coordination {
     /// Runs one operation on the next connection, bounded; `None` when the store failed.
     async fn run<T, F, Fut>(&self, op: &'static str, run: F) -> Option<T>
     where
-        F: FnOnce(Arc<tokio_postgres::Client>) -> Fut,
+        F: FnOnce(Arc<db::Conn>) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.dbs.len();
@@ -249,7 +249,7 @@ impl Fleet {
     /// Runs one sealed-answer or sweep operation, bounded; `None` when the store failed.
     async fn run<T, F, Fut>(&self, op: &'static str, run: F) -> Option<T>
     where
-        F: FnOnce(Arc<tokio_postgres::Client>) -> Fut,
+        F: FnOnce(Arc<db::Conn>) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
         self.coordination.run(op, run).await

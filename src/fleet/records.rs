@@ -200,6 +200,8 @@ struct Page {
 /// full). A replica's own rows, the most of what it would read back, stay on the server.
 async fn feed(db: &Db, cursor: i64, replica: &str) -> Result<Page, StoreError> {
     let client = db.client()?;
+    // Planned on every run: its generic plan (a prepared statement's, after five runs) took
+    // 15 times as long under load, not knowing how near the head the cursor is.
     let found = client
         .query_typed(
             "SELECT h.head, r.kind, r.key, r.value, r.at, r.seq
@@ -360,33 +362,39 @@ async fn write_batch(db: &Db, replica: &str, rows: &[Row]) -> Result<(), StoreEr
     let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
     let values: Vec<Option<&str>> = rows.iter().map(|r| r.value.as_deref()).collect();
     let ats: Vec<i64> = rows.iter().map(|r| r.at).collect();
-    // Sent together (the client pipelines statements issued at once), in order (`biased`):
-    // one round trip per batch. The typed insert goes out unprepared, with its parameters in
-    // the same message. A failing statement aborts the transaction; its COMMIT then rolls back.
-    // The commit is announced to the other replicas' readers (delivered only if it commits).
-    let begin = format!(
-        "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); NOTIFY {}, '{}'",
-        announce::CHANNEL,
-        replica.replace('\'', "''")
-    );
-    let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 5] = [
-        (&kinds, Type::TEXT_ARRAY),
-        (&keys, Type::TEXT_ARRAY),
-        (&values, Type::TEXT_ARRAY),
-        (&ats, Type::INT8_ARRAY),
-        (&replica, Type::TEXT),
-    ];
-    let written = tokio::try_join!(
-        biased;
-        client.batch_execute(&begin),
-        client.execute_typed(
+    // Prepared first (once per connection): its round trip must not fall between the
+    // statements sent together below.
+    let insert = client
+        .prepared(
             "INSERT INTO grantdoctor_records (kind, key, value, at, seq, writer)
              SELECT k, c, v, a, nextval('grantdoctor_records_seq'), $5
              FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[]) AS t(k, c, v, a)
              ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value,
                 at = excluded.at, seq = excluded.seq, writer = excluded.writer",
-            &params,
-        ),
+            &[
+                Type::TEXT_ARRAY,
+                Type::TEXT_ARRAY,
+                Type::TEXT_ARRAY,
+                Type::INT8_ARRAY,
+                Type::TEXT,
+            ],
+        )
+        .await?;
+    // Sent together (the client pipelines statements issued at once), in order (`biased`):
+    // one round trip per batch. A failing statement aborts the transaction; its COMMIT then
+    // rolls back. The commit is announced to the other replicas' readers (delivered only if
+    // it commits).
+    let begin = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); NOTIFY {}, '{}'",
+        announce::CHANNEL,
+        replica.replace('\'', "''")
+    );
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [&kinds, &keys, &values, &ats, &replica];
+    let written = tokio::try_join!(
+        biased;
+        client.batch_execute(&begin),
+        client.execute(&insert, &params),
         client.batch_execute("COMMIT"),
     );
     if written.is_err() {
