@@ -42,8 +42,10 @@ pub use url::{PgTarget, StoreUrl, Target};
 const START_WAIT: Duration = Duration::from_secs(15);
 /// The most one store operation may take on the token path.
 const OP_TIMEOUT: Duration = Duration::from_millis(750);
-/// How often finished leases and expired sealed answers are swept, and records pruned.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often finished leases and expired sealed answers are swept, and records pruned. Often:
+/// every exchange leaves a lease row, and the statements on them cost more the more rows
+/// the table holds.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Connections for reads, leases and sealed answers: exchanges in flight at once would
 /// queue behind each other's round trips on one.
