@@ -86,9 +86,8 @@ impl Conn {
         sql: &'static str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
-        let (values, types) = split(params);
-        let statement = self.prepared(sql, &types).await?;
-        self.client.query(&statement, &values).await
+        let statement = self.statement_for(sql, params).await?;
+        self.client.query(&statement, &values(params)).await
     }
 
     /// Like `execute_typed`, through the statement prepared once.
@@ -97,9 +96,21 @@ impl Conn {
         sql: &'static str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<u64, tokio_postgres::Error> {
-        let (values, types) = split(params);
-        let statement = self.prepared(sql, &types).await?;
-        self.client.execute(&statement, &values).await
+        let statement = self.statement_for(sql, params).await?;
+        self.client.execute(&statement, &values(params)).await
+    }
+
+    /// The statement of `sql`; its parameter types are read from `params` only to prepare it.
+    async fn statement_for(
+        &self,
+        sql: &'static str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(statement) = self.cache().get(sql) {
+            return Ok(statement.clone());
+        }
+        let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
+        self.prepared(sql, &types).await
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, Statement>> {
@@ -107,13 +118,8 @@ impl Conn {
     }
 }
 
-type Params<'a> = (Vec<&'a (dyn ToSql + Sync)>, Vec<Type>);
-
-fn split<'a>(params: &[(&'a (dyn ToSql + Sync), Type)]) -> Params<'a> {
-    params
-        .iter()
-        .map(|(value, ty)| (*value, ty.clone()))
-        .unzip()
+fn values<'a>(params: &[(&'a (dyn ToSql + Sync), Type)]) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|(value, _)| *value).collect()
 }
 
 impl std::ops::Deref for Conn {

@@ -48,7 +48,6 @@ struct Batch {
 pub struct PgRecords {
     tx: mpsc::Sender<Batch>,
     reader: Arc<Db>,
-    replica: Arc<str>,
     /// The last sequence number read; held while a read runs, so reads never overlap.
     cursor: tokio::sync::Mutex<i64>,
     /// Reads begun, so that a caller who waited for a read that began after it arrived
@@ -76,11 +75,10 @@ impl PgRecords {
         outage: Outage,
         op_timeout: Duration,
     ) -> Self {
-        let replica = announced.own().clone();
         let (tx, rx) = mpsc::channel(PENDING_BATCHES);
         let task = Writer {
             db: writer,
-            replica: replica.clone(),
+            replica: announced.own().clone(),
             outage: outage.clone(),
             pending: Vec::new(),
             waiting: Vec::new(),
@@ -91,7 +89,6 @@ impl PgRecords {
         Self {
             tx,
             reader,
-            replica,
             cursor: tokio::sync::Mutex::new(0),
             begun: AtomicU64::new(0),
             announced,
@@ -120,7 +117,7 @@ impl PgRecords {
                 .bounded(
                     "read",
                     self.op_timeout,
-                    feed(&self.reader, *cursor, &self.replica),
+                    feed(&self.reader, *cursor, self.announced.own()),
                 )
                 .await?;
             let full = page.rows.len() as i64 == FEED_PAGE;
