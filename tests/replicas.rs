@@ -4,6 +4,8 @@
 //! identical refresh anywhere in the fleet goes upstream once; the database going away
 //! costs no application traffic.
 
+#[path = "replicas/cache.rs"]
+mod cache;
 mod common;
 #[path = "replicas/lease.rs"]
 mod lease;

@@ -4,6 +4,8 @@
 # throwaway cluster of Debian's postgresql (as the `postgres` user when run as root), on a free
 # loopback port, with the server's default durability (synchronous_commit on), and removes it
 # at the end. Extra E2E_* knobs pass through (default E2E_ONLY=token,rotation).
+# STORE_BENCH=ledger runs the ledger at a million grants on the cluster instead
+# (benches/ledger_scale.rs; LEDGER_GRANTS to change).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -32,6 +34,11 @@ pg initdb -D "$dir/data" -U grantdoctor --auth=scram-sha-256 --pwfile="$dir/pw" 
 pg pg_ctl -D "$dir/data" -l "$dir/server.log" -w \
   -o "-p $port -k $dir -c listen_addresses=127.0.0.1" start >/dev/null
 
+url="postgres://grantdoctor:$password@127.0.0.1:$port/postgres"
+if [ "${STORE_BENCH:-e2e}" = ledger ]; then
+  LEDGER_STORE=$url cargo bench --bench ledger_scale
+  exit
+fi
 export E2E_ONLY=${E2E_ONLY:-token,rotation}
-export E2E_VARIANT_ARGS="--store postgres://grantdoctor:$password@127.0.0.1:$port/postgres"
+export E2E_VARIANT_ARGS="--store $url"
 cargo bench --bench e2e

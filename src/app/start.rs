@@ -210,7 +210,11 @@ async fn open_ledger(
                 .map_err(|e| anyhow::anyhow!("opening the shared store {shown}: {e}"))?;
             observer.fleet = Some(opened.fleet);
             tracing::info!(event = "store_shared", store = %shown);
-            crate::ledger::GrantLedger::open_shared(Box::new(opened.records)).await
+            crate::ledger::GrantLedger::open_shared(
+                Box::new(opened.records),
+                crate::ledger::REFRESH_CACHED_MAX,
+            )
+            .await
         }
     };
     Ok(ledger)

@@ -252,32 +252,57 @@ pub async fn land_many(client: &Conn, landings: &[Landing]) -> Result<Vec<Landed
         .collect())
 }
 
-/// Files a sealed answer under `id` for `keep_ms`.
-pub async fn put_sealed(
-    client: &Conn,
-    id: &[u8],
-    sealed: &[u8],
-    keep_ms: i64,
-) -> Result<(), StoreError> {
-    client
-        .execute_prepared(
-            concat!(
-                "INSERT INTO grantdoctor_sealed (id, sealed, until)
-             VALUES ($1, $2, ",
-                now_ms!(),
-                " + $3)
-             ON CONFLICT (id) DO UPDATE SET sealed = $2, until = ",
-                now_ms!(),
-                " + $3"
-            ),
-            &[
-                (&id, Type::BYTEA),
-                (&sealed, Type::BYTEA),
-                (&keep_ms, Type::INT8),
-            ],
-        )
-        .await?;
-    Ok(())
+/// Sealed answers to file in one statement (a batch of the records' writer).
+#[derive(Debug, Clone)]
+pub struct ToSeal {
+    pub id: Vec<u8>,
+    pub sealed: Vec<u8>,
+    /// When this replica stops wanting it kept: a write retried after an outage keeps it
+    /// only for what is left of its time.
+    pub until: std::time::Instant,
+}
+
+/// The statement that files many sealed answers, with its parameters' types (prepare it
+/// before pipelining) and columns.
+pub struct SealedMany<'a> {
+    pub sql: &'static str,
+    pub types: [Type; 3],
+    pub ids: Vec<&'a [u8]>,
+    pub answers: Vec<&'a [u8]>,
+    pub keep_ms: Vec<i64>,
+}
+
+/// Files many sealed answers at once: ids once each (the last answer for an id wins), each
+/// kept what is left of its time; `None` when none is left to keep.
+pub fn sealed_many(sealed: &[ToSeal]) -> Option<SealedMany<'_>> {
+    let now = std::time::Instant::now();
+    let mut latest: std::collections::HashMap<&[u8], &ToSeal> = Default::default();
+    for s in sealed.iter().filter(|s| s.until > now) {
+        latest.insert(&s.id, s);
+    }
+    if latest.is_empty() {
+        return None;
+    }
+    let mut many = SealedMany {
+        sql: concat!(
+            "INSERT INTO grantdoctor_sealed (id, sealed, until)
+             SELECT i, s, ",
+            now_ms!(),
+            " + k FROM unnest($1::bytea[], $2::bytea[], $3::int8[]) AS t(i, s, k)
+             ON CONFLICT (id) DO UPDATE SET sealed = excluded.sealed, until = excluded.until"
+        ),
+        types: [Type::BYTEA_ARRAY, Type::BYTEA_ARRAY, Type::INT8_ARRAY],
+        ids: Vec::with_capacity(latest.len()),
+        answers: Vec::with_capacity(latest.len()),
+        keep_ms: Vec::with_capacity(latest.len()),
+    };
+    for (id, s) in latest {
+        many.ids.push(id);
+        many.answers.push(s.sealed.as_slice());
+        many.keep_ms
+            .push(s.until.duration_since(now).as_millis() as i64);
+    }
+    Some(many)
 }
 
 /// The sealed answer filed under `id`, while it is kept.

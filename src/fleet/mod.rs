@@ -162,6 +162,8 @@ pub struct Fleet {
     replica: Arc<str>,
     outage: Outage,
     replay_ms: i64,
+    /// The records' writer, which also files rotations' replays (in the same transaction).
+    records: Arc<records::PgRecords>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -234,6 +236,7 @@ impl Fleet {
             replica,
             outage,
             replay_ms: options.replay_window.as_millis() as i64,
+            records: records.clone(),
         });
         tokio::spawn(sweeps(fleet.clone(), records.clone(), options.retention));
         Ok(Opened { fleet, records })
@@ -285,11 +288,12 @@ impl Fleet {
             .await
     }
 
-    pub async fn put_sealed(&self, id: &[u8], sealed: &[u8], keep_ms: i64) -> Option<()> {
-        self.run("seal", |c| async move {
-            lease::put_sealed(&c, id, sealed, keep_ms).await
-        })
-        .await
+    /// Files a sealed replay with the next commit of records, for the replay window (see
+    /// [`records::PgRecords::keep_sealed`]).
+    pub fn keep_replay(&self, id: Vec<u8>, sealed: Vec<u8>) {
+        let window = Duration::from_millis(self.replay_ms.max(0) as u64);
+        self.records
+            .keep_sealed(id, sealed, std::time::Instant::now() + window);
     }
 
     pub async fn get_sealed(&self, id: &[u8]) -> Option<Option<Vec<u8>>> {

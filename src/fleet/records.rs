@@ -21,13 +21,16 @@ use tokio_postgres::types::Type;
 use super::Outage;
 use super::announce::{self, Announcements};
 use super::db::{Db, StoreError};
-use crate::ledger::{Commit, RecordStore, Row, fold, record_kind};
+use super::lease::{self, ToSeal};
+use crate::ledger::{Commit, REFRESH_KIND, RecordStore, Row, fold, record_kind};
 
 /// Serializes numbering with commits (see the module docs).
 const WRITE_LOCK: i64 = 0x6772_616e_7464_6f64;
 /// Held by the one replica that prunes at a time.
 const PRUNE_LOCK: i64 = 0x6772_616e_7464_6f65;
 
+/// The most one page of the first read (the whole history but refresh tokens) may take.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rows read per round of the change feed.
 const FEED_PAGE: i64 = 20_000;
 /// Batches queued for the writer before writes wait.
@@ -41,6 +44,8 @@ const PRUNE_CHUNK: i64 = 10_000;
 
 struct Batch {
     rows: Vec<Row>,
+    /// Sealed answers committed with the rows (a rotation's replay with its record).
+    sealed: Vec<ToSeal>,
     committed: Option<oneshot::Sender<bool>>,
 }
 
@@ -55,6 +60,8 @@ pub struct PgRecords {
     begun: AtomicU64,
     /// Whether another replica committed since the last read.
     announced: Arc<Announcements>,
+    /// Whether a first read (the history but refresh tokens) has completed.
+    caught_up: std::sync::atomic::AtomicBool,
     outage: Outage,
     op_timeout: Duration,
 }
@@ -81,6 +88,7 @@ impl PgRecords {
             replica: announced.own().clone(),
             outage: outage.clone(),
             pending: Vec::new(),
+            sealed: Vec::new(),
             waiting: Vec::new(),
             retry: None,
             op_timeout,
@@ -92,6 +100,7 @@ impl PgRecords {
             cursor: tokio::sync::Mutex::new(0),
             begun: AtomicU64::new(0),
             announced,
+            caught_up: Default::default(),
             outage,
             op_timeout,
         }
@@ -110,14 +119,20 @@ impl PgRecords {
         }
         self.begun.fetch_add(1, Ordering::AcqRel);
         let reading = self.announced.reading();
+        // The first read catches up with the whole history: the refresh tokens, most of it,
+        // are left to the ledger's fetches (it holds only a bounded number of them).
+        // Only the first: until it completes, the ledger holds no token another replica may
+        // have changed.
+        let first = !self.caught_up.load(Ordering::Acquire);
+        let skipped = if first { REFRESH_KIND } else { "" };
         let mut rows = Vec::new();
         loop {
             let page = self
                 .outage
                 .bounded(
                     "read",
-                    self.op_timeout,
-                    feed(&self.reader, *cursor, self.announced.own()),
+                    self.op_timeout.max(CATCH_UP_TIMEOUT * u32::from(first)),
+                    feed(&self.reader, *cursor, self.announced.own(), skipped),
                 )
                 .await?;
             let full = page.rows.len() as i64 == FEED_PAGE;
@@ -129,10 +144,35 @@ impl PgRecords {
             };
             rows.extend(page.rows);
             if !full {
+                self.caught_up.store(true, Ordering::Release);
                 self.announced.read(reading);
                 return Some(rows);
             }
         }
+    }
+
+    async fn fetch_rows(&self, kind: &'static str, keys: Vec<String>) -> Option<Vec<Row>> {
+        self.outage
+            .bounded("read", self.op_timeout, async {
+                let client = self.reader.client()?;
+                let found = client
+                    .query_prepared(
+                        "SELECT key, value, at FROM grantdoctor_records
+                         WHERE kind = $1 AND key = ANY($2)",
+                        &[(&kind, Type::TEXT), (&keys, Type::TEXT_ARRAY)],
+                    )
+                    .await?;
+                Ok(found
+                    .into_iter()
+                    .map(|r| Row {
+                        kind,
+                        key: r.get(0),
+                        value: r.get(1),
+                        at: r.get(2),
+                    })
+                    .collect())
+            })
+            .await
     }
 
     /// Deletes records past the retention, in bounded chunks, if no other replica is at it.
@@ -195,7 +235,7 @@ struct Page {
 /// Reads a page in one statement, so the head and the rows come from one snapshot: every
 /// row numbered up to the head that another replica wrote is in the page (unless it is
 /// full). A replica's own rows, the most of what it would read back, stay on the server.
-async fn feed(db: &Db, cursor: i64, replica: &str) -> Result<Page, StoreError> {
+async fn feed(db: &Db, cursor: i64, replica: &str, skipped: &str) -> Result<Page, StoreError> {
     let client = db.client()?;
     // Planned on every run: its generic plan (a prepared statement's, after five runs) took
     // 15 times as long under load, not knowing how near the head the cursor is.
@@ -205,13 +245,15 @@ async fn feed(db: &Db, cursor: i64, replica: &str) -> Result<Page, StoreError> {
              FROM (SELECT coalesce(max(seq), 0) AS head FROM grantdoctor_records) h
              LEFT JOIN LATERAL (
                  SELECT kind, key, value, at, seq FROM grantdoctor_records
-                 WHERE seq > $1 AND seq <= h.head AND writer <> $2 ORDER BY seq LIMIT $3
+                 WHERE seq > $1 AND seq <= h.head AND writer <> $2 AND kind <> $4
+                 ORDER BY seq LIMIT $3
              ) r ON true
              ORDER BY r.seq",
             &[
                 (&cursor, Type::INT8),
                 (&replica, Type::TEXT),
                 (&FEED_PAGE, Type::INT8),
+                (&skipped, Type::TEXT),
             ],
         )
         .await?;
@@ -239,11 +281,25 @@ async fn feed(db: &Db, cursor: i64, replica: &str) -> Result<Page, StoreError> {
     Ok(page)
 }
 
+impl PgRecords {
+    /// Files a sealed answer in the next write transaction: a rotation's replay, queued
+    /// before the rotation's record, commits with it (or before it), so a replica that reads
+    /// the rotation finds the replay too. Kept until `until` at most.
+    pub fn keep_sealed(&self, id: Vec<u8>, sealed: Vec<u8>, until: std::time::Instant) {
+        let _ = self.tx.try_send(Batch {
+            rows: Vec::new(),
+            sealed: vec![ToSeal { id, sealed, until }],
+            committed: None,
+        });
+    }
+}
+
 impl RecordStore for PgRecords {
     fn write(&self, rows: Vec<Row>) {
         if !rows.is_empty() {
             let _ = self.tx.try_send(Batch {
                 rows,
+                sealed: Vec::new(),
                 committed: None,
             });
         }
@@ -254,6 +310,7 @@ impl RecordStore for PgRecords {
         self.tx
             .try_send(Batch {
                 rows,
+                sealed: Vec::new(),
                 committed: Some(done),
             })
             .ok()?;
@@ -262,6 +319,10 @@ impl RecordStore for PgRecords {
 
     fn changes(&self) -> crate::ledger::backend::Changes<'_> {
         Box::pin(self.read_changes())
+    }
+
+    fn fetch(&self, kind: &'static str, keys: Vec<String>) -> crate::ledger::backend::Changes<'_> {
+        Box::pin(self.fetch_rows(kind, keys))
     }
 
     fn shared(&self) -> bool {
@@ -275,6 +336,7 @@ struct Writer {
     replica: Arc<str>,
     outage: Outage,
     pending: Vec<Row>,
+    sealed: Vec<ToSeal>,
     waiting: Vec<oneshot::Sender<bool>>,
     retry: Option<Duration>,
     op_timeout: Duration,
@@ -283,7 +345,20 @@ struct Writer {
 impl Writer {
     fn take(&mut self, batch: Batch) {
         self.pending.extend(batch.rows);
+        self.sealed.extend(batch.sealed);
         self.waiting.extend(batch.committed);
+    }
+
+    /// Lets write-behind rows gather for a moment, unless someone waits for a commit: a
+    /// waited batch arriving meanwhile ends the gathering at once.
+    async fn gather(&mut self, rx: &mut mpsc::Receiver<Batch>) {
+        let until = tokio::time::Instant::now() + GATHER;
+        while self.waiting.is_empty() {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(batch)) => self.take(batch),
+                Ok(None) | Err(_) => return,
+            }
+        }
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Batch>) {
@@ -299,14 +374,14 @@ impl Writer {
                 },
             };
             let Some(batch) = received else {
-                if !self.pending.is_empty() {
+                if !self.pending.is_empty() || !self.sealed.is_empty() {
                     self.commit().await;
                 }
                 return;
             };
             self.take(batch);
-            if self.waiting.is_empty() && self.retry.is_none() {
-                tokio::time::sleep(GATHER).await;
+            if self.retry.is_none() {
+                self.gather(&mut rx).await;
             }
             while let Ok(more) = rx.try_recv() {
                 self.take(more);
@@ -328,11 +403,12 @@ impl Writer {
             .bounded(
                 "write",
                 self.op_timeout,
-                write_batch(&self.db, &self.replica, &self.pending),
+                write_batch(&self.db, &self.replica, &self.pending, &self.sealed),
             )
             .await;
         if written.is_some() {
             self.pending.clear();
+            self.sealed.clear();
             self.retry = None;
             for waiter in self.waiting.drain(..) {
                 let _ = waiter.send(true);
@@ -350,8 +426,14 @@ impl Writer {
     }
 }
 
-async fn write_batch(db: &Db, replica: &str, rows: &[Row]) -> Result<(), StoreError> {
-    if rows.is_empty() {
+async fn write_batch(
+    db: &Db,
+    replica: &str,
+    rows: &[Row],
+    sealed: &[ToSeal],
+) -> Result<(), StoreError> {
+    let sealing = lease::sealed_many(sealed);
+    if rows.is_empty() && sealing.is_none() {
         return Ok(());
     }
     let client = db.client()?;
@@ -359,7 +441,7 @@ async fn write_batch(db: &Db, replica: &str, rows: &[Row]) -> Result<(), StoreEr
     let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
     let values: Vec<Option<&str>> = rows.iter().map(|r| r.value.as_deref()).collect();
     let ats: Vec<i64> = rows.iter().map(|r| r.at).collect();
-    // Prepared first (once per connection): its round trip must not fall between the
+    // Prepared first (once per connection): their round trips must not fall between the
     // statements sent together below.
     let insert = client
         .prepared(
@@ -377,21 +459,46 @@ async fn write_batch(db: &Db, replica: &str, rows: &[Row]) -> Result<(), StoreEr
             ],
         )
         .await?;
+    let seal = match &sealing {
+        Some(many) => Some(client.prepared(many.sql, &many.types).await?),
+        None => None,
+    };
     // Sent together (the client pipelines statements issued at once), in order (`biased`):
     // one round trip per batch. A failing statement aborts the transaction; its COMMIT then
-    // rolls back. The commit is announced to the other replicas' readers (delivered only if
-    // it commits).
-    let begin = format!(
-        "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); NOTIFY {}, '{}'",
-        announce::CHANNEL,
-        replica.replace('\'', "''")
-    );
+    // rolls back. A commit of records is announced to the other replicas' readers
+    // (delivered only if it commits).
+    let begin = if rows.is_empty() {
+        "BEGIN".to_owned()
+    } else {
+        format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); NOTIFY {}, '{}'",
+            announce::CHANNEL,
+            replica.replace('\'', "''")
+        )
+    };
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
         [&kinds, &keys, &values, &ats, &replica];
+    let records = async {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        client.execute(&insert, &params).await
+    };
+    let replays = async {
+        match (&seal, &sealing) {
+            (Some(statement), Some(many)) => {
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                    [&many.ids, &many.answers, &many.keep_ms];
+                client.execute(statement, &params).await
+            }
+            _ => Ok(0),
+        }
+    };
     let written = tokio::try_join!(
         biased;
         client.batch_execute(&begin),
-        client.execute(&insert, &params),
+        records,
+        replays,
         client.batch_execute("COMMIT"),
     );
     if written.is_err() {

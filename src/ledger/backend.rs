@@ -28,6 +28,13 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug {
         Box::pin(std::future::ready(None))
     }
 
+    /// The records of `kind` under `keys` that the store holds, for a ledger that keeps
+    /// only some of them in memory; `None` when nothing could be read.
+    fn fetch(&self, kind: &'static str, keys: Vec<String>) -> Changes<'_> {
+        let _ = (kind, keys);
+        Box::pin(std::future::ready(None))
+    }
+
     /// Whether other processes write here too: the ledger then takes in their records
     /// ([`RecordStore::changes`]) before each exchange is judged.
     fn shared(&self) -> bool {
@@ -44,6 +51,9 @@ impl<T: RecordStore> RecordStore for std::sync::Arc<T> {
     }
     fn changes(&self) -> Changes<'_> {
         (**self).changes()
+    }
+    fn fetch(&self, kind: &'static str, keys: Vec<String>) -> Changes<'_> {
+        (**self).fetch(kind, keys)
     }
     fn shared(&self) -> bool {
         (**self).shared()

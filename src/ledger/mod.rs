@@ -29,6 +29,7 @@ use crate::oauth::{RequestFacts, ResponseFacts};
 
 pub use backend::RecordStore;
 pub use dead::{Absorbed, BODY_KEPT_MAX, DeadToken, KeptCause, STORM_PER_MINUTE};
+pub(crate) use persist::REFRESH as REFRESH_KIND;
 pub(crate) use persist::kind as record_kind;
 pub use store::Row;
 pub(crate) use store::fold;
@@ -200,6 +201,9 @@ pub(crate) struct State {
     pub dead: HashMap<dead::DeadKey, DeadToken>,
     /// `--approval-limit`, when not Salesforce's documented 5.
     pub approval_limit_set: Option<std::num::NonZeroUsize>,
+    /// On a shared store: the refresh tokens held in memory at most (a cache of the store's
+    /// records); `None`: all of them (the embedded store, loaded whole at start).
+    pub refresh_cap: Option<usize>,
 }
 
 /// Refresh tokens by fingerprint: entries in one dense vector and a small index into it.
@@ -233,7 +237,49 @@ impl RefreshTable {
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+
+    /// Keeps the `keep` entries most recently active (issued, used or rotated), drops the
+    /// rest: what a bounded cache forgets it can fetch again.
+    pub fn evict_to(&mut self, keep: usize) {
+        if self.entries.len() <= keep {
+            return;
+        }
+        let mut by_activity: Vec<(i64, Fp)> = self
+            .index
+            .iter()
+            .map(|(&fp, &i)| (self.entries[i as usize].active_at(), fp))
+            .collect();
+        let cut = by_activity.len() - keep;
+        by_activity.select_nth_unstable(cut);
+        let old = std::mem::take(&mut self.entries);
+        let mut index = std::mem::take(&mut self.index);
+        self.entries.reserve(keep);
+        self.index.reserve(keep);
+        let mut old: Vec<Option<RefreshEntry>> = old.into_iter().map(Some).collect();
+        for &(_, fp) in &by_activity[cut..] {
+            if let Some(i) = index.remove(&fp)
+                && let Some(entry) = old[i as usize].take()
+            {
+                self.index.insert(fp, self.entries.len() as u32);
+                self.entries.push(entry);
+            }
+        }
+    }
 }
+
+impl RefreshEntry {
+    /// The last time anything happened to the token.
+    fn active_at(&self) -> i64 {
+        let last = |m: Option<Millis>| m.map_or(i64::MIN, Millis::get);
+        self.issued_at
+            .max(last(self.last_success))
+            .max(last(self.rotated_at))
+    }
+}
+
+/// Refresh tokens a ledger on a shared store holds in memory at most; the others are
+/// fetched when a request presents one. About 150 bytes each.
+pub const REFRESH_CACHED_MAX: usize = 100_000;
 
 /// `issued_by` of a token first seen being used, its issue never observed; `issued_at` is
 /// then when it was first seen.
@@ -245,6 +291,17 @@ const CODES_KEPT_MS: i64 = 3_600_000;
 impl State {
     pub fn approval_limit(&self) -> usize {
         self.approval_limit_set.map_or(APPROVAL_LIMIT, |n| n.get())
+    }
+
+    /// Forgets the least recently active refresh tokens once the cache is over its bound
+    /// (or would be, with `room` more), down to three quarters of it, so that the sort is
+    /// paid once per many inserts.
+    pub fn trim(&mut self, room: usize) {
+        if let Some(cap) = self.refresh_cap
+            && self.refresh.len() + room > cap
+        {
+            self.refresh.evict_to(cap / 4 * 3);
+        }
     }
 
     /// The shared copy of `value`.
@@ -350,26 +407,44 @@ impl GrantLedger {
         })
     }
 
-    /// A ledger on a store other replicas share, loaded with everything it holds.
-    pub async fn open_shared(store: Box<dyn RecordStore>) -> Self {
+    /// A ledger on a store other replicas share, loaded with everything it holds but the
+    /// refresh tokens: at most `refresh_cached` of those are held, the others fetched when
+    /// a request presents one.
+    pub async fn open_shared(store: Box<dyn RecordStore>, refresh_cached: usize) -> Self {
         let ledger = Self {
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                refresh_cap: Some(refresh_cached.max(4)),
+                ..State::default()
+            }),
             store: Some(store),
             write_behind: false,
         };
-        ledger.sync().await;
+        ledger.sync(None).await;
         ledger
     }
 
-    /// Takes in what other replicas recorded since the last look; a no-op for a store no one
-    /// else writes. Called before an exchange is judged, so that a token issued, rotated or
-    /// evicted through another replica is known here.
-    pub async fn sync(&self) {
+    /// Takes in what other replicas recorded since the last look, and the record of the
+    /// `presented` refresh token when this replica does not hold it; a no-op for a store no
+    /// one else writes. Called before an exchange is judged, so that a token issued, rotated
+    /// or evicted through another replica is known here.
+    pub async fn sync(&self, presented: Option<Fp>) {
         let Some(store) = &self.store else { return };
         if let Some(rows) = store.changes().await
             && !rows.is_empty()
         {
-            persist::merge(&mut self.lock(), rows);
+            persist::merge(&mut self.lock(), rows, persist::Taken::Changes);
+        }
+        let Some(fp) = presented else { return };
+        if self.lock().refresh.get(&fp).is_some() {
+            return;
+        }
+        if let Some(rows) = store.fetch(REFRESH_KIND, vec![families::fp_text(fp)]).await
+            && !rows.is_empty()
+        {
+            let mut state = self.lock();
+            // Room first: the fetched token may be older than every one held.
+            state.trim(rows.len());
+            persist::merge(&mut state, rows, persist::Taken::Fetched);
         }
     }
 
@@ -499,6 +574,7 @@ impl GrantLedger {
             return (observed, None);
         };
         let rows = persist::rows_for(&state, req, resp, now);
+        state.trim(0);
         drop(state);
         let issues_refresh_token = resp
             .success

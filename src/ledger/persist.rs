@@ -8,7 +8,7 @@ use crate::oauth::{RequestFacts, ResponseFacts};
 use super::State;
 use super::store::Row;
 
-const REFRESH: &str = "refresh";
+pub(crate) const REFRESH: &str = "refresh";
 const AUTHORIZATIONS: &str = "authorizations";
 const LATEST_BY_CLIENT: &str = "latest_by_client";
 const CODE: &str = "code";
@@ -140,13 +140,23 @@ pub(crate) fn dead_row(state: &State, key: &super::dead::DeadKey, now: i64) -> O
 /// Rebuilds the state from stored records (oldest first); unreadable records are skipped.
 pub(crate) fn restore(rows: Vec<Row>) -> State {
     let mut state = State::default();
-    merge(&mut state, rows);
+    merge(&mut state, rows, Taken::Changes);
     state
+}
+
+/// How records came to be merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Loaded at start or read from a shared store's change feed: with a bounded cache of
+    /// refresh tokens, only the tokens held are updated (the others are fetched when needed).
+    Changes,
+    /// Fetched because a request presents the token.
+    Fetched,
 }
 
 /// Takes records into the state, replacing what they replace. Idempotent: a record read
 /// twice (a shared store's change feed may repeat one) changes nothing the second time.
-pub(crate) fn merge(state: &mut State, rows: Vec<Row>) {
+pub(crate) fn merge(state: &mut State, rows: Vec<Row>, taken: Taken) {
     for row in rows {
         let Some(value) = row.value else {
             if row.kind == PASSWORD_FAILURES {
@@ -155,12 +165,7 @@ pub(crate) fn merge(state: &mut State, rows: Vec<Row>) {
             continue;
         };
         match row.kind {
-            REFRESH => {
-                if let Ok(entry) = serde_json::from_str::<super::RefreshEntry>(&value) {
-                    let entry = state.intern_entry(entry);
-                    state.refresh.insert(super::fp_key(&row.key), entry);
-                }
-            }
+            REFRESH => merge_refresh(state, &row.key, &value, taken),
             AUTHORIZATIONS => merge_approval(state, &row.key, &value),
             LATEST_BY_CLIENT => {
                 if let Ok(latest) = serde_json::from_str(&value) {
@@ -212,6 +217,24 @@ impl HostRecord {
                 .unwrap_or(0),
         }
     }
+}
+
+/// A refresh token's record. A rotation is never undone: a record written before it, read
+/// after it (two reads of the feed finishing out of order, a fetch overtaking the feed),
+/// must not let the guard forward the dead token.
+fn merge_refresh(state: &mut State, key: &str, value: &str, taken: Taken) {
+    let fp = super::fp_key(key);
+    let held = state.refresh.get(&fp);
+    if taken == Taken::Changes && state.refresh_cap.is_some() && held.is_none() {
+        return;
+    }
+    let rotated_before = held.and_then(|e| e.rotated_at);
+    let Ok(entry) = serde_json::from_str::<super::RefreshEntry>(value) else {
+        return;
+    };
+    let mut entry = state.intern_entry(entry);
+    entry.rotated_at = entry.rotated_at.or(rotated_before);
+    state.refresh.insert(fp, entry);
 }
 
 /// One approval of (org, user, client id), in time order, once.
@@ -280,13 +303,103 @@ mod tests {
     #[test]
     fn records_read_twice_or_out_of_order_leave_one_history_in_time_order() {
         let mut state = State::default();
-        merge(&mut state, vec![approval(3_000, 3), approval(1_000, 1)]);
+        merge(
+            &mut state,
+            vec![approval(3_000, 3), approval(1_000, 1)],
+            Taken::Changes,
+        );
         // A shared store's change feed may hand a record over again, and another replica's
         // older record may arrive after a newer one.
-        merge(&mut state, vec![approval(1_000, 1), approval(2_000, 2)]);
+        merge(
+            &mut state,
+            vec![approval(1_000, 1), approval(2_000, 2)],
+            Taken::Changes,
+        );
         let list = state.authorizations.values().next().unwrap();
         let times: Vec<i64> = list.iter().map(|a| a.at).collect();
         assert_eq!(times, [1_000, 2_000, 3_000]);
+    }
+
+    fn refresh(fp: u64, rotated: Option<i64>) -> Row {
+        let entry = crate::ledger::RefreshEntry {
+            rotated_at: rotated.and_then(super::super::Millis::new),
+            ..crate::ledger::RefreshEntry::issued(
+                "login.salesforce.com".into(),
+                None,
+                "3MVG9web".into(),
+                None,
+                None,
+                None,
+                1_000,
+                "authorization_code".into(),
+            )
+        };
+        Row {
+            kind: REFRESH,
+            key: super::super::families::fp_text(fp),
+            value: json(&entry),
+            at: 1_000,
+        }
+    }
+
+    #[test]
+    fn a_bounded_ledger_takes_changes_only_for_tokens_it_holds_and_fetched_ones_always() {
+        let mut state = State {
+            refresh_cap: Some(10),
+            ..State::default()
+        };
+        merge(&mut state, vec![refresh(1, None)], Taken::Changes);
+        assert!(state.refresh.get(&1).is_none(), "not held: left to a fetch");
+        merge(&mut state, vec![refresh(1, None)], Taken::Fetched);
+        assert!(state.refresh.get(&1).is_some());
+        merge(&mut state, vec![refresh(1, Some(2_000))], Taken::Changes);
+        assert!(
+            state.refresh.get(&1).unwrap().rotated_at.is_some(),
+            "held: updated"
+        );
+        // Unbounded (the embedded store), everything is taken.
+        let mut whole = State::default();
+        merge(&mut whole, vec![refresh(1, None)], Taken::Changes);
+        assert!(whole.refresh.get(&1).is_some());
+    }
+
+    #[test]
+    fn a_full_cache_forgets_the_least_recently_active_tokens_and_trims_to_three_quarters() {
+        let mut state = State {
+            refresh_cap: Some(8),
+            ..State::default()
+        };
+        for fp in 1..=9u64 {
+            let mut row = refresh(fp, None);
+            // Token 1 is the oldest issued but was used last: it stays.
+            let used = if fp == 1 { "99000" } else { "null" };
+            row.value = row.value.map(|v| {
+                v.replace(
+                    "\"issued_at\":1000",
+                    &format!("\"issued_at\":{}", fp * 1_000),
+                )
+                .replace("\"last_success\":null", &format!("\"last_success\":{used}"))
+            });
+            merge(&mut state, vec![row], Taken::Fetched);
+        }
+        assert_eq!(state.refresh.len(), 9);
+        state.trim(0);
+        assert_eq!(state.refresh.len(), 6);
+        let mut held: Vec<u64> = (1..=9)
+            .filter(|fp| state.refresh.get(fp).is_some())
+            .collect();
+        held.sort_unstable();
+        assert_eq!(held, [1, 5, 6, 7, 8, 9]);
+        assert_eq!(state.refresh.get(&9).unwrap().issued_at, 9_000);
+    }
+
+    #[test]
+    fn a_rotation_is_not_undone_by_a_record_written_before_it_and_read_after() {
+        let mut state = State::default();
+        merge(&mut state, vec![refresh(7, Some(2_000))], Taken::Changes);
+        merge(&mut state, vec![refresh(7, None)], Taken::Fetched);
+        let entry = state.refresh.get(&7).unwrap();
+        assert_eq!(entry.rotated_at.map(|m| m.get()), Some(2_000));
     }
 
     #[test]
@@ -298,9 +411,9 @@ mod tests {
             value: value.map(str::to_owned),
             at: 1,
         };
-        merge(&mut state, vec![row(Some("2"))]);
+        merge(&mut state, vec![row(Some("2"))], Taken::Changes);
         assert_eq!(state.password_failures.get(&0xaa), Some(&2));
-        merge(&mut state, vec![row(None)]);
+        merge(&mut state, vec![row(None)], Taken::Changes);
         assert_eq!(state.password_failures.get(&0xaa), None);
     }
 }

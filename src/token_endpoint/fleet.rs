@@ -147,8 +147,9 @@ impl Lease {
 }
 
 /// Keeps the answer of a refresh that rotated `old_token` away for its twins on other
-/// replicas, sealed under the old token and the client's credentials.
-pub(super) async fn keep_replay(
+/// replicas, sealed under the old token and the client's credentials. Queued ahead of the
+/// rotation's record, it commits with it: no replica reads the rotation without it.
+pub(super) fn keep_replay(
     fleet: &Fleet,
     old_token: &str,
     credentials: &CredentialsKey,
@@ -156,9 +157,7 @@ pub(super) async fn keep_replay(
 ) {
     let sealer = Sealer::derive("replay", &[old_token.as_bytes(), credentials]);
     let sealed = sealer.seal(&stored(finished).to_bytes());
-    fleet
-        .put_sealed(sealer.id(), &sealed, fleet.replay_window_ms())
-        .await;
+    fleet.keep_replay(sealer.id().to_vec(), sealed);
 }
 
 /// The answer another replica kept for a twin presenting `old_token` with these

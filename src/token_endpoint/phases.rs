@@ -65,13 +65,13 @@ pub(super) async fn exchange<S: Upstream>(
         Ok(ex) => ex,
         Err(refused) => return Ok(refused),
     };
-    if observer.ledger.shared() {
-        // What other replicas recorded decides the guard and the diagnosis here too.
-        observer.ledger.sync().await;
-    }
     let presented = (ex.facts.grant == oauth::GrantType::RefreshToken)
         .then(|| ex.facts.refresh_fp().map(crate::ledger::fp_key))
         .flatten();
+    if observer.ledger.shared() {
+        // What other replicas recorded decides the guard and the diagnosis here too.
+        observer.ledger.sync(presented).await;
+    }
     let Some(fp) = presented else {
         return Ok(observe(inner, &observer, ex, None).await.into_response());
     };
@@ -232,7 +232,7 @@ async fn lead<S: Upstream>(
             fleet::FleetTurn::Lead(lease) if lease.took_over() => {
                 // Another replica's flight ended without an answer kept for this one: it may
                 // have rotated the token meanwhile.
-                observer.ledger.sync().await;
+                observer.ledger.sync(Some(fp)).await;
                 if let Some(response) = guarded(&observer, fp, &credentials, &ex).await {
                     lease.land(fleet, None).await;
                     drop(leader);
@@ -421,7 +421,9 @@ fn passthrough(
 }
 
 /// Phase 7: a rotation's replay is in place before the ledger says "rotated": a twin that
-/// sees the rotation must find the response to replay, or it would be refused.
+/// sees the rotation must find the response to replay, or it would be refused. Here the
+/// guard holds it at once; the fleet's copy is queued ahead of the rotation's record and
+/// commits with it.
 async fn keep_rotation(
     observer: &Observer,
     facts: &RequestFacts,
@@ -445,7 +447,7 @@ async fn keep_rotation(
     });
     guard.rotated(crate::ledger::fp_key(old), credentials, finished.clone());
     if let (Some(fleet), Some(presented)) = (&observer.fleet, presented) {
-        fleet::keep_replay(fleet, presented, &credentials, &finished).await;
+        fleet::keep_replay(fleet, presented, &credentials, &finished);
     }
     Some(finished)
 }
