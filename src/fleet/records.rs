@@ -62,6 +62,9 @@ pub struct PgRecords {
     announced: Arc<Announcements>,
     /// Whether a first read (the history but refresh tokens) has completed.
     caught_up: std::sync::atomic::AtomicBool,
+    /// The refresh tokens the first read leaves out are those numbered up to this (the
+    /// head when it began; negative before).
+    skip_through: std::sync::atomic::AtomicI64,
     outage: Outage,
     op_timeout: Duration,
 }
@@ -101,13 +104,15 @@ impl PgRecords {
             begun: AtomicU64::new(0),
             announced,
             caught_up: Default::default(),
+            skip_through: std::sync::atomic::AtomicI64::new(-1),
             outage,
             op_timeout,
         }
     }
 
     async fn read_changes(&self) -> Option<Vec<Row>> {
-        if self.announced.quiet() {
+        let first = !self.caught_up.load(Ordering::Acquire);
+        if !first && self.announced.quiet() {
             return Some(Vec::new());
         }
         let arrived = self.begun.load(Ordering::Acquire);
@@ -119,12 +124,21 @@ impl PgRecords {
         }
         self.begun.fetch_add(1, Ordering::AcqRel);
         let reading = self.announced.reading();
-        // The first read catches up with the whole history: the refresh tokens, most of it,
-        // are left to the ledger's fetches (it holds only a bounded number of them).
-        // Only the first: until it completes, the ledger holds no token another replica may
-        // have changed.
-        let first = !self.caught_up.load(Ordering::Acquire);
-        let skipped = if first { REFRESH_KIND } else { "" };
+        // The first read catches up with the whole history, a page per call (the ledger
+        // merges each before the next: the history never sits in memory at once). The
+        // refresh tokens, most of it, are left to the ledger's fetches (it holds only a
+        // bounded number of them): those numbered up to the head when the catch-up began,
+        // so that a token fetched meanwhile still gets every later change. Codes older than
+        // the ledger keeps them are left too.
+        let skip = if first {
+            Skip {
+                kind: REFRESH_KIND,
+                through: self.skip_through.load(Ordering::Acquire),
+                codes_before: crate::ledger::codes_kept_since(),
+            }
+        } else {
+            Skip::NOTHING
+        };
         let mut rows = Vec::new();
         loop {
             let page = self
@@ -132,7 +146,7 @@ impl PgRecords {
                 .bounded(
                     "read",
                     self.op_timeout.max(CATCH_UP_TIMEOUT * u32::from(first)),
-                    feed(&self.reader, *cursor, self.announced.own(), skipped),
+                    feed(&self.reader, *cursor, self.announced.own(), &skip),
                 )
                 .await?;
             let full = page.rows.len() as i64 == FEED_PAGE;
@@ -143,6 +157,12 @@ impl PgRecords {
                 _ => (*cursor).max(page.head),
             };
             rows.extend(page.rows);
+            if first && full {
+                if skip.through < 0 {
+                    self.skip_through.store(page.head, Ordering::Release);
+                }
+                return Some(rows);
+            }
             if !full {
                 self.caught_up.store(true, Ordering::Release);
                 self.announced.read(reading);
@@ -235,7 +255,24 @@ struct Page {
 /// Reads a page in one statement, so the head and the rows come from one snapshot: every
 /// row numbered up to the head that another replica wrote is in the page (unless it is
 /// full). A replica's own rows, the most of what it would read back, stay on the server.
-async fn feed(db: &Db, cursor: i64, replica: &str, skipped: &str) -> Result<Page, StoreError> {
+/// What a catch-up read leaves out.
+struct Skip {
+    kind: &'static str,
+    /// Rows of `kind` numbered up to this; negative: up to the head of this read.
+    through: i64,
+    /// Codes recorded before this.
+    codes_before: i64,
+}
+
+impl Skip {
+    const NOTHING: Skip = Skip {
+        kind: "",
+        through: 0,
+        codes_before: i64::MIN,
+    };
+}
+
+async fn feed(db: &Db, cursor: i64, replica: &str, skip: &Skip) -> Result<Page, StoreError> {
     let client = db.client()?;
     // Planned on every run: its generic plan (a prepared statement's, after five runs) took
     // 15 times as long under load, not knowing how near the head the cursor is.
@@ -245,7 +282,9 @@ async fn feed(db: &Db, cursor: i64, replica: &str, skipped: &str) -> Result<Page
              FROM (SELECT coalesce(max(seq), 0) AS head FROM grantdoctor_records) h
              LEFT JOIN LATERAL (
                  SELECT kind, key, value, at, seq FROM grantdoctor_records
-                 WHERE seq > $1 AND seq <= h.head AND writer <> $2 AND kind <> $4
+                 WHERE seq > $1 AND seq <= h.head AND writer <> $2
+                   AND (kind <> $4 OR seq > CASE WHEN $5 < 0 THEN h.head ELSE $5 END)
+                   AND (kind <> 'code' OR at >= $6)
                  ORDER BY seq LIMIT $3
              ) r ON true
              ORDER BY r.seq",
@@ -253,7 +292,9 @@ async fn feed(db: &Db, cursor: i64, replica: &str, skipped: &str) -> Result<Page
                 (&cursor, Type::INT8),
                 (&replica, Type::TEXT),
                 (&FEED_PAGE, Type::INT8),
-                (&skipped, Type::TEXT),
+                (&skip.kind, Type::TEXT),
+                (&skip.through, Type::INT8),
+                (&skip.codes_before, Type::INT8),
             ],
         )
         .await?;
@@ -327,6 +368,10 @@ impl RecordStore for PgRecords {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn catching_up(&self) -> bool {
+        !self.caught_up.load(Ordering::Acquire)
     }
 }
 

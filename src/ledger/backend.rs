@@ -35,6 +35,12 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug {
         Box::pin(std::future::ready(None))
     }
 
+    /// Whether [`RecordStore::changes`] is still handing over the history a page at a time
+    /// (a shared store's first read).
+    fn catching_up(&self) -> bool {
+        false
+    }
+
     /// Whether other processes write here too: the ledger then takes in their records
     /// ([`RecordStore::changes`]) before each exchange is judged.
     fn shared(&self) -> bool {
@@ -57,5 +63,8 @@ impl<T: RecordStore> RecordStore for std::sync::Arc<T> {
     }
     fn shared(&self) -> bool {
         (**self).shared()
+    }
+    fn catching_up(&self) -> bool {
+        (**self).catching_up()
     }
 }

@@ -288,6 +288,15 @@ pub const UNSEEN: &str = "unseen";
 /// Codes live minutes at Salesforce; an hour of them is enough to recognise a reuse.
 const CODES_KEPT_MS: i64 = 3_600_000;
 
+/// The oldest code a ledger loading its history now still keeps (this host's clock: the
+/// records' times are Salesforce's, which it follows within seconds).
+pub(crate) fn codes_kept_since() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    now - CODES_KEPT_MS
+}
+
 impl State {
     pub fn approval_limit(&self) -> usize {
         self.approval_limit_set.map_or(APPROVAL_LIMIT, |n| n.get())
@@ -419,7 +428,15 @@ impl GrantLedger {
             store: Some(store),
             write_behind: false,
         };
-        ledger.sync(None).await;
+        if let Some(store) = &ledger.store {
+            // A page at a time, each merged before the next is read.
+            while let Some(rows) = store.changes().await {
+                persist::merge(&mut ledger.lock(), rows, persist::Taken::Changes);
+                if !store.catching_up() {
+                    break;
+                }
+            }
+        }
         ledger
     }
 
