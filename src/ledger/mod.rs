@@ -279,7 +279,7 @@ impl RefreshEntry {
 
 /// Refresh tokens a ledger on a shared store holds in memory at most; the others are
 /// fetched when a request presents one. About 150 bytes each.
-pub const REFRESH_CACHED_MAX: usize = 100_000;
+pub const REFRESH_CACHED_MAX: usize = 50_000;
 
 /// `issued_by` of a token first seen being used, its issue never observed; `issued_at` is
 /// then when it was first seen.
