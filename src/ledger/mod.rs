@@ -204,6 +204,10 @@ pub(crate) struct State {
     /// On a shared store: the refresh tokens held in memory at most (a cache of the store's
     /// records); `None`: all of them (the embedded store, loaded whole at start).
     pub refresh_cap: Option<usize>,
+    /// On a shared store: presented tokens the store did not hold when fetched (a token
+    /// that keeps failing must not cost a fetch each time); a record of one arriving by the
+    /// change feed is taken in. Bounded like the cache.
+    pub absent: std::collections::HashSet<Fp>,
 }
 
 /// Refresh tokens by fingerprint: entries in one dense vector and a small index into it.
@@ -310,6 +314,9 @@ impl State {
             && self.refresh.len() + room > cap
         {
             self.refresh.evict_to(cap / 4 * 3);
+            // A token recorded here since the store lacked it may be among those forgotten:
+            // it must be fetched again, not taken for unknown.
+            self.absent.clear();
         }
     }
 
@@ -452,17 +459,26 @@ impl GrantLedger {
             persist::merge(&mut self.lock(), rows, persist::Taken::Changes);
         }
         let Some(fp) = presented else { return };
-        if self.lock().refresh.get(&fp).is_some() {
+        {
+            let state = self.lock();
+            if state.refresh.get(&fp).is_some() || state.absent.contains(&fp) {
+                return;
+            }
+        }
+        let Some(rows) = store.fetch(REFRESH_KIND, vec![families::fp_text(fp)]).await else {
+            return;
+        };
+        let mut state = self.lock();
+        if rows.is_empty() {
+            if state.absent.len() >= state.refresh_cap.unwrap_or(usize::MAX) {
+                state.absent.clear();
+            }
+            state.absent.insert(fp);
             return;
         }
-        if let Some(rows) = store.fetch(REFRESH_KIND, vec![families::fp_text(fp)]).await
-            && !rows.is_empty()
-        {
-            let mut state = self.lock();
-            // Room first: the fetched token may be older than every one held.
-            state.trim(rows.len());
-            persist::merge(&mut state, rows, persist::Taken::Fetched);
-        }
+        // Room first: the fetched token may be older than every one held.
+        state.trim(rows.len());
+        persist::merge(&mut state, rows, persist::Taken::Fetched);
     }
 
     /// Whether other replicas share this ledger's records.

@@ -224,8 +224,9 @@ impl HostRecord {
 /// must not let the guard forward the dead token.
 fn merge_refresh(state: &mut State, key: &str, value: &str, taken: Taken) {
     let fp = super::fp_key(key);
+    let absent = state.absent.remove(&fp);
     let held = state.refresh.get(&fp);
-    if taken == Taken::Changes && state.refresh_cap.is_some() && held.is_none() {
+    if taken == Taken::Changes && state.refresh_cap.is_some() && held.is_none() && !absent {
         return;
     }
     let rotated_before = held.and_then(|e| e.rotated_at);
@@ -357,6 +358,11 @@ mod tests {
             state.refresh.get(&1).unwrap().rotated_at.is_some(),
             "held: updated"
         );
+        // A token the store lacked when fetched is taken in when its record arrives.
+        state.absent.insert(2);
+        merge(&mut state, vec![refresh(2, None)], Taken::Changes);
+        assert!(state.refresh.get(&2).is_some());
+        assert!(state.absent.is_empty());
         // Unbounded (the embedded store), everything is taken.
         let mut whole = State::default();
         merge(&mut whole, vec![refresh(1, None)], Taken::Changes);
