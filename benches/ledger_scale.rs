@@ -41,14 +41,7 @@ fn grant(
     let (org, user, app) = (i % 100, i % 10_000, i % 10);
     let at = T0 + i as i64 * 2_592;
     let body = format!("grant_type=authorization_code&client_id=3MVG9app{app}&code=c{i}");
-    let req = RequestFacts::parse(
-        "login.salesforce.com",
-        true,
-        headers,
-        None,
-        body.as_bytes(),
-        fp,
-    );
+    let req = form_request(&body, fp, headers);
     let resp = format!(
         r#"{{"access_token":"x","refresh_token":"5Aep{i}","scope":"api refresh_token","instance_url":"https://o{org}.my.salesforce.com","id":"https://login.salesforce.com/id/00D{org:015}/005{user:015}","issued_at":"{at}"}}"#
     );
@@ -60,6 +53,10 @@ fn refresh_of(i: usize, fp: &Fingerprinter, headers: &http::HeaderMap) -> Reques
         "grant_type=refresh_token&client_id=3MVG9app{}&refresh_token=5Aep{i}",
         i % 10
     );
+    form_request(&body, fp, headers)
+}
+
+fn form_request(body: &str, fp: &Fingerprinter, headers: &http::HeaderMap) -> RequestFacts {
     RequestFacts::parse(
         "login.salesforce.com",
         true,

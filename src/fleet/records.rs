@@ -171,6 +171,17 @@ impl PgRecords {
         }
     }
 
+    /// Files a sealed answer in the next write transaction: a rotation's replay, queued
+    /// before the rotation's record, commits with it (or before it), so a replica that reads
+    /// the rotation finds the replay too. Kept until `until` at most.
+    pub fn keep_sealed(&self, id: Vec<u8>, sealed: Vec<u8>, until: std::time::Instant) {
+        let _ = self.tx.try_send(Batch {
+            rows: Vec::new(),
+            sealed: vec![ToSeal { id, sealed, until }],
+            committed: None,
+        });
+    }
+
     async fn fetch_rows(&self, kind: &'static str, keys: Vec<String>) -> Option<Vec<Row>> {
         self.outage
             .bounded("read", self.op_timeout, async {
@@ -252,9 +263,6 @@ struct Page {
     head: i64,
 }
 
-/// Reads a page in one statement, so the head and the rows come from one snapshot: every
-/// row numbered up to the head that another replica wrote is in the page (unless it is
-/// full). A replica's own rows, the most of what it would read back, stay on the server.
 /// What a catch-up read leaves out.
 struct Skip {
     kind: &'static str,
@@ -272,6 +280,9 @@ impl Skip {
     };
 }
 
+/// Reads a page in one statement, so the head and the rows come from one snapshot: every
+/// row numbered up to the head that another replica wrote is in the page (unless it is
+/// full). A replica's own rows, the most of what it would read back, stay on the server.
 async fn feed(db: &Db, cursor: i64, replica: &str, skip: &Skip) -> Result<Page, StoreError> {
     let client = db.client()?;
     // Planned on every run: its generic plan (a prepared statement's, after five runs) took
@@ -320,19 +331,6 @@ async fn feed(db: &Db, cursor: i64, replica: &str, skip: &Skip) -> Result<Page, 
         }
     }
     Ok(page)
-}
-
-impl PgRecords {
-    /// Files a sealed answer in the next write transaction: a rotation's replay, queued
-    /// before the rotation's record, commits with it (or before it), so a replica that reads
-    /// the rotation finds the replay too. Kept until `until` at most.
-    pub fn keep_sealed(&self, id: Vec<u8>, sealed: Vec<u8>, until: std::time::Instant) {
-        let _ = self.tx.try_send(Batch {
-            rows: Vec::new(),
-            sealed: vec![ToSeal { id, sealed, until }],
-            committed: None,
-        });
-    }
 }
 
 impl RecordStore for PgRecords {

@@ -204,10 +204,6 @@ pub(crate) struct State {
     /// On a shared store: the refresh tokens held in memory at most (a cache of the store's
     /// records); `None`: all of them (the embedded store, loaded whole at start).
     pub refresh_cap: Option<usize>,
-    /// On a shared store: presented tokens the store did not hold when fetched (a token
-    /// that keeps failing must not cost a fetch each time); a record of one arriving by the
-    /// change feed is taken in. Bounded like the cache.
-    pub absent: std::collections::HashSet<Fp>,
 }
 
 /// Refresh tokens by fingerprint: entries in one dense vector and a small index into it.
@@ -217,6 +213,9 @@ pub(crate) struct State {
 pub(crate) struct RefreshTable {
     index: HashMap<Fp, u32>,
     entries: Vec<RefreshEntry>,
+    /// On a shared store: presented tokens the store did not hold when fetched (a token
+    /// that keeps failing must not cost a fetch each time). Inserting a token takes it out.
+    pub absent: std::collections::HashSet<Fp>,
 }
 
 impl RefreshTable {
@@ -229,6 +228,7 @@ impl RefreshTable {
     }
 
     pub fn insert(&mut self, fp: Fp, entry: RefreshEntry) {
+        self.absent.remove(&fp);
         match self.index.get(&fp) {
             Some(&i) => self.entries[i as usize] = entry,
             None => {
@@ -255,19 +255,34 @@ impl RefreshTable {
             .collect();
         let cut = by_activity.len() - keep;
         by_activity.select_nth_unstable(cut);
-        let old = std::mem::take(&mut self.entries);
-        let mut index = std::mem::take(&mut self.index);
-        self.entries.reserve(keep);
-        self.index.reserve(keep);
-        let mut old: Vec<Option<RefreshEntry>> = old.into_iter().map(Some).collect();
-        for &(_, fp) in &by_activity[cut..] {
-            if let Some(i) = index.remove(&fp)
-                && let Some(entry) = old[i as usize].take()
-            {
-                self.index.insert(fp, self.entries.len() as u32);
-                self.entries.push(entry);
-            }
+        let mut kept = vec![false; self.entries.len()];
+        for (_, fp) in &by_activity[cut..] {
+            kept[self.index[fp] as usize] = true;
         }
+        // Where each kept entry lands once the others are gone.
+        let mut moved_to = Vec::with_capacity(kept.len());
+        let mut next = 0u32;
+        for &k in &kept {
+            moved_to.push(next);
+            next += u32::from(k);
+        }
+        let mut i = 0;
+        self.entries.retain(|_| {
+            i += 1;
+            kept[i - 1]
+        });
+        self.index.retain(|_, i| kept[*i as usize]);
+        for i in self.index.values_mut() {
+            *i = moved_to[*i as usize];
+        }
+    }
+
+    /// Notes that the store did not hold `fp`, forgetting all such notes past `bound`.
+    pub fn mark_absent(&mut self, fp: Fp, bound: usize) {
+        if self.absent.len() >= bound {
+            self.absent.clear();
+        }
+        self.absent.insert(fp);
     }
 }
 
@@ -314,9 +329,6 @@ impl State {
             && self.refresh.len() + room > cap
         {
             self.refresh.evict_to(cap / 4 * 3);
-            // A token recorded here since the store lacked it may be among those forgotten:
-            // it must be fetched again, not taken for unknown.
-            self.absent.clear();
         }
     }
 
@@ -461,7 +473,7 @@ impl GrantLedger {
         let Some(fp) = presented else { return };
         {
             let state = self.lock();
-            if state.refresh.get(&fp).is_some() || state.absent.contains(&fp) {
+            if state.refresh.get(&fp).is_some() || state.refresh.absent.contains(&fp) {
                 return;
             }
         }
@@ -470,10 +482,8 @@ impl GrantLedger {
         };
         let mut state = self.lock();
         if rows.is_empty() {
-            if state.absent.len() >= state.refresh_cap.unwrap_or(usize::MAX) {
-                state.absent.clear();
-            }
-            state.absent.insert(fp);
+            let bound = state.refresh_cap.unwrap_or(usize::MAX);
+            state.refresh.mark_absent(fp, bound);
             return;
         }
         // Room first: the fetched token may be older than every one held.

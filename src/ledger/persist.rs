@@ -224,7 +224,7 @@ impl HostRecord {
 /// must not let the guard forward the dead token.
 fn merge_refresh(state: &mut State, key: &str, value: &str, taken: Taken) {
     let fp = super::fp_key(key);
-    let absent = state.absent.remove(&fp);
+    let absent = state.refresh.absent.contains(&fp);
     let held = state.refresh.get(&fp);
     if taken == Taken::Changes && state.refresh_cap.is_some() && held.is_none() && !absent {
         return;
@@ -359,10 +359,10 @@ mod tests {
             "held: updated"
         );
         // A token the store lacked when fetched is taken in when its record arrives.
-        state.absent.insert(2);
+        state.refresh.absent.insert(2);
         merge(&mut state, vec![refresh(2, None)], Taken::Changes);
         assert!(state.refresh.get(&2).is_some());
-        assert!(state.absent.is_empty());
+        assert!(state.refresh.absent.is_empty());
         // Unbounded (the embedded store), everything is taken.
         let mut whole = State::default();
         merge(&mut whole, vec![refresh(1, None)], Taken::Changes);

@@ -340,7 +340,7 @@ pub(super) async fn observe<S: Upstream>(
         }
     };
     let view = observer.ledger.view(&facts, read.now);
-    let rotation = keep_rotation(observer, &facts, credentials, presented.as_deref(), &read).await;
+    let rotation = keep_rotation(observer, &facts, credentials, presented.as_deref(), &read);
     drop(in_flight);
     let warnings = record(observer, host, &facts, &read).await;
     let ReadResponse {
@@ -424,7 +424,7 @@ fn passthrough(
 /// sees the rotation must find the response to replay, or it would be refused. Here the
 /// guard holds it at once; the fleet's copy is queued ahead of the rotation's record and
 /// commits with it.
-async fn keep_rotation(
+fn keep_rotation(
     observer: &Observer,
     facts: &RequestFacts,
     credentials: Option<CredentialsKey>,
