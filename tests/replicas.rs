@@ -60,6 +60,59 @@ async fn with_ready_requires_store_a_database_outage_takes_the_replica_out_until
 }
 
 #[tokio::test]
+async fn a_lease_taken_after_its_taker_gave_up_is_freed_so_the_next_identical_refresh_leads() {
+    let fleet = Fleet::start(1, &[]);
+    let token = fleet.login(0).await;
+    let first = fleet.refresh(0, &token).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let landed_by = fleet.pg.psql("SELECT holder FROM grantdoctor_flights");
+    assert_eq!(landed_by.lines().count(), 1, "one flight: {landed_by}");
+    // Past the time its answer is kept for twins, the next identical refresh takes the row.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // Another session holds the row: the take waits past its bound, and the replica goes on
+    // alone. When the lock goes, the statement commits a lease nobody will land.
+    let mut locker = fleet.pg.psql_in_background(
+        "BEGIN; SELECT 1 FROM grantdoctor_flights FOR UPDATE; SELECT pg_sleep(3); COMMIT;",
+    );
+    eventually(Duration::from_secs(10), "the row to be locked", || async {
+        let sleeping = fleet.pg.psql(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE query LIKE '%pg_sleep(3)%' AND state = 'active' AND pid <> pg_backend_pid()",
+        );
+        (sleeping.trim() == "1").then_some(()).ok_or(sleeping)
+    })
+    .await;
+    let alone = fleet.refresh(0, &token).await;
+    assert_eq!(alone.status, 200, "{}", alone.body);
+    assert!(locker.wait().unwrap().success());
+    // The lease the late statement took is freed by its holder name: without that, every
+    // identical refresh would wait it out (the response timeout and a margin, 62 s here).
+    let (fleet, landed_by) = (&fleet, landed_by.trim());
+    eventually(
+        Duration::from_secs(15),
+        "the orphaned lease to be freed",
+        || async move {
+            let row = fleet
+                .pg
+                .psql("SELECT holder, lease_until FROM grantdoctor_flights");
+            let (holder, lease_until) = row.trim().split_once('|').unwrap();
+            (holder != landed_by && lease_until == "0")
+                .then_some(())
+                .ok_or(row)
+        },
+    )
+    .await;
+    let before = fleet.upstream_refreshes().await;
+    let next = fleet.refresh(0, &token).await;
+    assert_eq!(next.status, 200, "{}", next.body);
+    assert_eq!(
+        fleet.upstream_refreshes().await,
+        before + 1,
+        "it led the refresh"
+    );
+}
+
+#[tokio::test]
 async fn a_replica_prunes_the_shared_store_to_its_row_bound_oldest_first() {
     let fleet = Fleet::start(1, &[]);
     for _ in 0..4 {

@@ -35,21 +35,31 @@ pub enum Turn {
     Landed(Vec<u8>),
 }
 
-/// Takes the lease of each of `ids` that is free or expired, in one statement; says who has
-/// the others. One answer per id, in order; an id asked twice is led by its first asker only.
+/// One exchange asking for a lease, under a holder name unique to this asking: a lease its
+/// asker never learned it took (the answer lost to a timeout) can then be freed by that name
+/// without touching one taken since ([`free_many`]).
+#[derive(Debug, Clone)]
+pub struct Take {
+    pub id: Vec<u8>,
+    pub holder: String,
+}
+
+/// Takes the lease of each asked id that is free or expired, in one statement; says who has
+/// the others. One answer per take, in order; an id asked twice is led by its first asker only.
 pub async fn take_many(
     client: &Conn,
-    ids: &[Vec<u8>],
-    holder: &str,
+    takes: &[Take],
     lease_ms: i64,
 ) -> Result<Vec<Turn>, StoreError> {
-    let mut first = std::collections::HashMap::with_capacity(ids.len());
-    let unique: Vec<&[u8]> = ids
+    let mut first = std::collections::HashMap::with_capacity(takes.len());
+    let unique: Vec<&Take> = takes
         .iter()
         .enumerate()
-        .filter(|(i, id)| *first.entry(id.as_slice()).or_insert(*i) == *i)
-        .map(|(_, id)| id.as_slice())
+        .filter(|(i, t)| *first.entry(t.id.as_slice()).or_insert(*i) == *i)
+        .map(|(_, t)| t)
         .collect();
+    let ids: Vec<&[u8]> = unique.iter().map(|t| t.id.as_slice()).collect();
+    let holders: Vec<&str> = unique.iter().map(|t| t.holder.as_str()).collect();
     // A lease that is free (expired, and no answer kept) is taken over; a live one is marked
     // wanted, so that its leader keeps its answer for this follower; a landed one is left
     // as it is. Taken rows come back with `wanted` false, marked ones with true.
@@ -58,12 +68,12 @@ pub async fn take_many(
         .query_prepared(
             concat!(
                 "INSERT INTO grantdoctor_flights AS f (id, holder, generation, lease_until)
-                 SELECT id, $2, 1, ",
+                 SELECT id, holder, 1, ",
                 now_ms!(),
-                " + $3 FROM unnest($1::bytea[]) AS t(id)
+                " + $3 FROM unnest($1::bytea[], $2::text[]) AS t(id, holder)
                  ON CONFLICT (id) DO UPDATE SET
                     holder = CASE WHEN f.lease_until < excluded.lease_until - $3
-                                  THEN $2 ELSE f.holder END,
+                                  THEN excluded.holder ELSE f.holder END,
                     generation = CASE WHEN f.lease_until < excluded.lease_until - $3
                                       THEN f.generation + 1 ELSE f.generation END,
                     lease_until = CASE WHEN f.lease_until < excluded.lease_until - $3
@@ -74,8 +84,8 @@ pub async fn take_many(
                  RETURNING id, generation, wanted"
             ),
             &[
-                (&unique, Type::BYTEA_ARRAY),
-                (&holder, Type::TEXT),
+                (&ids, Type::BYTEA_ARRAY),
+                (&holders, Type::TEXT_ARRAY),
                 (&lease_ms, Type::INT8),
             ],
         )
@@ -86,25 +96,41 @@ pub async fn take_many(
         .map(|row| (row.get(0), row.get(1)))
         .collect();
     // The rest are another's, or this batch's first asker's: a later statement sees them.
-    let others: Vec<&[u8]> = ids
+    let others: Vec<&[u8]> = takes
         .iter()
         .enumerate()
-        .filter(|(i, id)| first[id.as_slice()] != *i || !led.contains_key(*id))
-        .map(|(_, id)| id.as_slice())
+        .filter(|(i, t)| first[t.id.as_slice()] != *i || !led.contains_key(&t.id))
+        .map(|(_, t)| t.id.as_slice())
         .collect();
     let looked = if others.is_empty() {
         std::collections::HashMap::new()
     } else {
         look_many(client, &others).await?
     };
-    Ok(ids
+    Ok(takes
         .iter()
         .enumerate()
-        .map(|(i, id)| match led.get(id) {
-            Some(generation) if first[id.as_slice()] == i => Turn::Lead(*generation),
-            _ => looked.get(id).cloned().unwrap_or(Turn::Wait(0)),
+        .map(|(i, t)| match led.get(&t.id) {
+            Some(generation) if first[t.id.as_slice()] == i => Turn::Lead(*generation),
+            _ => looked.get(&t.id).cloned().unwrap_or(Turn::Wait(0)),
         })
         .collect())
+}
+
+/// Frees the leases still held under these (id, holder) takes and holding no answer: their
+/// takers went on without them, and nobody will land them. Returns how many were freed.
+pub async fn free_many(client: &Conn, takes: &[Take]) -> Result<u64, StoreError> {
+    let ids: Vec<&[u8]> = takes.iter().map(|t| t.id.as_slice()).collect();
+    let holders: Vec<&str> = takes.iter().map(|t| t.holder.as_str()).collect();
+    Ok(client
+        .execute_prepared(
+            "UPDATE grantdoctor_flights AS f SET lease_until = 0
+             FROM unnest($1::bytea[], $2::text[]) AS t(id, holder)
+             WHERE f.id = t.id AND f.holder = t.holder AND f.sealed IS NULL
+               AND f.lease_until > 0",
+            &[(&ids, Type::BYTEA_ARRAY), (&holders, Type::TEXT_ARRAY)],
+        )
+        .await?)
 }
 
 /// The state of each of `ids` as a follower sees it; an id without a row is absent.

@@ -22,6 +22,7 @@ pub mod batch;
 pub mod db;
 pub mod lease;
 pub mod migrate;
+mod orphans;
 pub mod records;
 pub mod seal;
 pub mod url;
@@ -157,9 +158,12 @@ impl Coordination {
 /// The shared store, opened.
 pub struct Fleet {
     coordination: Arc<Coordination>,
-    takes: batch::Batches<Vec<u8>, lease::Turn>,
+    takes: batch::Batches<lease::Take, lease::Turn>,
     landings: batch::Batches<lease::Landing, lease::Landed>,
     replica: Arc<str>,
+    /// Numbers this replica's takes: each asks under a holder name of its own.
+    asked: std::sync::atomic::AtomicU64,
+    orphans: Arc<orphans::Orphans>,
     outage: Outage,
     replay_ms: i64,
     /// The records' writer, which also files rotations' replays (in the same transaction).
@@ -229,11 +233,19 @@ impl Fleet {
             next: Default::default(),
             outage: outage.clone(),
         });
+        let orphans = Arc::new(orphans::Orphans::default());
+        tokio::spawn(orphans::free(
+            orphans.clone(),
+            coordination.clone(),
+            options.lease,
+        ));
         let fleet = Arc::new(Self {
-            takes: takes(&coordination, &replica, options.lease),
+            takes: takes(&coordination, options.lease),
             landings: landings(&coordination),
             coordination,
             replica,
+            asked: Default::default(),
+            orphans,
             outage,
             replay_ms: options.replay_window.as_millis() as i64,
             records: records.clone(),
@@ -260,9 +272,23 @@ impl Fleet {
         self.coordination.run(op, run).await
     }
 
-    /// Takes the lease of a refresh, or says who has it.
-    pub async fn take(&self, id: &[u8]) -> Option<lease::Turn> {
-        self.takes.ask(id.to_vec()).await
+    /// Takes the lease of a refresh, or says who has it; with the holder name it asked under
+    /// (a lease taken is landed under it). When the answer is lost, the lease the statement
+    /// may have taken is freed in the background: nobody will land it.
+    pub async fn take(&self, id: &[u8]) -> Option<(lease::Turn, String)> {
+        let n = self.asked.fetch_add(1, Ordering::Relaxed);
+        let holder = format!("{}-{n}", self.replica);
+        let take = lease::Take {
+            id: id.to_vec(),
+            holder: holder.clone(),
+        };
+        match self.takes.ask(take).await {
+            Some(turn) => Some((turn, holder)),
+            None => {
+                self.orphans.add(id, &holder);
+                None
+            }
+        }
     }
 
     pub async fn look(&self, id: &[u8]) -> Option<lease::Turn> {
@@ -270,22 +296,28 @@ impl Fleet {
             .await
     }
 
-    /// Ends a leader's lease as `end` says (a published answer kept `keep_ms`).
+    /// Ends a leader's lease as `end` says (a published answer kept `keep_ms`). A landing
+    /// that fails leaves the lease to be freed in the background.
     pub async fn land(
         &self,
         id: &[u8],
-        generation: i64,
+        (generation, holder): (i64, &str),
         end: lease::End,
         keep_ms: i64,
     ) -> Option<lease::Landed> {
-        self.landings
+        let landed = self
+            .landings
             .ask(lease::Landing {
                 id: id.to_vec(),
                 generation,
                 end,
                 keep_ms,
             })
-            .await
+            .await;
+        if landed.is_none() {
+            self.orphans.add(id, holder);
+        }
+        landed
     }
 
     /// Files a sealed replay with the next commit of records, for the replay window (see
@@ -305,21 +337,24 @@ impl Fleet {
 /// Lease takes, many exchanges to a statement.
 fn takes(
     coordination: &Arc<Coordination>,
-    replica: &Arc<str>,
     lease: Duration,
-) -> batch::Batches<Vec<u8>, lease::Turn> {
-    let (coordination, holder) = (coordination.clone(), replica.clone());
+) -> batch::Batches<lease::Take, lease::Turn> {
+    let coordination = coordination.clone();
     let lease_ms = lease.as_millis() as i64;
-    batch::Batches::start(LEASE_SLOTS, OP_TIMEOUT * 2, move |ids: Vec<Vec<u8>>| {
-        let (coordination, holder) = (coordination.clone(), holder.clone());
-        async move {
-            coordination
-                .run("lease", |c| async move {
-                    lease::take_many(&c, &ids, &holder, lease_ms).await
-                })
-                .await
-        }
-    })
+    batch::Batches::start(
+        LEASE_SLOTS,
+        OP_TIMEOUT * 2,
+        move |takes: Vec<lease::Take>| {
+            let coordination = coordination.clone();
+            async move {
+                coordination
+                    .run("lease", |c| async move {
+                        lease::take_many(&c, &takes, lease_ms).await
+                    })
+                    .await
+            }
+        },
+    )
 }
 
 /// Lease ends, many leaders to a statement.

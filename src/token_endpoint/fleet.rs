@@ -38,6 +38,8 @@ pub(super) struct Lease {
     /// Boxed: its key schedule is large, and a lease lives across the leader's awaits.
     sealer: Box<Sealer>,
     generation: i64,
+    /// The name it was taken under.
+    holder: String,
     /// Taken after waiting on another replica's lease.
     took_over: bool,
 }
@@ -50,15 +52,16 @@ pub(super) async fn lead_or_follow(fleet: &Fleet, key: &ExchangeKey) -> FleetTur
     loop {
         let left = match fleet.take(sealer.id()).await {
             None => return FleetTurn::Alone,
-            Some(Turn::Lead(generation)) => {
+            Some((Turn::Lead(generation), holder)) => {
                 return FleetTurn::Lead(Lease {
                     sealer,
                     generation,
+                    holder,
                     took_over,
                 });
             }
-            Some(Turn::Landed(sealed)) => return answer(&sealer, &sealed),
-            Some(Turn::Wait(left)) => left,
+            Some((Turn::Landed(sealed), _)) => return answer(&sealer, &sealed),
+            Some((Turn::Wait(left), _)) => left,
         };
         took_over = true;
         let until = tokio::time::Instant::now() + Duration::from_millis(left as u64);
@@ -89,14 +92,15 @@ pub(super) async fn one_at_a_time(fleet: &Fleet, key: &crate::recover::Key) -> O
     ));
     loop {
         match fleet.take(sealer.id()).await? {
-            Turn::Lead(generation) => {
+            (Turn::Lead(generation), holder) => {
                 return Some(Lease {
                     sealer,
                     generation,
+                    holder,
                     took_over: false,
                 });
             }
-            Turn::Wait(_) | Turn::Landed(_) => tokio::time::sleep(POLL).await,
+            (Turn::Wait(_) | Turn::Landed(_), _) => tokio::time::sleep(POLL).await,
         }
     }
 }
@@ -122,20 +126,20 @@ impl Lease {
     /// later twin asking Salesforce again finds the token as dead).
     pub(super) async fn land(self, fleet: &Fleet, answer: Option<&Finished>) {
         let publish = |f: &Finished| End::Publish(self.sealer.seal(&stored(f).to_bytes()));
-        let (id, generation) = (self.sealer.id(), self.generation);
+        let (id, held) = (self.sealer.id(), (self.generation, self.holder.as_str()));
         let mut landed = match answer {
             Some(f) if f.parts.status.is_success() => {
-                fleet.land(id, generation, publish(f), FLIGHT_KEEP_MS).await
+                fleet.land(id, held, publish(f), FLIGHT_KEEP_MS).await
             }
             Some(_) => {
                 fleet
-                    .land(id, generation, End::UnlessWanted, FLIGHT_KEEP_MS)
+                    .land(id, held, End::UnlessWanted, FLIGHT_KEEP_MS)
                     .await
             }
-            None => fleet.land(id, generation, End::Free, FLIGHT_KEEP_MS).await,
+            None => fleet.land(id, held, End::Free, FLIGHT_KEEP_MS).await,
         };
         if let (Some(Landed::Wanted), Some(f)) = (landed, answer) {
-            landed = fleet.land(id, generation, publish(f), FLIGHT_KEEP_MS).await;
+            landed = fleet.land(id, held, publish(f), FLIGHT_KEEP_MS).await;
         }
         if landed == Some(Landed::Lost) {
             tracing::warn!(

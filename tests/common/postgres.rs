@@ -235,6 +235,17 @@ impl Postgres {
         self.client("psql", &["-d", "postgres", "-At", "-c", sql])
     }
 
+    /// Starts `psql -c sql` without waiting for it (a session that holds a lock a while).
+    pub fn psql_in_background(&self, sql: &str) -> std::process::Child {
+        Command::new(self.bin.join("psql"))
+            .env("PGPASSWORD", PASSWORD)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+            .args(["-d", "postgres", "-At", "-c", sql])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// Every table's content, as `pg_dump` writes it.
     pub fn dump(&self) -> String {
         self.client("pg_dump", &["postgres"])

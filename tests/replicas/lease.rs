@@ -2,7 +2,7 @@
 //! them: who leads, who waits, and which answers are kept for whom.
 
 use grantdoctor::fleet::db::Conn;
-use grantdoctor::fleet::lease::{self, End, Landed, Landing, Turn};
+use grantdoctor::fleet::lease::{self, End, Landed, Landing, Take, Turn};
 use tokio_postgres::NoTls;
 
 use super::common::postgres::Postgres;
@@ -14,11 +14,16 @@ async fn migrated(pg: &Postgres) -> Conn {
     Conn::new(client)
 }
 
+fn asked(holder: &str, id: &[u8]) -> Take {
+    Take {
+        id: id.to_vec(),
+        holder: holder.to_owned(),
+    }
+}
+
 async fn take(client: &Conn, holder: &str, ids: &[&[u8]]) -> Vec<Turn> {
-    let ids: Vec<Vec<u8>> = ids.iter().map(|id| id.to_vec()).collect();
-    lease::take_many(client, &ids, holder, 30_000)
-        .await
-        .unwrap()
+    let takes: Vec<Take> = ids.iter().map(|id| asked(holder, id)).collect();
+    lease::take_many(client, &takes, 30_000).await.unwrap()
 }
 
 async fn land(client: &Conn, id: &[u8], generation: i64, end: End) -> Landed {
@@ -111,4 +116,54 @@ async fn a_live_lease_is_never_taken_twice_not_even_by_its_own_holder_or_within_
     });
     let landed = lease::land_many(&db, &both).await.unwrap();
     assert_eq!(landed, [Landed::Lost, Landed::Done]);
+}
+
+#[tokio::test]
+async fn a_lease_whose_taker_never_learned_it_leads_is_freed_by_its_holder_name_only() {
+    let pg = Postgres::start();
+    let db = migrated(&pg).await;
+    // "a-1" took it, but its answer was lost: "a-1" went on alone and will never land it.
+    let lost = led(&take(&db, "a-1", &[b"orphan"]).await[0]);
+    assert!(matches!(take(&db, "b-1", &[b"orphan"]).await[0], Turn::Wait(left) if left > 0));
+    // Another name frees nothing, not even one of the same replica.
+    let freed = lease::free_many(&db, &[asked("a-2", b"orphan")])
+        .await
+        .unwrap();
+    assert_eq!(freed, 0);
+    assert_eq!(
+        lease::free_many(&db, &[asked("a-1", b"orphan")])
+            .await
+            .unwrap(),
+        1
+    );
+    // The follower may take it over at once.
+    assert!(matches!(
+        lease::look(&db, b"orphan").await.unwrap(),
+        Turn::Wait(0)
+    ));
+    let over = led(&take(&db, "b-1", &[b"orphan"]).await[0]);
+    assert_eq!(over, lost + 1);
+    // Freeing the lost take again (a later round) leaves the new leader's lease alone.
+    assert_eq!(
+        lease::free_many(&db, &[asked("a-1", b"orphan")])
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(matches!(take(&db, "c-1", &[b"orphan"]).await[0], Turn::Wait(left) if left > 0));
+    // A published answer is never freed away.
+    assert_eq!(
+        land(&db, b"orphan", over, publish(b"answer")).await,
+        Landed::Done
+    );
+    assert_eq!(
+        lease::free_many(&db, &[asked("b-1", b"orphan")])
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(matches!(
+        lease::look(&db, b"orphan").await.unwrap(),
+        Turn::Landed(_)
+    ));
 }
