@@ -33,6 +33,8 @@ const PRUNE_LOCK: i64 = 0x6772_616e_7464_6f65;
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rows read per round of the change feed.
 const FEED_PAGE: i64 = 20_000;
+/// Keys in one page of [`PgRecords::keys_after`].
+const KEYS_PAGE: i64 = 50_000;
 /// Batches queued for the writer before writes wait.
 const PENDING_BATCHES: usize = 4096;
 /// How long write-behind rows gather before a commit.
@@ -206,6 +208,26 @@ impl PgRecords {
             .await
     }
 
+    async fn keys_page(&self, kind: &'static str, after: String) -> Option<Vec<String>> {
+        self.outage
+            .bounded("read", CATCH_UP_TIMEOUT, async {
+                let client = self.reader.client()?;
+                let found = client
+                    .query_typed(
+                        "SELECT key FROM grantdoctor_records
+                         WHERE kind = $1 AND key > $2 ORDER BY key LIMIT $3",
+                        &[
+                            (&kind, Type::TEXT),
+                            (&after, Type::TEXT),
+                            (&KEYS_PAGE, Type::INT8),
+                        ],
+                    )
+                    .await?;
+                Ok(found.into_iter().map(|r| r.get(0)).collect())
+            })
+            .await
+    }
+
     /// Deletes records past the retention, in bounded chunks, if no other replica is at it.
     pub async fn prune(&self, oldest: i64, max_rows: i64) -> Result<u64, StoreError> {
         let client = self.reader.client()?;
@@ -362,6 +384,10 @@ impl RecordStore for PgRecords {
 
     fn fetch(&self, kind: &'static str, keys: Vec<String>) -> crate::ledger::backend::Changes<'_> {
         Box::pin(self.fetch_rows(kind, keys))
+    }
+
+    fn keys_after(&self, kind: &'static str, after: String) -> crate::ledger::backend::Keys<'_> {
+        Box::pin(self.keys_page(kind, after))
     }
 
     fn shared(&self) -> bool {

@@ -15,6 +15,9 @@ use super::store::{Commit, Row};
 /// be read (the caller goes on with what it holds).
 pub type Changes<'a> = Pin<Box<dyn Future<Output = Option<Vec<Row>>> + Send + 'a>>;
 
+/// A page of keys; `None` when nothing could be read.
+pub type Keys<'a> = Pin<Box<dyn Future<Output = Option<Vec<String>>> + Send + 'a>>;
+
 /// A place that keeps the ledger's records.
 pub trait RecordStore: Send + Sync + std::fmt::Debug {
     /// Queues rows; they are durable within milliseconds.
@@ -32,6 +35,14 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug {
     /// only some of them in memory; `None` when nothing could be read.
     fn fetch(&self, kind: &'static str, keys: Vec<String>) -> Changes<'_> {
         let _ = (kind, keys);
+        Box::pin(std::future::ready(None))
+    }
+
+    /// A page of the keys of `kind` after `after`, in key order (empty at the end); `None`
+    /// when nothing could be read. For a ledger that learns which records the store holds
+    /// without reading them.
+    fn keys_after(&self, kind: &'static str, after: String) -> Keys<'_> {
+        let _ = (kind, after);
         Box::pin(std::future::ready(None))
     }
 
@@ -60,6 +71,9 @@ impl<T: RecordStore> RecordStore for std::sync::Arc<T> {
     }
     fn fetch(&self, kind: &'static str, keys: Vec<String>) -> Changes<'_> {
         (**self).fetch(kind, keys)
+    }
+    fn keys_after(&self, kind: &'static str, after: String) -> Keys<'_> {
+        (**self).keys_after(kind, after)
     }
     fn shared(&self) -> bool {
         (**self).shared()

@@ -16,6 +16,7 @@ pub mod backend;
 mod dead;
 pub mod families;
 mod journal;
+mod known;
 mod persist;
 mod store;
 mod view;
@@ -216,6 +217,9 @@ pub(crate) struct RefreshTable {
     /// On a shared store: presented tokens the store did not hold when fetched (a token
     /// that keeps failing must not cost a fetch each time). Inserting a token takes it out.
     pub absent: std::collections::HashSet<Fp>,
+    /// On a shared store: the tokens the store may hold (every one this table ever took in,
+    /// and those the store held at start), so that a token it surely lacks is not fetched.
+    pub known: Option<known::Known>,
 }
 
 impl RefreshTable {
@@ -229,6 +233,9 @@ impl RefreshTable {
 
     pub fn insert(&mut self, fp: Fp, entry: RefreshEntry) {
         self.absent.remove(&fp);
+        if let Some(known) = &mut self.known {
+            known.insert(fp);
+        }
         match self.index.get(&fp) {
             Some(&i) => self.entries[i as usize] = entry,
             None => {
@@ -275,6 +282,13 @@ impl RefreshTable {
         for i in self.index.values_mut() {
             *i = moved_to[*i as usize];
         }
+    }
+
+    /// Whether the store may hold a record of `fp` this table lacks: worth a fetch.
+    pub fn worth_fetching(&self, fp: Fp) -> bool {
+        self.get(&fp).is_none()
+            && !self.absent.contains(&fp)
+            && self.known.as_ref().is_none_or(|k| k.may_hold(fp))
     }
 
     /// Notes that the store did not hold `fp`, forgetting all such notes past `bound`.
@@ -439,11 +453,13 @@ impl GrantLedger {
     /// refresh tokens: at most `refresh_cached` of those are held, the others fetched when
     /// a request presents one.
     pub async fn open_shared(store: Box<dyn RecordStore>, refresh_cached: usize) -> Self {
+        let mut state = State {
+            refresh_cap: Some(refresh_cached.max(4)),
+            ..State::default()
+        };
+        state.refresh.known = Some(known::Known::default());
         let ledger = Self {
-            state: Mutex::new(State {
-                refresh_cap: Some(refresh_cached.max(4)),
-                ..State::default()
-            }),
+            state: Mutex::new(state),
             store: Some(store),
             write_behind: false,
         };
@@ -455,8 +471,38 @@ impl GrantLedger {
                     break;
                 }
             }
+            // Only after a whole first read: the tokens it left out are the ones learned.
+            if !store.catching_up() {
+                ledger.learn_stored_tokens(store.as_ref()).await;
+            }
         }
         ledger
+    }
+
+    /// Reads which refresh tokens the store holds (their keys only, a page at a time), after
+    /// the first read began: those recorded since reach this replica by the change feed. If
+    /// the store fails meanwhile, every token not held stays worth a fetch.
+    async fn learn_stored_tokens(&self, store: &dyn RecordStore) {
+        let mut after = String::new();
+        loop {
+            let Some(keys) = store.keys_after(REFRESH_KIND, after.clone()).await else {
+                return;
+            };
+            let Some(last) = keys.last().cloned() else {
+                break;
+            };
+            let mut state = self.lock();
+            if let Some(known) = &mut state.refresh.known {
+                for key in &keys {
+                    known.insert(fp_key(key));
+                }
+            }
+            drop(state);
+            after = last;
+        }
+        if let Some(known) = &mut self.lock().refresh.known {
+            known.completed();
+        }
     }
 
     /// Takes in what other replicas recorded since the last look, and the record of the
@@ -471,11 +517,8 @@ impl GrantLedger {
             persist::merge(&mut self.lock(), rows, persist::Taken::Changes);
         }
         let Some(fp) = presented else { return };
-        {
-            let state = self.lock();
-            if state.refresh.get(&fp).is_some() || state.refresh.absent.contains(&fp) {
-                return;
-            }
+        if !self.lock().refresh.worth_fetching(fp) {
+            return;
         }
         let Some(rows) = store.fetch(REFRESH_KIND, vec![families::fp_text(fp)]).await else {
             return;

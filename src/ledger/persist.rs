@@ -227,6 +227,10 @@ fn merge_refresh(state: &mut State, key: &str, value: &str, taken: Taken) {
     let absent = state.refresh.absent.contains(&fp);
     let held = state.refresh.get(&fp);
     if taken == Taken::Changes && state.refresh_cap.is_some() && held.is_none() && !absent {
+        // Not held, but now known to be in the store: a request presenting it fetches it.
+        if let Some(known) = &mut state.refresh.known {
+            known.insert(fp);
+        }
         return;
     }
     let rotated_before = held.and_then(|e| e.rotated_at);

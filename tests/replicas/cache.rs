@@ -3,10 +3,13 @@
 //! What one forgot, it fetches when a request presents it, with what the other did to it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use grantdoctor::fleet::records::PgRecords;
 use grantdoctor::fleet::{Fleet, FleetOptions, Outage, StoreUrl, Target};
-use grantdoctor::ledger::{GrantLedger, fp_key};
+use grantdoctor::ledger::backend::{Changes, Keys};
+use grantdoctor::ledger::{Commit, GrantLedger, RecordStore, Row, fp_key};
 use grantdoctor::oauth::{Fingerprinter, RequestFacts, ResponseFacts};
 
 use super::common::postgres::Postgres;
@@ -17,6 +20,39 @@ const HOST: &str = "login.salesforce.com";
 struct Replica {
     ledger: GrantLedger,
     fp: Fingerprinter,
+    fetches: Arc<AtomicUsize>,
+}
+
+/// The shared store, counting the records a ledger fetches.
+#[derive(Debug)]
+struct Counted {
+    records: Arc<PgRecords>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl RecordStore for Counted {
+    fn write(&self, rows: Vec<Row>) {
+        self.records.write(rows)
+    }
+    fn write_durably(&self, rows: Vec<Row>) -> Option<Commit> {
+        self.records.write_durably(rows)
+    }
+    fn changes(&self) -> Changes<'_> {
+        self.records.changes()
+    }
+    fn fetch(&self, kind: &'static str, keys: Vec<String>) -> Changes<'_> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch(kind, keys)
+    }
+    fn keys_after(&self, kind: &'static str, after: String) -> Keys<'_> {
+        self.records.keys_after(kind, after)
+    }
+    fn catching_up(&self) -> bool {
+        self.records.catching_up()
+    }
+    fn shared(&self) -> bool {
+        true
+    }
 }
 
 async fn replica(pg: &Postgres) -> Replica {
@@ -33,9 +69,15 @@ async fn replica(pg: &Postgres) -> Replica {
     };
     let outage = Outage::new(Arc::default(), Default::default());
     let opened = Fleet::open(*target, options, outage).await.unwrap();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = Counted {
+        records: opened.records,
+        fetches: fetches.clone(),
+    };
     Replica {
-        ledger: GrantLedger::open_shared(Box::new(opened.records), HELD).await,
+        ledger: GrantLedger::open_shared(Box::new(counted), HELD).await,
         fp,
+        fetches,
     }
 }
 
@@ -51,6 +93,10 @@ fn form() -> http::HeaderMap {
 impl Replica {
     fn request(&self, body: &str) -> RequestFacts {
         RequestFacts::parse(HOST, true, &form(), None, body.as_bytes(), &self.fp)
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::Relaxed)
     }
 
     fn token_fp(&self, token: &str) -> u64 {
@@ -154,4 +200,22 @@ async fn a_replica_holds_a_bounded_number_of_tokens_and_fetches_a_forgotten_one_
     a.until(None, "the rotation of a held token", |l| l.rotated(last))
         .await;
     assert!(a.ledger.known_refresh_tokens() <= HELD);
+
+    // A replica started after all this left every token out of its first read, but learned
+    // which the store holds: it fetches the first one, and not one no replica recorded.
+    let c = replica(&pg).await;
+    c.until(Some(first), "the first token's rotation at c", |l| {
+        l.rotated(first)
+    })
+    .await;
+    let fetched = c.fetches();
+    assert!(fetched >= 1);
+    for stranger in ["5Aep-never-1", "5Aep-never-2"] {
+        c.ledger.sync(Some(c.token_fp(stranger))).await;
+    }
+    assert_eq!(
+        c.fetches(),
+        fetched,
+        "a token the store never held is judged without a fetch"
+    );
 }
