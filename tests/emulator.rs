@@ -769,6 +769,11 @@ async fn without_rotation_a_refresh_returns_no_refresh_token() {
 #[tokio::test]
 async fn concurrent_refreshes_of_one_token_collide() {
     let emu = EmulatorProcess::start();
+    // Long enough that the second request (on a connection of its own, a TLS handshake
+    // first) arrives while the first is still in flight on a loaded machine.
+    let mut settings = emu.control("GET", "settings", json!(null)).await;
+    settings["refresh_latency_ms"] = json!(1000);
+    emu.control("PUT", "settings", settings).await;
     let token = emu
         .web_login(WEB, WEB_SECRET, "alice@acme.com", "api refresh_token")
         .await["refresh_token"]
