@@ -339,42 +339,36 @@ fn takes(
     coordination: &Arc<Coordination>,
     lease: Duration,
 ) -> batch::Batches<lease::Take, lease::Turn> {
-    let coordination = coordination.clone();
     let lease_ms = lease.as_millis() as i64;
-    batch::Batches::start(
-        LEASE_SLOTS,
-        OP_TIMEOUT * 2,
-        move |takes: Vec<lease::Take>| {
-            let coordination = coordination.clone();
-            async move {
-                coordination
-                    .run("lease", |c| async move {
-                        lease::take_many(&c, &takes, lease_ms).await
-                    })
-                    .await
-            }
-        },
-    )
+    lease_batches(coordination, move |c, takes: Vec<lease::Take>| async move {
+        lease::take_many(&c, &takes, lease_ms).await
+    })
 }
 
 /// Lease ends, many leaders to a statement.
 fn landings(coordination: &Arc<Coordination>) -> batch::Batches<lease::Landing, lease::Landed> {
-    let coordination = coordination.clone();
-    batch::Batches::start(
-        LEASE_SLOTS,
-        OP_TIMEOUT * 2,
-        move |landings: Vec<lease::Landing>| {
-            let coordination = coordination.clone();
-            async move {
-                coordination
-                    .run(
-                        "lease",
-                        |c| async move { lease::land_many(&c, &landings).await },
-                    )
-                    .await
-            }
-        },
+    lease_batches(
+        coordination,
+        |c, landings: Vec<lease::Landing>| async move { lease::land_many(&c, &landings).await },
     )
+}
+
+/// Batches of one lease statement, each run on the next coordination connection, bounded.
+fn lease_batches<Q, A, F, Fut>(
+    coordination: &Arc<Coordination>,
+    statement: F,
+) -> batch::Batches<Q, A>
+where
+    Q: Send + 'static,
+    A: Send + 'static,
+    F: Fn(Arc<db::Conn>, Vec<Q>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<A>, StoreError>> + Send + 'static,
+{
+    let coordination = coordination.clone();
+    batch::Batches::start(LEASE_SLOTS, OP_TIMEOUT * 2, move |questions: Vec<Q>| {
+        let (coordination, statement) = (coordination.clone(), statement.clone());
+        async move { coordination.run("lease", |c| statement(c, questions)).await }
+    })
 }
 
 /// Checks that this replica fingerprints like the others: the first to start records a

@@ -26,6 +26,13 @@ async fn take(client: &Conn, holder: &str, ids: &[&[u8]]) -> Vec<Turn> {
     lease::take_many(client, &takes, 30_000).await.unwrap()
 }
 
+/// How many leases freeing `holder`'s take of `id` freed.
+async fn free(client: &Conn, holder: &str, id: &[u8]) -> u64 {
+    lease::free_many(client, &[asked(holder, id)])
+        .await
+        .unwrap()
+}
+
 async fn land(client: &Conn, id: &[u8], generation: i64, end: End) -> Landed {
     let landing = Landing {
         id: id.to_vec(),
@@ -126,16 +133,8 @@ async fn a_lease_whose_taker_never_learned_it_leads_is_freed_by_its_holder_name_
     let lost = led(&take(&db, "a-1", &[b"orphan"]).await[0]);
     assert!(matches!(take(&db, "b-1", &[b"orphan"]).await[0], Turn::Wait(left) if left > 0));
     // Another name frees nothing, not even one of the same replica.
-    let freed = lease::free_many(&db, &[asked("a-2", b"orphan")])
-        .await
-        .unwrap();
-    assert_eq!(freed, 0);
-    assert_eq!(
-        lease::free_many(&db, &[asked("a-1", b"orphan")])
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(free(&db, "a-2", b"orphan").await, 0);
+    assert_eq!(free(&db, "a-1", b"orphan").await, 1);
     // The follower may take it over at once.
     assert!(matches!(
         lease::look(&db, b"orphan").await.unwrap(),
@@ -144,24 +143,14 @@ async fn a_lease_whose_taker_never_learned_it_leads_is_freed_by_its_holder_name_
     let over = led(&take(&db, "b-1", &[b"orphan"]).await[0]);
     assert_eq!(over, lost + 1);
     // Freeing the lost take again (a later round) leaves the new leader's lease alone.
-    assert_eq!(
-        lease::free_many(&db, &[asked("a-1", b"orphan")])
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(free(&db, "a-1", b"orphan").await, 0);
     assert!(matches!(take(&db, "c-1", &[b"orphan"]).await[0], Turn::Wait(left) if left > 0));
     // A published answer is never freed away.
     assert_eq!(
         land(&db, b"orphan", over, publish(b"answer")).await,
         Landed::Done
     );
-    assert_eq!(
-        lease::free_many(&db, &[asked("b-1", b"orphan")])
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(free(&db, "b-1", b"orphan").await, 0);
     assert!(matches!(
         lease::look(&db, b"orphan").await.unwrap(),
         Turn::Landed(_)
