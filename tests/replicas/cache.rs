@@ -219,3 +219,38 @@ async fn a_replica_holds_a_bounded_number_of_tokens_and_fetches_a_forgotten_one_
         "a token the store never held is judged without a fetch"
     );
 }
+
+#[tokio::test]
+async fn a_replica_opening_on_a_history_of_many_pages_takes_in_every_page_and_learns_every_token() {
+    let pg = Postgres::start();
+    let a = replica(&pg).await;
+    a.authorize(0, 1_764_093_000_000).await;
+    // A history larger than a page of the first read (20,000 rows) and of the token keys
+    // (50,000), as replicas long gone left it: copies of the records one login wrote.
+    pg.psql(
+        "INSERT INTO grantdoctor_records (kind, key, value, at, seq, writer)
+         SELECT 'refresh', 'fp_' || lpad(to_hex(i), 16, '0'), r.value, r.at,
+                nextval('grantdoctor_records_seq'), 'gone'
+         FROM generate_series(1, 60000) i,
+              (SELECT value, at FROM grantdoctor_records WHERE kind = 'refresh' LIMIT 1) r;
+         INSERT INTO grantdoctor_records (kind, key, value, at, seq, writer)
+         SELECT 'authorizations', '00D000000000001|005u' || i || '|3MVG9web|' || r.at || '|',
+                r.value, r.at, nextval('grantdoctor_records_seq'), 'gone'
+         FROM generate_series(1, 25000) i,
+              (SELECT value, at FROM grantdoctor_records WHERE kind = 'authorizations' LIMIT 1) r;",
+    );
+    let b = replica(&pg).await;
+    assert_eq!(
+        b.ledger.sizes().families,
+        25_001,
+        "every page of approvals taken in"
+    );
+    assert_eq!(b.ledger.known_refresh_tokens(), 0, "no refresh token read");
+    // A token from the last page of keys is fetched when presented; a stranger is not.
+    let last = 60_000u64;
+    b.ledger.sync(Some(last)).await;
+    assert_eq!(b.fetches(), 1);
+    assert_eq!(b.ledger.known_refresh_tokens(), 1, "the token fetched");
+    b.ledger.sync(Some(60_001)).await;
+    assert_eq!(b.fetches(), 1, "no replica recorded this one");
+}
