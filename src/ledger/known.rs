@@ -45,24 +45,22 @@ impl Filter {
         }
     }
 
-    /// The bit positions of `fp`: double hashing from its two halves.
-    fn probes(&self, fp: Fp) -> impl Iterator<Item = u64> + '_ {
-        let step = fp.rotate_left(32) | 1;
-        (0..PROBES).map(move |i| fp.wrapping_add(i.wrapping_mul(step)) & self.mask)
-    }
-
     fn insert(&mut self, fp: Fp) {
-        let positions: Vec<u64> = self.probes(fp).collect();
-        for bit in positions {
+        for bit in probes(fp, self.mask) {
             self.words[(bit / 64) as usize] |= 1 << (bit % 64);
         }
         self.count += 1;
     }
 
     fn contains(&self, fp: Fp) -> bool {
-        self.probes(fp)
-            .all(|bit| self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+        probes(fp, self.mask).all(|bit| self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
     }
+}
+
+/// The bit positions of `fp` under `mask`: double hashing from its two halves.
+fn probes(fp: Fp, mask: u64) -> impl Iterator<Item = u64> {
+    let step = fp.rotate_left(32) | 1;
+    (0..PROBES).map(move |i| fp.wrapping_add(i.wrapping_mul(step)) & mask)
 }
 
 impl Known {
