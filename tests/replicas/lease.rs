@@ -126,6 +126,49 @@ async fn a_live_lease_is_never_taken_twice_not_even_by_its_own_holder_or_within_
 }
 
 #[tokio::test]
+async fn a_leader_whose_row_was_swept_meanwhile_lost_it_and_the_row_it_leaves_is_free() {
+    let pg = Postgres::start();
+    let db = migrated(&pg).await;
+    let generation = led(&take(&db, "a", &[b"swept"]).await[0]);
+    pg.psql("DELETE FROM grantdoctor_flights WHERE id = 'swept'::bytea");
+    assert_eq!(
+        land(&db, b"swept", generation, End::UnlessWanted).await,
+        Landed::Lost
+    );
+    assert_eq!(led(&take(&db, "b", &[b"swept"]).await[0]), generation + 1);
+    // A wanted lease stays held through an unless-wanted landing, in a batch landing
+    // another lease too.
+    let wanted = led(&take(&db, "a", &[b"wanted"]).await[0]);
+    assert!(matches!(
+        take(&db, "b", &[b"wanted"]).await[0],
+        Turn::Wait(_)
+    ));
+    let both = [
+        Landing {
+            id: b"wanted".to_vec(),
+            generation: wanted,
+            end: End::UnlessWanted,
+            keep_ms: 30_000,
+        },
+        Landing {
+            id: b"swept".to_vec(),
+            generation: generation + 1,
+            end: End::Free,
+            keep_ms: 30_000,
+        },
+    ];
+    assert_eq!(
+        lease::land_many(&db, &both).await.unwrap(),
+        [Landed::Wanted, Landed::Done]
+    );
+    assert!(matches!(
+        take(&db, "c", &[b"wanted"]).await[0],
+        Turn::Wait(_)
+    ));
+    led(&take(&db, "c", &[b"swept"]).await[0]);
+}
+
+#[tokio::test]
 async fn a_lease_whose_taker_never_learned_it_leads_is_freed_by_its_holder_name_only() {
     let pg = Postgres::start();
     let db = migrated(&pg).await;
