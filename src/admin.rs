@@ -42,7 +42,7 @@ impl Admin {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.route(&req)) }
+                    async move { Ok::<_, Infallible>(admin.route(&req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -51,7 +51,7 @@ impl Admin {
         }
     }
 
-    fn route(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+    async fn route(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
         if req.method() != Method::GET {
             return text(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -95,7 +95,7 @@ impl Admin {
                 self.ca_pem.clone(),
             ),
             "/events" => crate::web::recent_events(req.uri().query()),
-            path => match crate::web::route(path, req.uri().query(), &self.observer.ledger) {
+            path => match crate::web::route(path, req.uri().query(), &self.observer.ledger).await {
                 Some(response) => response,
                 None => text(
                     StatusCode::NOT_FOUND,

@@ -218,6 +218,41 @@ async fn five_authorizations_through_one_replica_and_a_sixth_through_another_exp
 }
 
 #[tokio::test]
+async fn every_replica_shows_the_fleet_s_token_families_not_only_the_tokens_it_holds() {
+    let fleet = Fleet::start(3, &[]);
+    for _ in 0..5 {
+        fleet.login(0).await;
+    }
+    fleet.login(1).await;
+    // Replica 2 saw none of these exchanges and holds none of the tokens; replica 0 holds
+    // five, replica 1 one.
+    for at in 0..3 {
+        let (status, body) = fleet.admin(at, "/api/families");
+        assert_eq!(status, 200, "{body}");
+        let families: Value = serde_json::from_str(&body).unwrap();
+        let families = families.as_array().unwrap();
+        assert_eq!(families.len(), 1, "replica {at}: {body}");
+        let family = &families[0];
+        assert_eq!(
+            family["tokens"].as_array().unwrap().len(),
+            6,
+            "replica {at}: {body}"
+        );
+        assert_eq!(family["live_approvals"], 5, "replica {at}: {body}");
+        assert_eq!(
+            family["predicted_evictions"].as_array().unwrap().len(),
+            1,
+            "replica {at}: {body}"
+        );
+    }
+    let (status, page) = fleet.admin(2, "/");
+    assert_eq!(status, 200);
+    assert!(page.contains("Token families"), "{page}");
+    assert!(page.contains("family-table"), "{page}");
+    assert!(!page.contains("No refresh tokens known yet"), "{page}");
+}
+
+#[tokio::test]
 async fn a_rotation_through_one_replica_is_replayed_to_its_twin_on_another_and_blocked_on_a_third_after_the_window()
  {
     let fleet = Fleet::start(3, &["--replay-window", "2"]);

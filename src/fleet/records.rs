@@ -33,6 +33,8 @@ const PRUNE_LOCK: i64 = 0x6772_616e_7464_6f65;
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rows read per round of the change feed.
 const FEED_PAGE: i64 = 20_000;
+/// The most a read for the operator's view may take (a page load, not an exchange).
+const VIEW_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys in one page of [`PgRecords::keys_after`].
 const KEYS_PAGE: i64 = 50_000;
 /// Batches queued for the writer before writes wait.
@@ -193,6 +195,30 @@ impl PgRecords {
                         "SELECT key, value, at FROM grantdoctor_records
                          WHERE kind = $1 AND key = ANY($2)",
                         &[(&kind, Type::TEXT), (&keys, Type::TEXT_ARRAY)],
+                    )
+                    .await?;
+                Ok(found
+                    .into_iter()
+                    .map(|r| Row {
+                        kind,
+                        key: r.get(0),
+                        value: r.get(1),
+                        at: r.get(2),
+                    })
+                    .collect())
+            })
+            .await
+    }
+
+    async fn recent_rows(&self, kind: &'static str, limit: i64) -> Option<Vec<Row>> {
+        self.outage
+            .bounded("read", VIEW_TIMEOUT, async {
+                let client = self.reader.client()?;
+                let found = client
+                    .query_typed(
+                        "SELECT key, value, at FROM grantdoctor_records
+                         WHERE kind = $1 ORDER BY at DESC LIMIT $2",
+                        &[(&kind, Type::TEXT), (&limit, Type::INT8)],
                     )
                     .await?;
                 Ok(found
@@ -388,6 +414,10 @@ impl RecordStore for PgRecords {
 
     fn keys_after(&self, kind: &'static str, after: String) -> crate::ledger::backend::Keys<'_> {
         Box::pin(self.keys_page(kind, after))
+    }
+
+    fn recent(&self, kind: &'static str, limit: i64) -> crate::ledger::backend::Changes<'_> {
+        Box::pin(self.recent_rows(kind, limit))
     }
 
     fn shared(&self) -> bool {

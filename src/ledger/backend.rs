@@ -46,6 +46,13 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug {
         Box::pin(std::future::ready(None))
     }
 
+    /// The `limit` records of `kind` changed most recently, newest first; `None` when
+    /// nothing could be read. For a view of what every writer recorded.
+    fn recent(&self, kind: &'static str, limit: i64) -> Changes<'_> {
+        let _ = (kind, limit);
+        Box::pin(std::future::ready(None))
+    }
+
     /// Whether [`RecordStore::changes`] is still handing over the history a page at a time
     /// (a shared store's first read).
     fn catching_up(&self) -> bool {
@@ -74,6 +81,9 @@ impl<T: RecordStore> RecordStore for std::sync::Arc<T> {
     }
     fn keys_after(&self, kind: &'static str, after: String) -> Keys<'_> {
         (**self).keys_after(kind, after)
+    }
+    fn recent(&self, kind: &'static str, limit: i64) -> Changes<'_> {
+        (**self).recent(kind, limit)
     }
     fn shared(&self) -> bool {
         (**self).shared()

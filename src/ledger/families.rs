@@ -4,6 +4,7 @@
 //!
 //! Read-only, and built on demand: it walks every known refresh token once under the ledger's
 //! lock, which at a million tokens costs tens of milliseconds — a page load, never an exchange.
+//! On a shared store it reads the fleet's most recent tokens first (one statement).
 //!
 //! Must never: return a token. Only ids, fingerprints (`fp_…`), times and counts leave here.
 
@@ -20,6 +21,10 @@ pub const IDLE_AFTER_MS: i64 = 30 * 24 * 3_600_000;
 /// A rotation's new token carries Salesforce's `issued_at`, the old one our `Date`-based time:
 /// the two differ by the round trip and the `Date` header's whole seconds.
 const ROTATION_MATCH_MS: i64 = 5_000;
+
+/// On a shared store, the refresh tokens read for the view beside those held: the most
+/// recently changed in the fleet (one indexed read, about a megabyte).
+pub const RECENT_TOKENS: i64 = 5_000;
 
 /// One (org, user, client id) as the page shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -94,12 +99,45 @@ pub fn fp_text(fp: Fp) -> String {
 }
 
 impl GrantLedger {
-    /// The families with the most recent activity first, at most `limit` of them.
-    pub fn families(&self, limit: usize, now: i64) -> Vec<FamilyView> {
-        let state = self.lock();
+    /// The families with the most recent activity first, at most `limit` of them. On a
+    /// shared store, a replica holds only some of the fleet's tokens: the most recently
+    /// changed ones in the store ([`RECENT_TOKENS`]) are read for the view too (and not kept),
+    /// so every replica shows the families the fleet saw. When the store cannot be read,
+    /// what this replica holds.
+    pub async fn families(&self, limit: usize, now: i64) -> Vec<FamilyView> {
+        let read = match &self.store {
+            Some(store) if store.shared() => store.recent(super::REFRESH_KIND, RECENT_TOKENS).await,
+            _ => None,
+        };
+        self.families_with(read.unwrap_or_default(), limit, now)
+    }
+
+    /// The families of the tokens held and of `stored` (records of refresh tokens; a token
+    /// held is taken as held: its record may not be committed yet).
+    fn families_with(&self, stored: Vec<super::Row>, limit: usize, now: i64) -> Vec<FamilyView> {
+        let mut guard = self.lock();
+        let mut extra: Vec<(Fp, RefreshEntry)> = Vec::with_capacity(stored.len());
+        for row in stored {
+            let fp = super::fp_key(&row.key);
+            if guard.refresh.get(&fp).is_some() || extra.iter().any(|(held, _)| *held == fp) {
+                continue;
+            }
+            if let Some(entry) = row
+                .value
+                .as_deref()
+                .and_then(|value| serde_json::from_str::<RefreshEntry>(value).ok())
+            {
+                extra.push((fp, guard.intern_entry(entry)));
+            }
+        }
+        let state = &*guard;
+        let held = state
+            .refresh
+            .index
+            .iter()
+            .map(|(&fp, &i)| (fp, &state.refresh.entries[i as usize]));
         let mut members: HashMap<FamilyKey, Vec<(Fp, &RefreshEntry)>> = HashMap::new();
-        for (&fp, &i) in &state.refresh.index {
-            let entry = &state.refresh.entries[i as usize];
+        for (fp, entry) in held.chain(extra.iter().map(|(fp, entry)| (*fp, entry))) {
             let (Some(org), Some(user)) = (&entry.org_id, &entry.user_id) else {
                 continue;
             };
@@ -110,7 +148,7 @@ impl GrantLedger {
         }
         let mut families: Vec<FamilyView> = members
             .into_iter()
-            .map(|(key, tokens)| family(&state, &key, tokens, now))
+            .map(|(key, tokens)| family(state, &key, tokens, now))
             .collect();
         families.sort_by_key(|f| std::cmp::Reverse(activity(f)));
         families.truncate(limit);
@@ -385,7 +423,7 @@ mod tests {
 
     #[test]
     fn the_sixth_approval_evicts_the_first_and_a_rotation_continues_its_chain() {
-        let families = ledger().families(10, 8 * DAY);
+        let families = ledger().families_with(Vec::new(), 10, 8 * DAY);
         assert_eq!(families.len(), 1);
         let f = &families[0];
         assert_eq!((f.live_approvals, f.approval_limit), (5, 5));
@@ -407,7 +445,7 @@ mod tests {
 
     #[test]
     fn live_tokens_untouched_for_a_month_are_idle() {
-        let families = ledger().families(10, 40 * DAY);
+        let families = ledger().families_with(Vec::new(), 10, 40 * DAY);
         let idle = &families[0].idle;
         // Tokens 2 to 5 were issued over 30 days before; 7 was issued on day 6 too.
         assert_eq!(idle.len(), 5, "{idle:?}");
@@ -416,7 +454,7 @@ mod tests {
 
     #[test]
     fn nothing_but_fingerprints_ids_and_times_is_returned() {
-        let text = serde_json::to_string(&ledger().families(10, 8 * DAY)).unwrap();
+        let text = serde_json::to_string(&ledger().families_with(Vec::new(), 10, 8 * DAY)).unwrap();
         assert!(text.contains("\"fp_0000000000000001\""));
         assert!(!text.contains("refresh_token\":\""), "{text}");
     }

@@ -38,18 +38,22 @@ const PAGE_PARAMS: &[&str] = &[
 ];
 
 /// The answer to a path this module serves, or `None` for a path it does not.
-pub fn route(path: &str, query: Option<&str>, ledger: &GrantLedger) -> Option<Response<ProxyBody>> {
+pub async fn route(
+    path: &str,
+    query: Option<&str>,
+    ledger: &GrantLedger,
+) -> Option<Response<ProxyBody>> {
     let now = SystemTime::now();
     let answer = match path {
-        "/" => page(query, None, ledger, now),
+        "/" => page(query, None, ledger, now).await,
         "/events/stream" => params::pairs(query, &[]).map(|_| stream::response()),
         "/api/events" => api_events(query, now),
-        "/api/families" => api_families(query, ledger, now),
+        "/api/families" => api_families(query, ledger, now).await,
         _ => {
             let id = path
                 .strip_prefix("/events/")
                 .filter(|id| id.starts_with("ev_"))?;
-            page(query, Some(id), ledger, now)
+            page(query, Some(id), ledger, now).await
         }
     };
     Some(answer.unwrap_or_else(|bad| bad_parameter(&bad)))
@@ -76,7 +80,7 @@ fn api_events(query: Option<&str>, now: SystemTime) -> Result<Response<ProxyBody
     Ok(json(serde_json::Value::Array(events).to_string()))
 }
 
-fn api_families(
+async fn api_families(
     query: Option<&str>,
     ledger: &GrantLedger,
     now: SystemTime,
@@ -85,13 +89,13 @@ fn api_families(
     for (_, value) in params::pairs(query, &["limit"])? {
         limit = params::limit(&value, params::MAX_LIMIT)?;
     }
-    let families = ledger.families(limit, millis(now));
+    let families = ledger.families(limit, millis(now)).await;
     Ok(json(
         serde_json::to_string(&families).expect("families serialise"),
     ))
 }
 
-fn page(
+async fn page(
     query: Option<&str>,
     event: Option<&str>,
     ledger: &GrantLedger,
@@ -102,7 +106,7 @@ fn page(
         filter.event_id = Some(id.to_owned());
     }
     let events = crate::telemetry::recent_events(params::MAX_LIMIT);
-    let mut families = ledger.families(FAMILIES_ON_PAGE, millis(now));
+    let mut families = ledger.families(FAMILIES_ON_PAGE, millis(now)).await;
     families.retain(|f| {
         let same = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
         same(&filter.org_id, &f.org_id)
