@@ -504,6 +504,13 @@ async fn with_the_database_down_traffic_flows_readiness_says_degraded_and_it_hea
         })
         .sum();
     assert!(errors >= 1, "{metrics}");
+    // A lease take that never reached the database took nothing: nothing is left to free,
+    // so nothing is retried against it while it is down.
+    let lease_errors =
+        |metrics: &str| counter(metrics, "grantdoctor_store_errors_total{op=\"lease\"} ");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, later) = fleet.admin(0, "/metrics");
+    assert_eq!(lease_errors(&later), lease_errors(&metrics), "{later}");
     let outages = fleet.replicas[0]
         .proxy
         .events()

@@ -15,7 +15,17 @@ const MOST: usize = 512;
 /// Operations waiting for a batch before callers wait to queue.
 const QUEUED: usize = 8192;
 
-type Ask<Q, A> = (Q, oneshot::Sender<Option<A>>);
+type Ask<Q, A> = (Q, oneshot::Sender<Result<A, Failed>>);
+
+/// Why a question got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failed {
+    /// It never reached the database (the queue was full, or no connection was up).
+    Unsent,
+    /// It may have: the statement failed, timed out or lost its connection, and it may still
+    /// run (or have run) on the server.
+    Lost,
+}
 
 /// A queue of one kind of operation, answered in batches.
 pub struct Batches<Q, A> {
@@ -24,23 +34,29 @@ pub struct Batches<Q, A> {
 }
 
 impl<Q: Send + 'static, A: Send + 'static> Batches<Q, A> {
-    /// Runs batches with `run` (one answer per question, in order, or `None` when the store
-    /// failed), at most `slots` at a time; a caller waits at most `bound` for its answer.
+    /// Runs batches with `run` (one answer per question, in order, or why there is none),
+    /// at most `slots` at a time; a caller waits at most `bound` for its answer.
     pub fn start<F, Fut>(slots: usize, bound: Duration, run: F) -> Self
     where
         F: Fn(Vec<Q>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Option<Vec<A>>> + Send + 'static,
+        Fut: Future<Output = Result<Vec<A>, Failed>> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(QUEUED);
         tokio::spawn(gather(rx, Arc::new(Semaphore::new(slots)), Arc::new(run)));
         Self { tx, bound }
     }
 
-    /// The answer to `question`, or `None` when the store failed or took too long.
-    pub async fn ask(&self, question: Q) -> Option<A> {
+    /// The answer to `question`, or why there is none (a caller that gave up at the bound
+    /// may have had its question sent).
+    pub async fn ask(&self, question: Q) -> Result<A, Failed> {
         let (tell, answer) = oneshot::channel();
-        self.tx.try_send((question, tell)).ok()?;
-        tokio::time::timeout(self.bound, answer).await.ok()?.ok()?
+        self.tx
+            .try_send((question, tell))
+            .map_err(|_| Failed::Unsent)?;
+        match tokio::time::timeout(self.bound, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) | Err(_) => Err(Failed::Lost),
+        }
     }
 }
 
@@ -49,7 +65,7 @@ where
     Q: Send + 'static,
     A: Send + 'static,
     F: Fn(Vec<Q>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Option<Vec<A>>> + Send + 'static,
+    Fut: Future<Output = Result<Vec<A>, Failed>> + Send + 'static,
 {
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -70,14 +86,15 @@ where
             let (questions, tells): (Vec<Q>, Vec<_>) = batch.into_iter().unzip();
             let answers = run(questions).await;
             match answers {
-                Some(answers) if answers.len() == tells.len() => {
+                Ok(answers) if answers.len() == tells.len() => {
                     for (tell, answer) in tells.into_iter().zip(answers) {
-                        let _ = tell.send(Some(answer));
+                        let _ = tell.send(Ok(answer));
                     }
                 }
-                _ => {
+                failed => {
+                    let why = failed.err().unwrap_or(Failed::Lost);
                     for tell in tells {
-                        let _ = tell.send(None);
+                        let _ = tell.send(Err(why));
                     }
                 }
             }
@@ -102,7 +119,7 @@ mod tests {
                 counted.fetch_add(1, Ordering::Relaxed);
                 async move {
                     tokio::time::sleep(Duration::from_millis(20)).await;
-                    Some(qs.into_iter().map(|q| q * 2).collect())
+                    Ok(qs.into_iter().map(|q| q * 2).collect())
                 }
             },
         ));
@@ -113,26 +130,30 @@ mod tests {
         }
         while let Some(done) = asks.join_next().await {
             let (q, answer) = done.unwrap();
-            assert_eq!(answer, Some(q * 2));
+            assert_eq!(answer, Ok(q * 2));
         }
         let n = statements.load(Ordering::Relaxed);
         assert!(n < 100, "{n} statements for 100 callers");
     }
 
     #[tokio::test]
-    async fn a_failed_batch_fails_every_caller_in_it() {
-        let batches = Batches::start(2, Duration::from_secs(5), |_: Vec<u32>| async {
-            None::<Vec<u32>>
+    async fn a_failed_batch_fails_every_caller_in_it_as_it_failed() {
+        let unsent = Batches::start(2, Duration::from_secs(5), |_: Vec<u32>| async {
+            Err::<Vec<u32>, _>(Failed::Unsent)
         });
-        assert_eq!(batches.ask(1).await, None);
+        assert_eq!(unsent.ask(1).await, Err(Failed::Unsent));
+        let lost = Batches::start(2, Duration::from_secs(5), |_: Vec<u32>| async {
+            Err::<Vec<u32>, _>(Failed::Lost)
+        });
+        assert_eq!(lost.ask(1).await, Err(Failed::Lost));
     }
 
     #[tokio::test]
     async fn a_batch_that_takes_too_long_leaves_its_callers_at_the_bound() {
         let batches = Batches::start(1, Duration::from_millis(50), |qs: Vec<u32>| async move {
             tokio::time::sleep(Duration::from_secs(30)).await;
-            Some(qs)
+            Ok(qs)
         });
-        assert_eq!(batches.ask(1).await, None);
+        assert_eq!(batches.ask(1).await, Err(Failed::Lost));
     }
 }

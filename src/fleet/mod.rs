@@ -143,15 +143,28 @@ impl Coordination {
         F: FnOnce(Arc<db::Conn>) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
+        self.run_told(op, run).await.ok()
+    }
+
+    /// Like [`Coordination::run`], saying whether a failed operation may have reached the
+    /// server: with no connection up, nothing was sent.
+    async fn run_told<T, F, Fut>(&self, op: &'static str, run: F) -> Result<T, batch::Failed>
+    where
+        F: FnOnce(Arc<db::Conn>) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.dbs.len();
         let client = match self.dbs[turn].client() {
             Ok(client) => client,
             Err(e) => {
                 self.outage.failed(op, &e);
-                return None;
+                return Err(batch::Failed::Unsent);
             }
         };
-        self.outage.bounded(op, OP_TIMEOUT, run(client)).await
+        self.outage
+            .bounded(op, OP_TIMEOUT, run(client))
+            .await
+            .ok_or(batch::Failed::Lost)
     }
 }
 
@@ -283,8 +296,10 @@ impl Fleet {
             holder: holder.clone(),
         };
         match self.takes.ask(take).await {
-            Some(turn) => Some((turn, holder)),
-            None => {
+            Ok(turn) => Some((turn, holder)),
+            // Never sent, so never taken: nothing to free.
+            Err(batch::Failed::Unsent) => None,
+            Err(batch::Failed::Lost) => {
                 self.orphans.add(id, &holder);
                 None
             }
@@ -314,10 +329,11 @@ impl Fleet {
                 keep_ms,
             })
             .await;
-        if landed.is_none() {
+        if landed.is_err() {
+            // Even unsent: the lease it should have ended is still held.
             self.orphans.add(id, holder);
         }
-        landed
+        landed.ok()
     }
 
     /// Files a sealed replay with the next commit of records, for the replay window (see
@@ -367,7 +383,11 @@ where
     let coordination = coordination.clone();
     batch::Batches::start(LEASE_SLOTS, OP_TIMEOUT * 2, move |questions: Vec<Q>| {
         let (coordination, statement) = (coordination.clone(), statement.clone());
-        async move { coordination.run("lease", |c| statement(c, questions)).await }
+        async move {
+            coordination
+                .run_told("lease", |c| statement(c, questions))
+                .await
+        }
     })
 }
 
