@@ -6,6 +6,10 @@
 # at the end. Extra E2E_* knobs pass through (default E2E_ONLY=token,rotation).
 # STORE_BENCH=ledger runs the ledger at a million grants on the cluster instead
 # (benches/ledger_scale.rs; LEDGER_GRANTS to change).
+# STORE_PIN=1 gives the database server the last CPU and everything else (the harness, the
+# origin, both proxies) the others, as with a database on a machine of its own: the two
+# proxies then share the same CPUs, and only the PostgreSQL build's waits on the database
+# differ.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -19,7 +23,14 @@ as=()
 if [ "$(id -u)" = 0 ]; then
   as=(setpriv --reuid=postgres --regid=postgres --init-groups)
 fi
-pg() { "${as[@]}" "$bin/$1" "${@:2}"; }
+pin_db=() pin_rest=()
+if [ "${STORE_PIN:-0}" = 1 ]; then
+  last=$(($(nproc) - 1))
+  [ "$last" -ge 1 ] || { echo "STORE_PIN needs two CPUs or more" >&2; exit 1; }
+  pin_db=(taskset -c "$last")
+  pin_rest=(taskset -c "0-$((last - 1))")
+fi
+pg() { "${pin_db[@]}" "${as[@]}" "$bin/$1" "${@:2}"; }
 cleanup() {
   pg pg_ctl -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
   rm -rf "$dir"
@@ -41,4 +52,4 @@ if [ "${STORE_BENCH:-e2e}" = ledger ]; then
 fi
 export E2E_ONLY=${E2E_ONLY:-token,rotation}
 export E2E_VARIANT_ARGS="--store $url"
-cargo bench --bench e2e
+"${pin_rest[@]}" cargo bench --bench e2e
