@@ -197,15 +197,7 @@ impl PgRecords {
                         &[(&kind, Type::TEXT), (&keys, Type::TEXT_ARRAY)],
                     )
                     .await?;
-                Ok(found
-                    .into_iter()
-                    .map(|r| Row {
-                        kind,
-                        key: r.get(0),
-                        value: r.get(1),
-                        at: r.get(2),
-                    })
-                    .collect())
+                Ok(rows_of(kind, found))
             })
             .await
     }
@@ -221,15 +213,7 @@ impl PgRecords {
                         &[(&kind, Type::TEXT), (&limit, Type::INT8)],
                     )
                     .await?;
-                Ok(found
-                    .into_iter()
-                    .map(|r| Row {
-                        kind,
-                        key: r.get(0),
-                        value: r.get(1),
-                        at: r.get(2),
-                    })
-                    .collect())
+                Ok(rows_of(kind, found))
             })
             .await
     }
@@ -300,6 +284,19 @@ impl PgRecords {
             .await;
         outcome.map(|()| deleted)
     }
+}
+
+/// Records of `kind` read as (key, value, at).
+fn rows_of(kind: &'static str, found: Vec<tokio_postgres::Row>) -> Vec<Row> {
+    found
+        .into_iter()
+        .map(|r| Row {
+            kind,
+            key: r.get(0),
+            value: r.get(1),
+            at: r.get(2),
+        })
+        .collect()
 }
 
 /// One page of the change feed: other writers' rows after the cursor, and the highest
