@@ -52,12 +52,14 @@ pub async fn take_many(
     lease_ms: i64,
 ) -> Result<Vec<Turn>, StoreError> {
     let mut first = std::collections::HashMap::with_capacity(takes.len());
-    let unique: Vec<&Take> = takes
+    let mut unique: Vec<&Take> = takes
         .iter()
         .enumerate()
         .filter(|(i, t)| *first.entry(t.id.as_slice()).or_insert(*i) == *i)
         .map(|(_, t)| t)
         .collect();
+    // In id order, as the landings lock them (see `land_many`).
+    unique.sort_by(|a, b| a.id.cmp(&b.id));
     let ids: Vec<&[u8]> = unique.iter().map(|t| t.id.as_slice()).collect();
     let holders: Vec<&str> = unique.iter().map(|t| t.holder.as_str()).collect();
     // A lease that is free (expired, and no answer kept) is taken over; a live one is marked
@@ -120,8 +122,10 @@ pub async fn take_many(
 /// Frees the leases still held under these (id, holder) takes and holding no answer: their
 /// takers went on without them, and nobody will land them. Returns how many were freed.
 pub async fn free_many(client: &Conn, takes: &[Take]) -> Result<u64, StoreError> {
-    let ids: Vec<&[u8]> = takes.iter().map(|t| t.id.as_slice()).collect();
-    let holders: Vec<&str> = takes.iter().map(|t| t.holder.as_str()).collect();
+    let mut sorted: Vec<&Take> = takes.iter().collect();
+    sorted.sort_by(|a, b| a.id.cmp(&b.id));
+    let ids: Vec<&[u8]> = sorted.iter().map(|t| t.id.as_slice()).collect();
+    let holders: Vec<&str> = sorted.iter().map(|t| t.holder.as_str()).collect();
     Ok(client
         .execute_prepared(
             "UPDATE grantdoctor_flights AS f SET lease_until = 0
@@ -228,9 +232,12 @@ pub async fn land_many(client: &Conn, landings: &[Landing]) -> Result<Vec<Landed
     let mut left: Vec<usize> = (0..landings.len()).collect();
     while !left.is_empty() {
         let mut seen = std::collections::HashSet::with_capacity(left.len());
-        let (now, later): (Vec<usize>, Vec<usize>) = left
+        let (mut now, later): (Vec<usize>, Vec<usize>) = left
             .into_iter()
             .partition(|&i| seen.insert(landings[i].id.as_slice()));
+        // Rows locked in id order, as the takes and frees lock them: two replicas' batches
+        // over the same ids never wait on each other in a cycle.
+        now.sort_by(|&a, &b| landings[a].id.cmp(&landings[b].id));
         let round: Vec<&Landing> = now.iter().map(|&i| &landings[i]).collect();
         for (i, outcome) in now.into_iter().zip(land_once(client, &round).await?) {
             landed[i] = outcome;
@@ -244,8 +251,10 @@ pub async fn land_many(client: &Conn, landings: &[Landing]) -> Result<Vec<Landed
 /// conflict check probes the primary key whatever the plan, so it is prepared once, where the
 /// update's generic plan ran 6 times slower and planning it each time cost more than running
 /// it. `wanted` of the proposed row carries whether the leader asks to keep a wanted lease.
-/// A row gone meanwhile (swept, long after its lease expired) comes back inserted: that
-/// leader lost it, and the row it leaves is free.
+/// A row gone meanwhile (swept long after its lease expired, or forgotten by a restart of the
+/// database: the table is unlogged) comes back inserted, told by its empty holder (a take
+/// always names one): that leader lost its lease. The row it leaves is free, and holds the
+/// answer it published, if any, for the keep like any other: it is this exchange's answer.
 async fn land_once(client: &Conn, landings: &[&Landing]) -> Result<Vec<Landed>, StoreError> {
     let ids: Vec<&[u8]> = landings.iter().map(|l| l.id.as_slice()).collect();
     let generations: Vec<i64> = landings.iter().map(|l| l.generation).collect();
@@ -280,7 +289,7 @@ async fn land_once(client: &Conn, landings: &[&Landing]) -> Result<Vec<Landed>, 
                     lease_until = CASE WHEN excluded.wanted AND f.wanted
                                        THEN f.lease_until ELSE 0 END
                  WHERE f.generation = excluded.generation
-                 RETURNING f.id, f.lease_until > 0, f.xmax = 0"
+                 RETURNING f.id, f.lease_until > 0, f.holder = ''"
             ),
             &[
                 (&ids, Type::BYTEA_ARRAY),
