@@ -153,11 +153,16 @@ impl Coordination {
         F: FnOnce(Arc<db::Conn>) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.dbs.len();
-        let client = match self.dbs[turn].client() {
-            Ok(client) => client,
-            Err(e) => {
-                self.outage.failed(op, &e);
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        // The next connection that is up: one dropped (and reconnecting) must not leave its
+        // share of the exchanges uncoordinated while the others answer.
+        let up = (0..self.dbs.len())
+            .map(|k| self.dbs[(turn + k) % self.dbs.len()].client())
+            .find(Result::is_ok);
+        let client = match up {
+            Some(Ok(client)) => client,
+            _ => {
+                self.outage.failed(op, &StoreError::Unavailable);
                 return Err(batch::Failed::Unsent);
             }
         };
@@ -196,8 +201,9 @@ pub struct Opened {
 }
 
 impl Fleet {
-    /// Connects (two connections: one for the writer's transactions, one for reads and
-    /// leases), migrates, and starts the background sweeps.
+    /// Connects (four connections for reads, leases and sealed answers, one for the writer's
+    /// transactions, one for the operator's view), migrates, and starts the background
+    /// sweeps.
     pub async fn open(
         target: PgTarget,
         options: FleetOptions,
@@ -225,6 +231,12 @@ impl Fleet {
                     .await?,
             );
         }
+        let mut view = target.clone();
+        view.config.options(format!(
+            "-c statement_timeout={}",
+            records::VIEW_TIMEOUT.as_millis()
+        ));
+        let viewer = db::Db::open(view, Some(tls.clone()), START_WAIT).await?;
         let writer = db::Db::open(target, Some(tls), START_WAIT).await?;
         let client = writer.client()?;
         let before = migrate::migrate(&client).await?;
@@ -236,6 +248,7 @@ impl Fleet {
         agree_on_fingerprint_key(&client, &options.fingerprint_check).await?;
         let records = Arc::new(records::PgRecords::start(
             coordination[0].clone(),
+            viewer,
             writer,
             announced,
             outage.clone(),

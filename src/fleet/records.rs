@@ -34,7 +34,7 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Rows read per round of the change feed.
 const FEED_PAGE: i64 = 20_000;
 /// The most a read for the operator's view may take (a page load, not an exchange).
-const VIEW_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const VIEW_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keys in one page of [`PgRecords::keys_after`].
 const KEYS_PAGE: i64 = 50_000;
 /// Batches queued for the writer before writes wait.
@@ -57,6 +57,8 @@ struct Batch {
 pub struct PgRecords {
     tx: mpsc::Sender<Batch>,
     reader: Arc<Db>,
+    /// For the operator's view ([`PgRecords::recent_rows`]).
+    viewer: Arc<Db>,
     /// The last sequence number read; held while a read runs, so reads never overlap.
     cursor: tokio::sync::Mutex<i64>,
     /// Reads begun, so that a caller who waited for a read that began after it arrived
@@ -84,6 +86,7 @@ impl PgRecords {
     /// for the announcements `announced` keeps.
     pub fn start(
         reader: Arc<Db>,
+        viewer: Arc<Db>,
         writer: Arc<Db>,
         announced: Arc<Announcements>,
         outage: Outage,
@@ -104,6 +107,7 @@ impl PgRecords {
         Self {
             tx,
             reader,
+            viewer,
             cursor: tokio::sync::Mutex::new(0),
             begun: AtomicU64::new(0),
             announced,
@@ -202,20 +206,31 @@ impl PgRecords {
             .await
     }
 
+    /// For the operator's view only: bounded, and neither counted nor reported as an
+    /// outage when it fails (a page load must not mark the replica degraded). It runs on a
+    /// connection of its own, not the reader the token path's fetches queue on.
     async fn recent_rows(&self, kind: &'static str, limit: i64) -> Option<Vec<Row>> {
-        self.outage
-            .bounded("read", VIEW_TIMEOUT, async {
-                let client = self.reader.client()?;
-                let found = client
-                    .query_typed(
-                        "SELECT key, value, at FROM grantdoctor_records
-                         WHERE kind = $1 ORDER BY at DESC LIMIT $2",
-                        &[(&kind, Type::TEXT), (&limit, Type::INT8)],
-                    )
-                    .await?;
-                Ok(rows_of(kind, found))
-            })
-            .await
+        let read = async {
+            let client = self.viewer.client()?;
+            // The server stops it at the bound too (that connection's `statement_timeout`):
+            // a client that gave up does not.
+            let found = client
+                .query_typed(
+                    "SELECT key, value, at FROM grantdoctor_records
+                     WHERE kind = $1 ORDER BY at DESC LIMIT $2",
+                    &[(&kind, Type::TEXT), (&limit, Type::INT8)],
+                )
+                .await?;
+            Ok::<_, StoreError>(rows_of(kind, found))
+        };
+        match tokio::time::timeout(VIEW_TIMEOUT, read).await {
+            Ok(Ok(rows)) => Some(rows),
+            Ok(Err(e)) => {
+                tracing::debug!(event = "store_view_failed", reason = %e);
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     async fn keys_page(&self, kind: &'static str, after: String) -> Option<Vec<String>> {

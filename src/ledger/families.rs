@@ -113,23 +113,22 @@ impl GrantLedger {
     }
 
     /// The families of the tokens held and of `stored` (records of refresh tokens; a token
-    /// held is taken as held: its record may not be committed yet).
+    /// held is taken as held: its record may not be committed yet). The records are parsed
+    /// before the lock is taken, and not interned: the view holds them only while it is built.
     fn families_with(&self, stored: Vec<super::Row>, limit: usize, now: i64) -> Vec<FamilyView> {
-        let mut guard = self.lock();
-        let mut extra: Vec<(Fp, RefreshEntry)> = Vec::with_capacity(stored.len());
-        for row in stored {
-            let fp = super::fp_key(&row.key);
-            if guard.refresh.get(&fp).is_some() || extra.iter().any(|(held, _)| *held == fp) {
-                continue;
-            }
-            if let Some(entry) = row
-                .value
-                .as_deref()
-                .and_then(|value| serde_json::from_str::<RefreshEntry>(value).ok())
-            {
-                extra.push((fp, guard.intern_entry(entry)));
-            }
-        }
+        let parsed: HashMap<Fp, RefreshEntry> = stored
+            .into_iter()
+            .filter_map(|row| {
+                let entry = serde_json::from_str::<RefreshEntry>(row.value.as_deref()?).ok()?;
+                Some((super::fp_key(&row.key), entry))
+            })
+            .collect();
+        let guard = self.lock();
+        let extra: Vec<(Fp, &RefreshEntry)> = parsed
+            .iter()
+            .filter(|(fp, _)| guard.refresh.get(fp).is_none())
+            .map(|(fp, entry)| (*fp, entry))
+            .collect();
         let state = &*guard;
         let held = state
             .refresh
@@ -137,7 +136,7 @@ impl GrantLedger {
             .iter()
             .map(|(&fp, &i)| (fp, &state.refresh.entries[i as usize]));
         let mut members: HashMap<FamilyKey, Vec<(Fp, &RefreshEntry)>> = HashMap::new();
-        for (fp, entry) in held.chain(extra.iter().map(|(fp, entry)| (*fp, entry))) {
+        for (fp, entry) in held.chain(extra) {
             let (Some(org), Some(user)) = (&entry.org_id, &entry.user_id) else {
                 continue;
             };
