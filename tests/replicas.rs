@@ -556,6 +556,25 @@ async fn with_the_database_down_traffic_flows_readiness_says_degraded_and_it_hea
 }
 
 #[test]
+fn each_replica_holds_six_connections_named_for_pg_stat_activity() {
+    let fleet = Fleet::start(2, &[]);
+    let seen = fleet.pg.psql(
+        "SELECT string_agg(split_part(application_name, ' ', 3), ','
+                           ORDER BY split_part(application_name, ' ', 3))
+         FROM pg_stat_activity WHERE application_name LIKE 'grantdoctor %'
+         GROUP BY split_part(application_name, ' ', 2)",
+    );
+    let per_replica: Vec<&str> = seen.lines().collect();
+    assert_eq!(per_replica.len(), 2, "{seen}");
+    for roles in per_replica {
+        assert_eq!(
+            roles,
+            "coordination-0,coordination-1,coordination-2,coordination-3,view,writer"
+        );
+    }
+}
+
+#[test]
 fn two_replicas_starting_at_once_on_an_empty_database_both_come_up_and_one_migrates() {
     let pg = Postgres::start();
     let emu = EmulatorProcess::start();

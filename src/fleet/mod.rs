@@ -226,18 +226,18 @@ impl Fleet {
                 channel: announce::CHANNEL,
                 sink: announced.sink(),
             });
-            coordination.push(
-                db::Db::open_listening(quick.clone(), Some(tls.clone()), START_WAIT, listen)
-                    .await?,
-            );
+            let named = named(&quick, &replica, &format!("coordination-{i}"));
+            coordination
+                .push(db::Db::open_listening(named, Some(tls.clone()), START_WAIT, listen).await?);
         }
-        let mut view = target.clone();
+        let mut view = named(&target, &replica, "view");
         view.config.options(format!(
             "-c statement_timeout={}",
             records::VIEW_TIMEOUT.as_millis()
         ));
         let viewer = db::Db::open(view, Some(tls.clone()), START_WAIT).await?;
-        let writer = db::Db::open(target, Some(tls), START_WAIT).await?;
+        let writer = named(&target, &replica, "writer");
+        let writer = db::Db::open(writer, Some(tls), START_WAIT).await?;
         let client = writer.client()?;
         let before = migrate::migrate(&client).await?;
         tracing::info!(
@@ -430,6 +430,21 @@ async fn agree_on_fingerprint_key(
         ));
     }
     Ok(())
+}
+
+/// `target` for one of this replica's connections, named for `pg_stat_activity`
+/// (`grantdoctor <replica> <role>`, after the URL's own `application_name` if it sets one).
+fn named(target: &PgTarget, replica: &str, role: &str) -> PgTarget {
+    let mut named = target.clone();
+    let prefix = target
+        .config
+        .get_application_name()
+        .unwrap_or("grantdoctor")
+        .to_owned();
+    named
+        .config
+        .application_name(format!("{prefix} {replica} {role}"));
+    named
 }
 
 fn replica_id() -> String {
