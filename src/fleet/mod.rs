@@ -156,15 +156,11 @@ impl Coordination {
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         // The next connection that is up: one dropped (and reconnecting) must not leave its
         // share of the exchanges uncoordinated while the others answer.
-        let up = (0..self.dbs.len())
-            .map(|k| self.dbs[(turn + k) % self.dbs.len()].client())
-            .find(Result::is_ok);
-        let client = match up {
-            Some(Ok(client)) => client,
-            _ => {
-                self.outage.failed(op, &StoreError::Unavailable);
-                return Err(batch::Failed::Unsent);
-            }
+        let up =
+            (0..self.dbs.len()).find_map(|k| self.dbs[(turn + k) % self.dbs.len()].client().ok());
+        let Some(client) = up else {
+            self.outage.failed(op, &StoreError::Unavailable);
+            return Err(batch::Failed::Unsent);
         };
         self.outage
             .bounded(op, OP_TIMEOUT, run(client))

@@ -105,9 +105,10 @@ impl GrantLedger {
     /// so every replica shows the families the fleet saw. When the store cannot be read,
     /// what this replica holds.
     pub async fn families(&self, limit: usize, now: i64) -> Vec<FamilyView> {
+        // Only a shared store answers: an embedded one's records are all held.
         let read = match &self.store {
-            Some(store) if store.shared() => store.recent(super::REFRESH_KIND, RECENT_TOKENS).await,
-            _ => None,
+            Some(store) => store.recent(super::REFRESH_KIND, RECENT_TOKENS).await,
+            None => None,
         };
         self.families_with(read.unwrap_or_default(), limit, now)
     }

@@ -73,7 +73,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Linger<T> {
     }
 }
 
-async fn close_gracefully<T: AsyncRead + AsyncWrite + Unpin>(mut io: T) {
+/// Sends our FIN, then reads and discards what the peer still sends, within the bounds.
+pub(super) async fn close_gracefully<T: AsyncRead + AsyncWrite + Unpin>(mut io: T) {
     let drain = async {
         // Flushes what is still buffered (a TLS alert, the error response) and sends our FIN.
         let _ = io.shutdown().await;

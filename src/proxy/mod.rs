@@ -565,25 +565,10 @@ async fn refuse(mut stream: TcpStream, status: &str, reason: &str) {
     );
     let _ = stream.write_all(head.as_bytes()).await;
     let _ = stream.write_all(body.as_bytes()).await;
-    let _ = stream.shutdown().await;
     // Closing with the client's request unread would answer it with a reset, which can
-    // destroy the refusal before the client reads it: read what it sends, for a moment.
-    let mut sink = [0u8; 4096];
-    let _ = tokio::time::timeout(LINGER, async {
-        let mut left = LINGER_BYTES;
-        while left > 0 {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    })
-    .await;
+    // destroy the refusal before the client reads it.
+    linger::close_gracefully(stream).await;
 }
-
-/// How long, and for how many bytes, a refused connection is read before it is closed.
-const LINGER: Duration = Duration::from_secs(1);
-const LINGER_BYTES: usize = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
