@@ -390,10 +390,12 @@ async fn concurrent_recoveries_over_three_replicas_take_turns_on_one_fleet_lease
     fleet.emu.control("DELETE", "requests", Value::Null).await;
     let fleet = Arc::new(fleet);
     let callers = 30;
+    let mut recovered = std::collections::HashSet::new();
     for answer in at_once(&fleet, callers, &tokens[0]).await {
         assert_eq!(answer.status, 200, "{}", answer.body);
         assert_eq!(header(&answer, "grantdoctor-recovered"), "jwt-bearer");
         assert!(answer.body["access_token"].is_string(), "{}", answer.body);
+        recovered.insert(answer.body["access_token"].as_str().unwrap().to_owned());
     }
     let jwt = fleet.upstream(JWT_GRANT).await;
     assert!(jwt.iter().all(|r| r["username"] == ALICE), "{jwt:?}");
@@ -428,6 +430,18 @@ async fn concurrent_recoveries_over_three_replicas_take_turns_on_one_fleet_lease
         .pg
         .psql("SELECT count(*), max(generation) FROM grantdoctor_flights");
     assert_eq!(leases.trim(), format!("1|{}", jwt.len()));
+    // The recovered access tokens are live: no table holds one.
+    let dump = fleet.pg.dump();
+    assert!(
+        dump.contains("grantdoctor_flights"),
+        "the dump holds the tables"
+    );
+    for token in &recovered {
+        assert!(
+            !dump.contains(token.as_str()),
+            "the database holds a recovered access token"
+        );
+    }
 }
 
 #[tokio::test]
