@@ -430,7 +430,8 @@ async fn concurrent_recoveries_over_three_replicas_take_turns_on_one_fleet_lease
         .pg
         .psql("SELECT count(*), max(generation) FROM grantdoctor_flights");
     assert_eq!(leases.trim(), format!("1|{}", jwt.len()));
-    // The recovered access tokens are live: no table holds one.
+    // The recovered access tokens are live: no table holds one, nor a refresh token, a code
+    // or the client secret the scenario used.
     let dump = fleet.pg.dump();
     assert!(
         dump.contains("grantdoctor_flights"),
@@ -440,6 +441,14 @@ async fn concurrent_recoveries_over_three_replicas_take_turns_on_one_fleet_lease
         assert!(
             !dump.contains(token.as_str()),
             "the database holds a recovered access token"
+        );
+    }
+    let codes = fleet.codes.lock().unwrap().clone();
+    assert_eq!(codes.len(), tokens.len());
+    for secret in tokens.iter().chain(&codes).chain([&WEB_SECRET.to_owned()]) {
+        assert!(
+            !dump.contains(secret.as_str()),
+            "the database holds a secret"
         );
     }
 }

@@ -26,6 +26,8 @@ pub struct Fleet {
     pub emu: EmulatorProcess,
     pub pg: Postgres,
     pub replicas: Vec<Replica>,
+    /// Every authorization code [`Fleet::login`] exchanged: secrets a dump must not hold.
+    pub codes: std::sync::Mutex<Vec<String>>,
 }
 
 pub fn replica_args(emu: &EmulatorProcess, pg: &Postgres, extra: &[&str]) -> Vec<String> {
@@ -66,7 +68,12 @@ impl Fleet {
         let emu = EmulatorProcess::start();
         let args = replica_args(&emu, &pg, extra);
         let replicas = (0..n).map(|_| replica(&args)).collect();
-        Self { emu, pg, replicas }
+        Self {
+            emu,
+            pg,
+            replicas,
+            codes: Default::default(),
+        }
     }
 
     pub async fn token(&self, at: usize, form: &[(&str, &str)]) -> Answer {
@@ -99,6 +106,7 @@ impl Fleet {
             .emu
             .authorize(WEB, ALICE, "api refresh_token", None)
             .await;
+        self.codes.lock().unwrap().push(code.clone());
         let answer = self
             .token(
                 at,
