@@ -48,6 +48,8 @@ const OP_TIMEOUT: Duration = Duration::from_millis(750);
 /// the table holds.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// The most a prune pass may take before it counts as a store failure (it still runs on).
+const PRUNE_BOUND: Duration = Duration::from_secs(300);
 /// Connections for reads, leases and sealed answers: exchanges in flight at once would
 /// queue behind each other's round trips on one.
 const COORDINATION_CONNECTIONS: usize = 4;
@@ -56,6 +58,9 @@ const COORDINATION_CONNECTIONS: usize = 4;
 /// each woke a backend of its own, and a wakeup on another CPU costs more than the statement
 /// (a failed refresh against a database on its own CPU: 0.65 to 0.71 times SQLite's rate).
 const LEASE_CONNECTION: usize = 1;
+/// The one the sweeps go to: a sweep deletes thousands of rows in milliseconds, which lease
+/// statements queued behind it on the lease connection would wait out.
+const SWEEP_CONNECTION: usize = 3;
 /// Lease statements in flight at once (each for a batch of exchanges).
 const LEASE_SLOTS: usize = 2;
 
@@ -162,6 +167,12 @@ impl Coordination {
         self.run_from(turn, op, run).await
     }
 
+    /// The connection `turn` names, or the next that is up: one dropped (and reconnecting)
+    /// must not leave its share of the exchanges uncoordinated while the others answer.
+    fn up_from(&self, turn: usize) -> Option<Arc<db::Conn>> {
+        (0..self.dbs.len()).find_map(|k| self.dbs[(turn + k) % self.dbs.len()].client().ok())
+    }
+
     /// Like [`Coordination::run_told`], on the connection `turn` names, or the next up.
     async fn run_from<T, F, Fut>(
         &self,
@@ -173,11 +184,7 @@ impl Coordination {
         F: FnOnce(Arc<db::Conn>) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        // The next connection that is up: one dropped (and reconnecting) must not leave its
-        // share of the exchanges uncoordinated while the others answer.
-        let up =
-            (0..self.dbs.len()).find_map(|k| self.dbs[(turn + k) % self.dbs.len()].client().ok());
-        let Some(client) = up else {
+        let Some(client) = self.up_from(turn) else {
             self.outage.failed(op, &StoreError::Unavailable);
             return Err(batch::Failed::Unsent);
         };
@@ -291,7 +298,7 @@ impl Fleet {
             replay_ms: options.replay_window.as_millis() as i64,
             records: records.clone(),
         });
-        tokio::spawn(sweeps(fleet.clone(), records.clone(), options.retention));
+        tokio::spawn(sweeps(fleet.clone(), options.retention));
         Ok(Opened { fleet, records })
     }
 
@@ -304,7 +311,7 @@ impl Fleet {
         self.replay_ms
     }
 
-    /// Runs one sealed-answer or sweep operation, bounded; `None` when the store failed.
+    /// Runs one sealed-answer operation or lease look, bounded; `None` when the store failed.
     async fn run<T, F, Fut>(&self, op: &'static str, run: F) -> Option<T>
     where
         F: FnOnce(Arc<db::Conn>) -> Fut,
@@ -470,33 +477,63 @@ fn replica_id() -> String {
 
 /// Sweeps finished leases and expired sealed answers; prunes records past retention (one
 /// replica at a time).
-async fn sweeps(
-    fleet: Arc<Fleet>,
-    records: Arc<records::PgRecords>,
-    retention: crate::ledger::Retention,
-) {
+async fn sweeps(fleet: Arc<Fleet>, retention: crate::ledger::Retention) {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let pruning = Arc::new(AtomicBool::new(false));
     loop {
         tokio::select! {
             _ = sweep.tick() => {
-                fleet.run("sweep", |c| async move { lease::sweep(&c).await }).await;
+                let _ = fleet
+                    .coordination
+                    .run_from(SWEEP_CONNECTION, "sweep", |c| async move { lease::sweep(&c).await })
+                    .await;
             }
             _ = prune.tick() => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or_default();
-                let oldest = now - retention.max_age_days as i64 * 86_400_000;
-                let max_rows = retention.max_rows as i64;
-                let pruned = fleet
-                    .outage
-                    .bounded("prune", Duration::from_secs(300), records.prune(oldest, max_rows))
-                    .await;
-                if let Some(rows) = pruned.filter(|n| *n > 0) {
-                    tracing::info!(event = "store_pruned", rows);
-                }
+                // Beside the sweeps, which a long pass would otherwise hold up.
+                tokio::spawn(prune_pass(fleet.clone(), retention, pruning.clone()));
             }
         }
+    }
+}
+
+/// One pass of retention on the sweeps' connection (not the change feed's, which a pass of
+/// many chunks would hold up), unless the last one is still at it.
+async fn prune_pass(
+    fleet: Arc<Fleet>,
+    retention: crate::ledger::Retention,
+    running: Arc<AtomicBool>,
+) {
+    if running.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default();
+    let oldest = now - retention.max_age_days as i64 * 86_400_000;
+    let max_rows = retention.max_rows as i64;
+    let Some(client) = fleet.coordination.up_from(SWEEP_CONNECTION) else {
+        running.store(false, Ordering::Release);
+        fleet.outage.failed("prune", &StoreError::Unavailable);
+        return;
+    };
+    // Run to its end in a task of its own, even past the bound: dropped midway, the pass
+    // would keep the prune lock (its session's) for as long as the connection lives, and no
+    // other replica would prune again.
+    let pass = tokio::spawn(async move {
+        let pruned = records::prune(&client, oldest, max_rows).await;
+        running.store(false, Ordering::Release);
+        pruned
+    });
+    let pruned = fleet
+        .outage
+        .bounded("prune", PRUNE_BOUND, async move {
+            pass.await
+                .map_err(|e| StoreError::Schema(format!("the prune stopped: {e}")))?
+        })
+        .await;
+    if let Some(rows) = pruned.filter(|n| *n > 0) {
+        tracing::info!(event = "store_pruned", rows);
     }
 }

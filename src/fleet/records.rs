@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Client;
 use tokio_postgres::types::Type;
 
 use super::Outage;
@@ -252,53 +253,54 @@ impl PgRecords {
             })
             .await
     }
+}
 
-    /// Deletes records past the retention, in bounded chunks, if no other replica is at it.
-    pub async fn prune(&self, oldest: i64, max_rows: i64) -> Result<u64, StoreError> {
-        let client = self.reader.client()?;
-        let row = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&PRUNE_LOCK])
-            .await?;
-        if !row.get::<_, bool>(0) {
-            return Ok(0);
-        }
-        let mut deleted = 0;
-        let outcome: Result<(), StoreError> = async {
-            loop {
-                let n = client
-                    .execute(
-                        "DELETE FROM grantdoctor_records WHERE (kind, key) IN (
-                            SELECT kind, key FROM grantdoctor_records WHERE at < $1 LIMIT $2)",
-                        &[&oldest, &PRUNE_CHUNK],
-                    )
-                    .await?;
-                deleted += n;
-                if (n as i64) < PRUNE_CHUNK {
-                    break;
-                }
-            }
-            loop {
-                let n = client
-                    .execute(
-                        "DELETE FROM grantdoctor_records WHERE (kind, key) IN (
-                            SELECT kind, key FROM grantdoctor_records
-                            ORDER BY at DESC OFFSET $1 LIMIT $2)",
-                        &[&max_rows, &PRUNE_CHUNK],
-                    )
-                    .await?;
-                deleted += n;
-                if (n as i64) < PRUNE_CHUNK {
-                    break;
-                }
-            }
-            Ok(())
-        }
-        .await;
-        let _ = client
-            .execute("SELECT pg_advisory_unlock($1)", &[&PRUNE_LOCK])
-            .await;
-        outcome.map(|()| deleted)
+/// Deletes records past the retention, in bounded chunks, if no other replica is at it. The
+/// lock it takes is the session's: a caller lets it run to its end (or its connection end),
+/// or no other replica prunes again while the connection lives.
+pub async fn prune(client: &Client, oldest: i64, max_rows: i64) -> Result<u64, StoreError> {
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&PRUNE_LOCK])
+        .await?;
+    if !row.get::<_, bool>(0) {
+        return Ok(0);
     }
+    let mut deleted = 0;
+    let outcome: Result<(), StoreError> = async {
+        loop {
+            let n = client
+                .execute(
+                    "DELETE FROM grantdoctor_records WHERE (kind, key) IN (
+                        SELECT kind, key FROM grantdoctor_records WHERE at < $1 LIMIT $2)",
+                    &[&oldest, &PRUNE_CHUNK],
+                )
+                .await?;
+            deleted += n;
+            if (n as i64) < PRUNE_CHUNK {
+                break;
+            }
+        }
+        loop {
+            let n = client
+                .execute(
+                    "DELETE FROM grantdoctor_records WHERE (kind, key) IN (
+                        SELECT kind, key FROM grantdoctor_records
+                        ORDER BY at DESC OFFSET $1 LIMIT $2)",
+                    &[&max_rows, &PRUNE_CHUNK],
+                )
+                .await?;
+            deleted += n;
+            if (n as i64) < PRUNE_CHUNK {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&PRUNE_LOCK])
+        .await;
+    outcome.map(|()| deleted)
 }
 
 /// Records of `kind` read as (key, value, at).
