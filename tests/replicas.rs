@@ -579,7 +579,7 @@ async fn with_the_database_down_traffic_flows_readiness_says_degraded_and_it_hea
 }
 
 #[test]
-fn each_replica_holds_six_connections_named_for_pg_stat_activity() {
+fn each_replica_holds_seven_connections_named_for_pg_stat_activity() {
     let fleet = Fleet::start(2, &[]);
     let seen = fleet.pg.psql(
         "SELECT string_agg(split_part(application_name, ' ', 3), ','
@@ -592,7 +592,7 @@ fn each_replica_holds_six_connections_named_for_pg_stat_activity() {
     for roles in per_replica {
         assert_eq!(
             roles,
-            "coordination-0,coordination-1,coordination-2,coordination-3,view,writer"
+            "coordination-0,coordination-1,coordination-2,coordination-3,prune,view,writer"
         );
     }
 }

@@ -2,7 +2,8 @@
 //! emulator: two replicas pruning the records at once take turns (one deletes, each row
 //! once, down to the bound, oldest first); a sealed replay is swept from the store once its
 //! window ends; identical refreshes still go upstream once while every replica's lease
-//! connection is cut and kept from coming back, and it comes back after; and after
+//! connection is cut and kept from coming back, and it comes back after; a connection that
+//! stays open but stops answering is dropped and the others coordinate; and after
 //! concurrent recoveries no table holds the store's password, the signing key or a signed
 //! JWT assertion.
 
@@ -138,8 +139,8 @@ async fn two_replicas_pruning_one_store_at_once_take_turns_and_leave_the_newest_
         },
     )
     .await;
-    // On the sweeps' connection, not the change feed's.
-    assert!(pruner.ends_with(" coordination-3"), "{pruner}");
+    // On a connection of its own, which no exchange waits behind.
+    assert!(pruner.ends_with(" prune"), "{pruner}");
     let name = pruner.split(' ').nth(1).unwrap();
     assert!(tried().contains(name), "{pruner} vs {:?}", tried());
     assert_eq!(pg.psql(deleting).trim(), pruner, "one replica deletes");
@@ -414,4 +415,70 @@ async fn no_table_nor_log_holds_the_store_password_the_signing_key_or_a_jwt_asse
             assert!(!logs.contains(&shown), "a log holds a secret: {secret}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_replica_drops_a_connection_that_stays_open_but_stops_answering_and_coordinates_on_the_others()
+ {
+    let fleet = Fleet::start(3, &["--replay-window", "60"]);
+    fleet.rotate().await;
+    let first = fleet
+        .emu
+        .web_login(WEB, WEB_SECRET, ALICE, "api refresh_token")
+        .await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stuck = lease_connections(&fleet.pg);
+    assert_eq!(stuck.len(), 3, "{stuck:?}");
+    // Stopped, each server process keeps its socket open (its kernel acknowledges what is
+    // sent) and answers nothing: a backend hung, or a peer gone without a word.
+    let signal = |sig: &str| {
+        for pid in stuck.values() {
+            let status = std::process::Command::new("kill")
+                .args([sig, pid])
+                .status()
+                .unwrap();
+            assert!(status.success(), "kill {sig} {pid}");
+        }
+    };
+    signal("-STOP");
+    // One exchange through each replica: its lease batch goes unanswered to the bound, and
+    // the replica drops that connection.
+    for (at, r) in fleet.replicas.iter().enumerate() {
+        let probe = fleet.refresh(at, "5Aep861.never-issued").await;
+        assert_eq!(probe.status, 400, "{}", probe.body);
+        r.proxy
+            .wait_for_event(|e| e["event"] == "store_connection_reset");
+    }
+    let fleet = Arc::new(fleet);
+    let new_tokens = storm(&fleet, 100, &first).await;
+    assert_eq!(new_tokens.len(), 1, "every caller got the same new token");
+    assert_eq!(
+        fleet.upstream_refreshes().await,
+        4,
+        "the three probes, and one refresh for the hundred callers"
+    );
+    signal("-CONT");
+    // The stopped processes end (their clients left) and each replica's lease connection
+    // is a new one.
+    let (fleet_ref, stuck) = (&fleet, &stuck);
+    eventually(
+        Duration::from_secs(20),
+        "each replica's coordination-1 to be a new connection",
+        || async move {
+            let now = lease_connections(&fleet_ref.pg);
+            let renewed = now.keys().eq(stuck.keys())
+                && now
+                    .values()
+                    .all(|pid| !stuck.values().any(|old| old == pid));
+            renewed
+                .then_some(())
+                .ok_or(format!("{now:?} (stopped: {stuck:?})"))
+        },
+    )
+    .await;
+    let newest = new_tokens.into_iter().next().unwrap();
+    let next = fleet.refresh(2, &newest).await;
+    assert_eq!(next.status, 200, "the family is intact: {}", next.body);
 }

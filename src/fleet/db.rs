@@ -156,6 +156,8 @@ pub struct Db {
     target: PgTarget,
     tls: Option<MakeRustlsConnect>,
     current: RwLock<Option<Arc<Conn>>>,
+    /// The task driving the current connection, to end it from outside ([`Db::reset`]).
+    driver: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
     listen: Option<Listen>,
 }
 
@@ -189,6 +191,7 @@ impl Db {
             },
             target,
             current: RwLock::new(None),
+            driver: Default::default(),
             listen,
         });
         let deadline = tokio::time::Instant::now() + wait;
@@ -217,6 +220,23 @@ impl Db {
             .ok_or(StoreError::Unavailable)
     }
 
+    /// Drops the connection, to be re-established in the background: for one that stopped
+    /// answering while its socket stays open (a hung server process, a peer gone without a
+    /// word), which would otherwise look up and fail every operation at its bound.
+    pub fn reset(&self) {
+        if let Some(driver) = self.driver.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            self.current
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            driver.abort();
+            tracing::debug!(
+                event = "store_connection_reset",
+                store = self.target.shown()
+            );
+        }
+    }
+
     /// Connects (and listens) and installs the client; the handle ends when the connection
     /// does.
     async fn connect(&self) -> Result<tokio::task::JoinHandle<()>, tokio_postgres::Error> {
@@ -241,6 +261,7 @@ impl Db {
             }
             (listen.sink)(Heard::Listening);
         }
+        *self.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(ended.abort_handle());
         *self.current.write().unwrap_or_else(|e| e.into_inner()) =
             Some(Arc::new(Conn::new(client)));
         Ok(ended)

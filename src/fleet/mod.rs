@@ -2,9 +2,10 @@
 //! the leases of refreshes in flight (coalescing across the fleet), and sealed answers for
 //! the rotated-token guard's replays. With `--store sqlite` (the default) none of this runs.
 //!
-//! The database is never in the way of the application's traffic: every operation is
-//! bounded in time, fails at once while the connection is down, and on failure the caller
-//! goes on with what this replica holds. An outage is counted
+//! The database is never in the way of the application's traffic: every operation on the
+//! token path is bounded in time, fails at once while the connection is down, and on
+//! failure the caller goes on with what this replica holds; upkeep that may take longer
+//! (retention's deletes) runs on a connection of its own, bounded by the server. An outage is counted
 //! (`grantdoctor_store_errors_total{op}`), logged once, and reported on `/readyz` as
 //! degraded until an operation succeeds again.
 //!
@@ -43,24 +44,34 @@ pub use url::{PgTarget, StoreUrl, Target};
 const START_WAIT: Duration = Duration::from_secs(15);
 /// The most one store operation may take on the token path.
 const OP_TIMEOUT: Duration = Duration::from_millis(750);
-/// How often finished leases and expired sealed answers are swept, and records pruned. Often:
-/// every exchange leaves a lease row, and the statements on them cost more the more rows
-/// the table holds.
+/// How often finished leases and expired sealed answers are swept. Often: every exchange
+/// leaves a lease row, and the statements on them cost more the more rows the table holds.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How often records past retention are pruned (and at start); a pass that could not start
+/// (its connection down, or the last pass still at it) is tried again at the next sweep.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-/// The most a prune pass may take before it counts as a store failure (it still runs on).
-const PRUNE_BOUND: Duration = Duration::from_secs(300);
-/// Connections for reads, leases and sealed answers: exchanges in flight at once would
-/// queue behind each other's round trips on one.
+/// The most one chunk of a prune may take, stopped by the server: a pass runs to its end,
+/// never dropped midway (see [`prune_pass`]), and this bounds it.
+const PRUNE_STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections for reads, leases and sealed answers: looks and sealed answers of exchanges
+/// in flight at once would queue behind each other's round trips on one.
 const COORDINATION_CONNECTIONS: usize = 4;
-/// The one of them every lease batch goes to while it is up: batches in flight at once then
-/// leave in one write and wake the server's backend once, where spread over the connections
-/// each woke a backend of its own, and a wakeup on another CPU costs more than the statement
-/// (a failed refresh against a database on its own CPU: 0.65 to 0.71 times SQLite's rate).
+/// The one of them lease batches go to while it is up: batches in flight at once then leave
+/// in one write and wake the server's backend once, where spread over the connections each
+/// woke a backend of its own, and a wakeup on another CPU costs more than the statement (a
+/// failed refresh against a database on its own CPU: 0.65 to 0.70 times SQLite's rate). A
+/// connection that does not answer within the bound is dropped and re-established
+/// ([`db::Db::reset`]), and they go to the next one meanwhile.
 const LEASE_CONNECTION: usize = 1;
-/// The one the sweeps go to: a sweep deletes thousands of rows in milliseconds, which lease
-/// statements queued behind it on the lease connection would wait out.
+/// The one the sweeps go to (while it is up): a sweep deletes thousands of rows in
+/// milliseconds, which lease statements queued behind it would wait out.
 const SWEEP_CONNECTION: usize = 3;
+/// A connection whose sent data goes unacknowledged this long is closed and reconnected:
+/// without it a half-open connection (a failover, a NAT dropping it) looks up for minutes,
+/// and everything sent on it times out.
+const UNACKNOWLEDGED: Duration = Duration::from_secs(10);
+/// Keepalive probes after this much quiet, so an idle half-open connection is found too.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 /// Lease statements in flight at once (each for a batch of exchanges).
 const LEASE_SLOTS: usize = 2;
 
@@ -82,6 +93,25 @@ impl Outage {
             errors,
             down: Arc::default(),
         }
+    }
+
+    /// [`Outage::bounded`] on a connection of `db`: one that did not answer within the
+    /// bound is dropped and re-established, not trusted with the next operation.
+    pub async fn bounded_on<T>(
+        &self,
+        db: &db::Db,
+        op: &'static str,
+        bound: Duration,
+        run: impl Future<Output = Result<T, StoreError>>,
+    ) -> Option<T> {
+        let answered = tokio::time::timeout(bound, run).await;
+        if answered.is_err() {
+            db.reset();
+        }
+        self.bounded(op, bound, async {
+            answered.unwrap_or(Err(StoreError::Timeout(bound)))
+        })
+        .await
     }
 
     /// Runs `op` within `bound`; `None` (counted, reported) when it fails or takes longer.
@@ -139,7 +169,8 @@ pub struct FleetOptions {
     pub fingerprint_check: String,
 }
 
-/// The connections for leases and sealed answers, taken in turn.
+/// The connections for leases and sealed answers: looks and sealed answers taken in turn,
+/// lease batches on one (see [`LEASE_CONNECTION`]).
 struct Coordination {
     dbs: Vec<Arc<db::Db>>,
     next: std::sync::atomic::AtomicUsize,
@@ -169,8 +200,11 @@ impl Coordination {
 
     /// The connection `turn` names, or the next that is up: one dropped (and reconnecting)
     /// must not leave its share of the exchanges uncoordinated while the others answer.
-    fn up_from(&self, turn: usize) -> Option<Arc<db::Conn>> {
-        (0..self.dbs.len()).find_map(|k| self.dbs[(turn + k) % self.dbs.len()].client().ok())
+    fn up_from(&self, turn: usize) -> Option<(&Arc<db::Db>, Arc<db::Conn>)> {
+        (0..self.dbs.len()).find_map(|k| {
+            let db = &self.dbs[(turn + k) % self.dbs.len()];
+            db.client().ok().map(|client| (db, client))
+        })
     }
 
     /// Like [`Coordination::run_told`], on the connection `turn` names, or the next up.
@@ -184,12 +218,12 @@ impl Coordination {
         F: FnOnce(Arc<db::Conn>) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let Some(client) = self.up_from(turn) else {
+        let Some((db, client)) = self.up_from(turn) else {
             self.outage.failed(op, &StoreError::Unavailable);
             return Err(batch::Failed::Unsent);
         };
         self.outage
-            .bounded(op, OP_TIMEOUT, run(client))
+            .bounded_on(db, op, OP_TIMEOUT, run(client))
             .await
             .ok_or(batch::Failed::Lost)
     }
@@ -224,8 +258,8 @@ pub struct Opened {
 
 impl Fleet {
     /// Connects (four connections for reads, leases and sealed answers, one for the writer's
-    /// transactions, one for the operator's view), migrates, and starts the background
-    /// sweeps.
+    /// transactions, one for the operator's view, one for pruning), migrates, and starts the
+    /// background sweeps.
     pub async fn open(
         target: PgTarget,
         options: FleetOptions,
@@ -236,6 +270,11 @@ impl Fleet {
         // Leases and sealed answers live seconds: their commits need not wait for the
         // disk (a database crash loses only leases, which expire, and replays). The records
         // keep the server's durability.
+        let mut target = target;
+        target
+            .config
+            .tcp_user_timeout(UNACKNOWLEDGED)
+            .keepalives_idle(KEEPALIVE_IDLE);
         let mut quick = target.clone();
         quick.config.options("-c synchronous_commit=off");
         let replica: Arc<str> = Arc::from(replica_id().as_str());
@@ -258,6 +297,12 @@ impl Fleet {
             records::VIEW_TIMEOUT.as_millis()
         ));
         let viewer = db::Db::open(view, Some(tls.clone()), START_WAIT).await?;
+        let mut prune = named(&target, &replica, "prune");
+        prune.config.options(format!(
+            "-c statement_timeout={}",
+            PRUNE_STATEMENT_TIMEOUT.as_millis()
+        ));
+        let pruner = db::Db::open(prune, Some(tls.clone()), START_WAIT).await?;
         let writer = named(&target, &replica, "writer");
         let writer = db::Db::open(writer, Some(tls), START_WAIT).await?;
         let client = writer.client()?;
@@ -298,7 +343,7 @@ impl Fleet {
             replay_ms: options.replay_window.as_millis() as i64,
             records: records.clone(),
         });
-        tokio::spawn(sweeps(fleet.clone(), options.retention));
+        tokio::spawn(sweeps(fleet.clone(), pruner, options.retention));
         Ok(Opened { fleet, records })
     }
 
@@ -404,7 +449,7 @@ fn landings(coordination: &Arc<Coordination>) -> batch::Batches<lease::Landing, 
     )
 }
 
-/// Batches of one lease statement, each run on the next coordination connection, bounded.
+/// Batches of one lease statement, run on the lease connection, bounded.
 fn lease_batches<Q, A, F, Fut>(
     coordination: &Arc<Coordination>,
     statement: F,
@@ -477,63 +522,66 @@ fn replica_id() -> String {
 
 /// Sweeps finished leases and expired sealed answers; prunes records past retention (one
 /// replica at a time).
-async fn sweeps(fleet: Arc<Fleet>, retention: crate::ledger::Retention) {
+async fn sweeps(fleet: Arc<Fleet>, pruner: Arc<db::Db>, retention: crate::ledger::Retention) {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
-    let mut prune = tokio::time::interval(PRUNE_EVERY);
     let pruning = Arc::new(AtomicBool::new(false));
+    let mut prune_at = tokio::time::Instant::now();
     loop {
-        tokio::select! {
-            _ = sweep.tick() => {
-                let _ = fleet
-                    .coordination
-                    .run_from(SWEEP_CONNECTION, "sweep", |c| async move { lease::sweep(&c).await })
-                    .await;
-            }
-            _ = prune.tick() => {
+        sweep.tick().await;
+        let _ = fleet
+            .coordination
+            .run_from(SWEEP_CONNECTION, "sweep", |c| async move {
+                lease::sweep(&c).await
+            })
+            .await;
+        if tokio::time::Instant::now() < prune_at || pruning.load(Ordering::Acquire) {
+            continue;
+        }
+        match pruner.client() {
+            Ok(client) => {
+                prune_at = tokio::time::Instant::now() + PRUNE_EVERY;
+                pruning.store(true, Ordering::Release);
                 // Beside the sweeps, which a long pass would otherwise hold up.
-                tokio::spawn(prune_pass(fleet.clone(), retention, pruning.clone()));
+                tokio::spawn(prune_pass(
+                    client,
+                    fleet.outage.clone(),
+                    retention,
+                    Running(pruning.clone()),
+                ));
             }
+            Err(e) => fleet.outage.failed("prune", &e),
         }
     }
 }
 
-/// One pass of retention on the sweeps' connection (not the change feed's, which a pass of
-/// many chunks would hold up), unless the last one is still at it.
-async fn prune_pass(
-    fleet: Arc<Fleet>,
-    retention: crate::ledger::Retention,
-    running: Arc<AtomicBool>,
-) {
-    if running.swap(true, Ordering::AcqRel) {
-        return;
+/// Marks a prune pass running until it ends, however it ends.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
+}
+
+/// One pass of retention on a connection of its own, run to its end: dropped midway (at a
+/// client-side timeout) it would keep the prune lock, its session's, for as long as the
+/// connection lives, and no other replica would prune again. Each chunk is bounded by the
+/// server instead ([`PRUNE_STATEMENT_TIMEOUT`]).
+async fn prune_pass(
+    client: Arc<db::Conn>,
+    outage: Outage,
+    retention: crate::ledger::Retention,
+    _running: Running,
+) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default();
     let oldest = now - retention.max_age_days as i64 * 86_400_000;
     let max_rows = retention.max_rows as i64;
-    let Some(client) = fleet.coordination.up_from(SWEEP_CONNECTION) else {
-        running.store(false, Ordering::Release);
-        fleet.outage.failed("prune", &StoreError::Unavailable);
-        return;
-    };
-    // Run to its end in a task of its own, even past the bound: dropped midway, the pass
-    // would keep the prune lock (its session's) for as long as the connection lives, and no
-    // other replica would prune again.
-    let pass = tokio::spawn(async move {
-        let pruned = records::prune(&client, oldest, max_rows).await;
-        running.store(false, Ordering::Release);
-        pruned
-    });
-    let pruned = fleet
-        .outage
-        .bounded("prune", PRUNE_BOUND, async move {
-            pass.await
-                .map_err(|e| StoreError::Schema(format!("the prune stopped: {e}")))?
-        })
-        .await;
-    if let Some(rows) = pruned.filter(|n| *n > 0) {
-        tracing::info!(event = "store_pruned", rows);
+    match records::prune(&client, oldest, max_rows).await {
+        Ok(0) => {}
+        Ok(rows) => tracing::info!(event = "store_pruned", rows),
+        Err(e) => outage.failed("prune", &e),
     }
 }

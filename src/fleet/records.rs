@@ -152,7 +152,8 @@ impl PgRecords {
         loop {
             let page = self
                 .outage
-                .bounded(
+                .bounded_on(
+                    &self.reader,
                     "read",
                     self.op_timeout.max(CATCH_UP_TIMEOUT * u32::from(first)),
                     feed(&self.reader, *cursor, self.announced.own(), &skip),
@@ -193,7 +194,7 @@ impl PgRecords {
 
     async fn fetch_rows(&self, kind: &'static str, keys: Vec<String>) -> Option<Vec<Row>> {
         self.outage
-            .bounded("read", self.op_timeout, async {
+            .bounded_on(&self.reader, "read", self.op_timeout, async {
                 let client = self.reader.client()?;
                 let found = client
                     .query_prepared(
@@ -236,7 +237,7 @@ impl PgRecords {
 
     async fn keys_page(&self, kind: &'static str, after: String) -> Option<Vec<String>> {
         self.outage
-            .bounded("read", CATCH_UP_TIMEOUT, async {
+            .bounded_on(&self.reader, "read", CATCH_UP_TIMEOUT, async {
                 let client = self.reader.client()?;
                 let found = client
                     .query_typed(
@@ -513,7 +514,8 @@ impl Writer {
         }
         let written = self
             .outage
-            .bounded(
+            .bounded_on(
+                &self.db,
                 "write",
                 self.op_timeout,
                 write_batch(&self.db, &self.replica, &self.pending, &self.sealed),
