@@ -317,14 +317,7 @@ async fn five_hundred_identical_refreshes_over_three_replicas_make_one_upstream_
     // than the default window to all arrive; every one of them is a twin here.
     let fleet = Fleet::start(3, &["--replay-window", "60"]);
     fleet.rotate().await;
-    // Issued before grantdoctor watched: no replica has seen it.
-    let first = fleet
-        .emu
-        .web_login(WEB, WEB_SECRET, ALICE, "api refresh_token")
-        .await["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let first = fleet.unseen_token().await;
     let fleet = Arc::new(fleet);
     let new_tokens = storm(&fleet, 500, &first).await;
     assert_eq!(new_tokens.len(), 1, "every caller got the same new token");

@@ -20,8 +20,8 @@ use common::emulator::EmulatorProcess;
 use common::postgres::{self, Postgres};
 use serde_json::Value;
 use support::{
-    ALICE, Fleet, JWT_GRANT, WEB, WEB_SECRET, at_once, eventually, header, readyz_ok,
-    recovery_config, replica, replica_args, storm,
+    ALICE, Fleet, JWT_GRANT, WEB, at_once, eventually, header, readyz_ok, recovery_config, replica,
+    replica_args, storm,
 };
 use tokio_postgres::NoTls;
 
@@ -277,14 +277,7 @@ async fn with_every_replica_s_lease_connection_cut_identical_refreshes_still_mak
  {
     let fleet = Fleet::start(3, &["--replay-window", "60"]);
     fleet.rotate().await;
-    // Issued before grantdoctor watched: no replica has seen it.
-    let first = fleet
-        .emu
-        .web_login(WEB, WEB_SECRET, ALICE, "api refresh_token")
-        .await["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let first = fleet.unseen_token().await;
     let before = lease_connections(&fleet.pg);
     assert_eq!(before.len(), 3, "{before:?}");
     // A session opened beforehand (on another database: one cannot close its own): while
@@ -422,13 +415,7 @@ async fn a_replica_drops_a_connection_that_stays_open_but_stops_answering_and_co
  {
     let fleet = Fleet::start(3, &["--replay-window", "60"]);
     fleet.rotate().await;
-    let first = fleet
-        .emu
-        .web_login(WEB, WEB_SECRET, ALICE, "api refresh_token")
-        .await["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let first = fleet.unseen_token().await;
     let stuck = lease_connections(&fleet.pg);
     assert_eq!(stuck.len(), 3, "{stuck:?}");
     // Stopped, each server process keeps its socket open (its kernel acknowledges what is

@@ -156,8 +156,9 @@ pub struct Db {
     target: PgTarget,
     tls: Option<MakeRustlsConnect>,
     current: RwLock<Option<Arc<Conn>>>,
-    /// The task driving the current connection, to end it from outside ([`Db::reset`]).
-    driver: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+    /// The task driving the current connection, to end it from outside ([`Db::reset`]),
+    /// and how many connections were made before it.
+    driver: std::sync::Mutex<(Option<tokio::task::AbortHandle>, u64)>,
     listen: Option<Listen>,
 }
 
@@ -220,19 +221,30 @@ impl Db {
             .ok_or(StoreError::Unavailable)
     }
 
-    /// Drops the connection, to be re-established in the background: for one that stopped
-    /// answering while its socket stays open (a hung server process, a peer gone without a
-    /// word), which would otherwise look up and fail every operation at its bound.
-    pub fn reset(&self) {
-        if let Some(driver) = self.driver.lock().unwrap_or_else(|e| e.into_inner()).take() {
+    /// Which connection is current: [`Db::reset`] ends that one only.
+    pub fn generation(&self) -> u64 {
+        self.driver.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    /// Drops connection `generation` if it is still the current one, to be re-established
+    /// in the background: for one that stopped answering while its socket stays open (a
+    /// hung server process, a peer gone without a word), which would otherwise look up and
+    /// fail every operation at its bound. One made since is left alone.
+    pub fn reset(&self, generation: u64) {
+        let mut driver = self.driver.lock().unwrap_or_else(|e| e.into_inner());
+        if driver.1 != generation {
+            return;
+        }
+        if let Some(task) = driver.0.take() {
             self.current
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
-            driver.abort();
-            tracing::debug!(
+            task.abort();
+            tracing::info!(
                 event = "store_connection_reset",
-                store = self.target.shown()
+                store = self.target.shown(),
+                reason = "an operation went unanswered past its bound: reconnecting"
             );
         }
     }
@@ -261,7 +273,9 @@ impl Db {
             }
             (listen.sink)(Heard::Listening);
         }
-        *self.driver.lock().unwrap_or_else(|e| e.into_inner()) = Some(ended.abort_handle());
+        let mut driver = self.driver.lock().unwrap_or_else(|e| e.into_inner());
+        *driver = (Some(ended.abort_handle()), driver.1 + 1);
+        drop(driver);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) =
             Some(Arc::new(Conn::new(client)));
         Ok(ended)

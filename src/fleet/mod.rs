@@ -104,9 +104,10 @@ impl Outage {
         bound: Duration,
         run: impl Future<Output = Result<T, StoreError>>,
     ) -> Option<T> {
+        let generation = db.generation();
         let answered = tokio::time::timeout(bound, run).await;
         if answered.is_err() {
-            db.reset();
+            db.reset(generation);
         }
         self.bounded(op, bound, async {
             answered.unwrap_or(Err(StoreError::Timeout(bound)))

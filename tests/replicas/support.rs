@@ -123,6 +123,16 @@ impl Fleet {
         answer.body["refresh_token"].as_str().unwrap().to_owned()
     }
 
+    /// A refresh token issued before grantdoctor watched: no replica has seen it.
+    pub async fn unseen_token(&self) -> String {
+        self.emu
+            .web_login(WEB, WEB_SECRET, ALICE, "api refresh_token")
+            .await["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     pub async fn refresh(&self, at: usize, token: &str) -> Answer {
         self.token(
             at,
