@@ -21,7 +21,7 @@ use common::postgres::Postgres;
 use serde_json::{Value, json};
 use support::{
     ALICE, Fleet, JWT_GRANT, WEB, WEB_SECRET, at_once, counter, eventually, header, readyz_ok,
-    recoveries, recovery_config, refused_start, replica, replica_args, storm,
+    recoveries, recovering_fleet, refused_start, replica, replica_args, storm,
 };
 
 #[tokio::test]
@@ -371,17 +371,7 @@ async fn identical_failing_refreshes_over_three_replicas_make_one_upstream_refre
 
 #[tokio::test]
 async fn concurrent_recoveries_over_three_replicas_take_turns_on_one_fleet_lease() {
-    let config = recovery_config();
-    let path = config.path().join("grantdoctor.toml").display().to_string();
-    // Coalescing off: every replica's refresh really fails upstream and asks for a recovery,
-    // so only the fleet's JWT lease stands between the replicas and Salesforce.
-    let fleet = Fleet::start(3, &["--config", &path, "--coalesce-refresh", "off"]);
-    let mut tokens = Vec::new();
-    for at in [0, 1, 2, 0, 1, 2] {
-        tokens.push(fleet.login(at).await);
-    }
-    fleet.emu.control("DELETE", "requests", Value::Null).await;
-    let fleet = Arc::new(fleet);
+    let (fleet, tokens, _config) = recovering_fleet().await;
     let callers = 30;
     let mut recovered = std::collections::HashSet::new();
     for answer in at_once(&fleet, callers, &tokens[0]).await {

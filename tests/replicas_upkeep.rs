@@ -18,10 +18,9 @@ use std::time::Duration;
 
 use common::emulator::EmulatorProcess;
 use common::postgres::{self, Postgres};
-use serde_json::Value;
 use support::{
-    ALICE, Fleet, JWT_GRANT, WEB, at_once, eventually, header, readyz_ok, recovery_config, replica,
-    replica_args, storm,
+    ALICE, Fleet, JWT_GRANT, WEB, at_once, eventually, header, readyz_ok, recovering_fleet,
+    replica, replica_args, storm,
 };
 use tokio_postgres::NoTls;
 
@@ -345,15 +344,7 @@ async fn with_every_replica_s_lease_connection_cut_identical_refreshes_still_mak
 #[tokio::test]
 async fn no_table_nor_log_holds_the_store_password_the_signing_key_or_a_jwt_assertion_after_recoveries()
  {
-    let config = recovery_config();
-    let path = config.path().join("grantdoctor.toml").display().to_string();
-    let fleet = Fleet::start(3, &["--config", &path, "--coalesce-refresh", "off"]);
-    let mut tokens = Vec::new();
-    for at in [0, 1, 2, 0, 1, 2] {
-        tokens.push(fleet.login(at).await);
-    }
-    fleet.emu.control("DELETE", "requests", Value::Null).await;
-    let fleet = Arc::new(fleet);
+    let (fleet, tokens, _config) = recovering_fleet().await;
     let from = common::jwt::now_secs();
     for answer in at_once(&fleet, 30, &tokens[0]).await {
         assert_eq!(answer.status, 200, "{}", answer.body);

@@ -263,6 +263,22 @@ pub fn readyz_ok(fleet: &Fleet, at: usize) -> Result<(), String> {
 }
 
 /// A configuration file with one `[[recovery.jwt_bearer]]` for the web app acting as Alice.
+/// Three replicas that recover with a JWT bearer key, coalescing off (every replica's refresh
+/// really fails upstream and asks for a recovery, so only the fleet's JWT lease stands
+/// between the replicas and Salesforce), after six authorizations spread over them: the
+/// fleet, the six tokens (the first evicted), and the configuration they read.
+pub async fn recovering_fleet() -> (Arc<Fleet>, Vec<String>, tempfile::TempDir) {
+    let config = recovery_config();
+    let path = config.path().join("grantdoctor.toml").display().to_string();
+    let fleet = Fleet::start(3, &["--config", &path, "--coalesce-refresh", "off"]);
+    let mut tokens = Vec::new();
+    for at in [0, 1, 2, 0, 1, 2] {
+        tokens.push(fleet.login(at).await);
+    }
+    fleet.emu.control("DELETE", "requests", Value::Null).await;
+    (Arc::new(fleet), tokens, config)
+}
+
 pub fn recovery_config() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let key = common::jwt::fixture("jwt/app-private.pem");
