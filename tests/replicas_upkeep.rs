@@ -3,7 +3,8 @@
 //! once, down to the bound, oldest first); a sealed replay is swept from the store once its
 //! window ends; identical refreshes still go upstream once while every replica's lease
 //! connection is cut and kept from coming back, and it comes back after; a connection that
-//! stays open but stops answering is dropped and the others coordinate; and after
+//! stays open but stops answering is dropped and the others coordinate, and a follower whose
+//! look goes unanswered asks again rather than send the token itself; and after
 //! concurrent recoveries no table holds the store's password, the signing key or a signed
 //! JWT assertion.
 
@@ -27,6 +28,31 @@ use tokio_postgres::NoTls;
 /// How `bytes` look in a bytea column of a dump (lower-case hex).
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to each of these server processes. Stopped, a server
+/// process keeps its socket open (its kernel acknowledges what is sent) and answers
+/// nothing: a backend hung, or a peer gone without a word.
+fn signal<'a>(sig: &str, pids: impl IntoIterator<Item = &'a String>) {
+    for pid in pids {
+        let status = std::process::Command::new("kill")
+            .args([sig, pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    }
+}
+
+/// The server processes of every replica's coordination connections but the lease one.
+fn other_coordination_connections(pg: &Postgres) -> Vec<String> {
+    pg.psql(
+        "SELECT pid FROM pg_stat_activity
+         WHERE application_name LIKE 'grantdoctor % coordination-%'
+           AND application_name NOT LIKE '% coordination-1'",
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect()
 }
 
 /// Each replica's `coordination-1` connection: its server process, by replica name.
@@ -409,18 +435,7 @@ async fn a_replica_drops_a_connection_that_stays_open_but_stops_answering_and_co
     let first = fleet.unseen_token().await;
     let stuck = lease_connections(&fleet.pg);
     assert_eq!(stuck.len(), 3, "{stuck:?}");
-    // Stopped, each server process keeps its socket open (its kernel acknowledges what is
-    // sent) and answers nothing: a backend hung, or a peer gone without a word.
-    let signal = |sig: &str| {
-        for pid in stuck.values() {
-            let status = std::process::Command::new("kill")
-                .args([sig, pid])
-                .status()
-                .unwrap();
-            assert!(status.success(), "kill {sig} {pid}");
-        }
-    };
-    signal("-STOP");
+    signal("-STOP", stuck.values());
     // One exchange through each replica: its lease batch goes unanswered to the bound, and
     // the replica drops that connection.
     for (at, r) in fleet.replicas.iter().enumerate() {
@@ -437,7 +452,7 @@ async fn a_replica_drops_a_connection_that_stays_open_but_stops_answering_and_co
         4,
         "the three probes, and one refresh for the hundred callers"
     );
-    signal("-CONT");
+    signal("-CONT", stuck.values());
     // The stopped processes end (their clients left) and each replica's lease connection
     // is a new one.
     let (fleet_ref, stuck) = (&fleet, &stuck);
@@ -458,5 +473,28 @@ async fn a_replica_drops_a_connection_that_stays_open_but_stops_answering_and_co
     .await;
     let newest = new_tokens.into_iter().next().unwrap();
     let next = fleet.refresh(2, &newest).await;
+    assert_eq!(next.status, 200, "the family is intact: {}", next.body);
+}
+
+#[tokio::test]
+async fn followers_whose_lease_looks_go_unanswered_ask_again_and_never_send_the_token_themselves() {
+    let fleet = Fleet::start(3, &["--replay-window", "60"]);
+    fleet.rotate().await;
+    let first = fleet.unseen_token().await;
+    // Every connection a follower looks on but the one leases are taken on.
+    let stuck = other_coordination_connections(&fleet.pg);
+    assert_eq!(stuck.len(), 9, "{stuck:?}");
+    signal("-STOP", &stuck);
+    let fleet = Arc::new(fleet);
+    let new_tokens = storm(&fleet, 60, &first).await;
+    signal("-CONT", &stuck);
+    assert_eq!(new_tokens.len(), 1, "every caller got the same new token");
+    assert_eq!(
+        fleet.upstream_refreshes().await,
+        1,
+        "one refresh went upstream"
+    );
+    let newest = new_tokens.into_iter().next().unwrap();
+    let next = fleet.refresh(1, &newest).await;
     assert_eq!(next.status, 200, "the family is intact: {}", next.body);
 }

@@ -387,8 +387,12 @@ impl Fleet {
         }
     }
 
-    pub async fn look(&self, id: &[u8]) -> Option<lease::Turn> {
-        self.run("lease", |c| async move { lease::look(&c, id).await })
+    /// The state of a lease as a follower sees it, or why the store gave none: `Lost` when
+    /// the connection asked did not answer (it is being replaced, and the next one may),
+    /// `Unsent` when none is up.
+    pub async fn look(&self, id: &[u8]) -> Result<lease::Turn, batch::Failed> {
+        self.coordination
+            .run_told("lease", |c| async move { lease::look(&c, id).await })
             .await
     }
 

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::{ExchangeKey, Finished};
 use crate::fleet::Fleet;
+use crate::fleet::batch::Failed;
 use crate::fleet::lease::{End, Landed, Turn};
 use crate::fleet::seal::{Sealer, StoredAnswer};
 use crate::recover::CredentialsKey;
@@ -68,11 +69,15 @@ pub(super) async fn lead_or_follow(fleet: &Fleet, key: &ExchangeKey) -> FleetTur
         while tokio::time::Instant::now() < until {
             tokio::time::sleep(POLL).await;
             match fleet.look(sealer.id()).await {
-                None => return FleetTurn::Alone,
-                Some(Turn::Landed(sealed)) => return answer(&sealer, &sealed),
+                // No connection up: the store is down, and waiting on it cannot help.
+                Err(Failed::Unsent) => return FleetTurn::Alone,
+                // That connection did not answer and is being replaced; while the lease
+                // lives, the token is the leader's to send, so ask again.
+                Err(Failed::Lost) => {}
+                Ok(Turn::Landed(sealed)) => return answer(&sealer, &sealed),
                 // Freed without an answer (the leader's could not be shared): take it now.
-                Some(Turn::Wait(0)) => break,
-                Some(Turn::Wait(_) | Turn::Lead(_)) => {}
+                Ok(Turn::Wait(0)) => break,
+                Ok(Turn::Wait(_) | Turn::Lead(_)) => {}
             }
         }
     }
