@@ -668,41 +668,63 @@ fn a_replica_with_another_fingerprint_key_is_refused_and_the_database_never_hold
 fn over_tls_the_database_certificate_is_verified_against_store_ca() {
     let pg = Postgres::start_tls();
     let emu = EmulatorProcess::start();
-    let url = format!(
-        "postgres://{}:{}@localhost:{}/postgres?sslmode=verify-full",
-        postgres::USER,
-        postgres::PASSWORD,
-        pg.port
-    );
-    let mut args = replica_args(
-        &emu,
-        &pg,
-        &["--store-ca", &pg.ca_pem().display().to_string()],
-    );
-    args[1] = url.clone();
-    let trusted = replica(&args);
-    let (_, ready) = common::raw::admin_get(trusted.proxy.admin.unwrap(), "/readyz").unwrap();
-    assert_eq!(ready, "ok\n");
-    assert!(
-        trusted
-            .proxy
-            .wait_for_event(|e| e["event"] == "store_opened")["schema"]
-            == 2
-    );
-    let ssl = pg.psql("SELECT count(*) FROM pg_stat_ssl WHERE ssl AND pid <> pg_backend_pid()");
-    assert!(
-        ssl.trim().parse::<u32>().unwrap() >= 2,
-        "the replica's connections use TLS"
-    );
+    let url = |mode: &str| {
+        format!(
+            "postgres://{}:{}@localhost:{}/postgres?sslmode={mode}",
+            postgres::USER,
+            postgres::PASSWORD,
+            pg.port
+        )
+    };
+    // Each of the three TLS modes verifies the server's certificate and name (stricter than
+    // libpq's `require`, which checks neither), and every connection of the replica is
+    // encrypted.
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let mut args = replica_args(
+            &emu,
+            &pg,
+            &["--store-ca", &pg.ca_pem().display().to_string()],
+        );
+        args[1] = url(mode);
+        let trusted = replica(&args);
+        let (_, ready) = common::raw::admin_get(trusted.proxy.admin.unwrap(), "/readyz").unwrap();
+        assert_eq!(ready, "ok\n", "{mode}");
+        assert!(
+            trusted
+                .proxy
+                .wait_for_event(|e| e["event"] == "store_opened")["schema"]
+                == 2
+        );
+        // The last mode's replica is gone, though its server processes may take a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let encrypted = loop {
+            let counted = pg.psql(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*)
+                 FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+                 WHERE a.application_name LIKE 'grantdoctor %'",
+            );
+            if counted.trim() == "7|7" || Instant::now() > deadline {
+                break counted;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(
+            encrypted.trim(),
+            "7|7",
+            "{mode}: the replica's connections use TLS"
+        );
+    }
 
     // Without the CA, the server's certificate is not trusted: refused at start, at once
-    // (waiting cannot make it trusted), naming the certificate.
-    let dir = tempfile::tempdir().unwrap();
-    let out = refused_start(dir.path(), &url);
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("opening the shared store"), "{text}");
-    assert!(text.contains("certificate"), "{text}");
-    assert!(!text.contains(postgres::PASSWORD), "{text}");
+    // (waiting cannot make it trusted), naming the certificate; `require` included.
+    for mode in ["require", "verify-full"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = refused_start(dir.path(), &url(mode));
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains("opening the shared store"), "{mode}: {text}");
+        assert!(text.contains("certificate"), "{mode}: {text}");
+        assert!(!text.contains(postgres::PASSWORD), "{mode}: {text}");
+    }
 }
 
 #[test]
