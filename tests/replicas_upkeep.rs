@@ -55,6 +55,24 @@ fn other_coordination_connections(pg: &Postgres) -> Vec<String> {
     .collect()
 }
 
+/// Waits until each replica's `coordination-1` is a new connection: a server process none of
+/// `old`'s.
+async fn lease_connections_renewed(pg: &Postgres, old: &BTreeMap<String, String>) {
+    eventually(
+        Duration::from_secs(20),
+        "each replica's coordination-1 to be a new connection",
+        || async move {
+            let now = lease_connections(pg);
+            let renewed = now.keys().eq(old.keys())
+                && now.values().all(|pid| !old.values().any(|o| o == pid));
+            renewed
+                .then_some(())
+                .ok_or(format!("{now:?} (was {old:?})"))
+        },
+    )
+    .await;
+}
+
 /// Each replica's `coordination-1` connection: its server process, by replica name.
 fn lease_connections(pg: &Postgres) -> BTreeMap<String, String> {
     pg.psql(
@@ -252,12 +270,7 @@ async fn two_replicas_pruning_one_store_at_once_take_turns_and_leave_the_newest_
 #[tokio::test]
 async fn a_sealed_replay_is_deleted_from_the_store_when_its_window_ends() {
     let fleet = Fleet::start(2, &["--replay-window", "4"]);
-    fleet.rotate().await;
-    let first = fleet.login(0).await;
-    let rotated = fleet.refresh(0, &first).await;
-    assert_eq!(rotated.status, 200, "{}", rotated.body);
-    let second = rotated.body["refresh_token"].as_str().unwrap().to_owned();
-    assert_ne!(second, first);
+    let (first, second, _) = fleet.rotated_once().await;
     // Filed with the rotation's record, which the answer waited for; kept for the window,
     // not longer.
     let kept = fleet.pg.psql(
@@ -349,19 +362,7 @@ async fn with_every_replica_s_lease_connection_cut_identical_refreshes_still_mak
     assert_eq!(new_tokens.len(), 1, "every caller got the same new token");
     assert_eq!(fleet.upstream_refreshes().await, 1);
 
-    let fleet_ref = &fleet;
-    let before = &before;
-    eventually(
-        Duration::from_secs(20),
-        "every replica's coordination-1 to be back",
-        || async move {
-            let now = lease_connections(&fleet_ref.pg);
-            let back = now.keys().eq(before.keys()) && now.iter().all(|(r, pid)| before[r] != *pid);
-            back.then_some(())
-                .ok_or(format!("{now:?} (was {before:?})"))
-        },
-    )
-    .await;
+    lease_connections_renewed(&fleet.pg, &before).await;
     let newest = new_tokens.into_iter().next().unwrap();
     let next = fleet.refresh(1, &newest).await;
     assert_eq!(next.status, 200, "the family is intact: {}", next.body);
@@ -455,22 +456,7 @@ async fn a_replica_drops_a_connection_that_stays_open_but_stops_answering_and_co
     signal("-CONT", stuck.values());
     // The stopped processes end (their clients left) and each replica's lease connection
     // is a new one.
-    let (fleet_ref, stuck) = (&fleet, &stuck);
-    eventually(
-        Duration::from_secs(20),
-        "each replica's coordination-1 to be a new connection",
-        || async move {
-            let now = lease_connections(&fleet_ref.pg);
-            let renewed = now.keys().eq(stuck.keys())
-                && now
-                    .values()
-                    .all(|pid| !stuck.values().any(|old| old == pid));
-            renewed
-                .then_some(())
-                .ok_or(format!("{now:?} (stopped: {stuck:?})"))
-        },
-    )
-    .await;
+    lease_connections_renewed(&fleet.pg, &stuck).await;
     let newest = new_tokens.into_iter().next().unwrap();
     let next = fleet.refresh(2, &newest).await;
     assert_eq!(next.status, 200, "the family is intact: {}", next.body);

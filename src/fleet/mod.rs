@@ -5,9 +5,9 @@
 //! The database is never in the way of the application's traffic: every operation on the
 //! token path is bounded in time, fails at once while the connection is down, and on
 //! failure the caller goes on with what this replica holds; upkeep that may take longer
-//! (retention's deletes) runs on a connection of its own, bounded by the server. An outage is counted
-//! (`grantdoctor_store_errors_total{op}`), logged once, and reported on `/readyz` as
-//! degraded until an operation succeeds again.
+//! (retention's deletes) runs on a connection of its own, bounded by the server. An outage
+//! is counted (`grantdoctor_store_errors_total{op}`), logged once, and reported on
+//! `/readyz` as degraded until an operation succeeds again.
 //!
 //! Every replica must fingerprint a token alike, or their records would never meet: they
 //! share one `fingerprint.key` (mounted from one Secret). The database holds only a check
@@ -109,10 +109,7 @@ impl Outage {
         if answered.is_err() {
             db.reset(generation);
         }
-        self.bounded(op, bound, async {
-            answered.unwrap_or(Err(StoreError::Timeout(bound)))
-        })
-        .await
+        self.settle(op, answered.unwrap_or(Err(StoreError::Timeout(bound))))
     }
 
     /// Runs `op` within `bound`; `None` (counted, reported) when it fails or takes longer.
@@ -126,6 +123,11 @@ impl Outage {
             Ok(outcome) => outcome,
             Err(_) => Err(StoreError::Timeout(bound)),
         };
+        self.settle(op, outcome)
+    }
+
+    /// Counts and reports a failed outcome, or the store's return after one.
+    fn settle<T>(&self, op: &'static str, outcome: Result<T, StoreError>) -> Option<T> {
         match outcome {
             Ok(value) => {
                 if self.down.swap(false, Ordering::AcqRel) && self.health.restore("store") {
@@ -262,20 +264,19 @@ impl Fleet {
     /// transactions, one for the operator's view, one for pruning), migrates, and starts the
     /// background sweeps.
     pub async fn open(
-        target: PgTarget,
+        mut target: PgTarget,
         options: FleetOptions,
         outage: Outage,
     ) -> Result<Opened, StoreError> {
         let tls = crate::tls::upstream_client_config(&options.store_ca)
             .map_err(|e| StoreError::Schema(format!("store_ca: {e}")))?;
-        // Leases and sealed answers live seconds: their commits need not wait for the
-        // disk (a database crash loses only leases, which expire, and replays). The records
-        // keep the server's durability.
-        let mut target = target;
         target
             .config
             .tcp_user_timeout(UNACKNOWLEDGED)
             .keepalives_idle(KEEPALIVE_IDLE);
+        // Leases and sealed answers live seconds: their commits need not wait for the
+        // disk (a database crash loses only leases, which expire, and replays). The records
+        // keep the server's durability.
         let mut quick = target.clone();
         quick.config.options("-c synchronous_commit=off");
         let replica: Arc<str> = Arc::from(replica_id().as_str());
@@ -357,7 +358,7 @@ impl Fleet {
         self.replay_ms
     }
 
-    /// Runs one sealed-answer operation or lease look, bounded; `None` when the store failed.
+    /// Runs one sealed-answer operation, bounded; `None` when the store failed.
     async fn run<T, F, Fut>(&self, op: &'static str, run: F) -> Option<T>
     where
         F: FnOnce(Arc<db::Conn>) -> Fut,
@@ -529,8 +530,8 @@ fn replica_id() -> String {
 /// replica at a time).
 async fn sweeps(fleet: Arc<Fleet>, pruner: Arc<db::Db>, retention: crate::ledger::Retention) {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
-    let pruning = Arc::new(AtomicBool::new(false));
     let mut prune_at = tokio::time::Instant::now();
+    let mut pass: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         sweep.tick().await;
         let _ = fleet
@@ -539,32 +540,22 @@ async fn sweeps(fleet: Arc<Fleet>, pruner: Arc<db::Db>, retention: crate::ledger
                 lease::sweep(&c).await
             })
             .await;
-        if tokio::time::Instant::now() < prune_at || pruning.load(Ordering::Acquire) {
+        let running = pass.as_ref().is_some_and(|p| !p.is_finished());
+        if tokio::time::Instant::now() < prune_at || running {
             continue;
         }
         match pruner.client() {
             Ok(client) => {
                 prune_at = tokio::time::Instant::now() + PRUNE_EVERY;
-                pruning.store(true, Ordering::Release);
                 // Beside the sweeps, which a long pass would otherwise hold up.
-                tokio::spawn(prune_pass(
+                pass = Some(tokio::spawn(prune_pass(
                     client,
                     fleet.outage.clone(),
                     retention,
-                    Running(pruning.clone()),
-                ));
+                )));
             }
             Err(e) => fleet.outage.failed("prune", &e),
         }
-    }
-}
-
-/// Marks a prune pass running until it ends, however it ends.
-struct Running(Arc<AtomicBool>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -572,12 +563,7 @@ impl Drop for Running {
 /// client-side timeout) it would keep the prune lock, its session's, for as long as the
 /// connection lives, and no other replica would prune again. Each chunk is bounded by the
 /// server instead ([`PRUNE_STATEMENT_TIMEOUT`]).
-async fn prune_pass(
-    client: Arc<db::Conn>,
-    outage: Outage,
-    retention: crate::ledger::Retention,
-    _running: Running,
-) {
+async fn prune_pass(client: Arc<db::Conn>, outage: Outage, retention: crate::ledger::Retention) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -123,6 +123,19 @@ impl Fleet {
         answer.body["refresh_token"].as_str().unwrap().to_owned()
     }
 
+    /// Rotation on, a login through replica 0 and its refresh there: the token rotated away,
+    /// the one that replaced it, and the access token issued with it.
+    pub async fn rotated_once(&self) -> (String, String, String) {
+        self.rotate().await;
+        let first = self.login(0).await;
+        let rotated = self.refresh(0, &first).await;
+        assert_eq!(rotated.status, 200, "{}", rotated.body);
+        let second = rotated.body["refresh_token"].as_str().unwrap().to_owned();
+        assert_ne!(second, first);
+        let access = rotated.body["access_token"].as_str().unwrap().to_owned();
+        (first, second, access)
+    }
+
     /// A refresh token issued before grantdoctor watched: no replica has seen it.
     pub async fn unseen_token(&self) -> String {
         self.emu
