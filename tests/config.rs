@@ -394,3 +394,34 @@ async fn a_token_response_over_the_configured_cap_is_forwarded_uninspected() {
     let event = proxy.wait_for_event(|e| e["event"] == "not_inspected");
     assert_eq!(event["reason"], "response body over the cap");
 }
+
+#[test]
+fn the_store_comes_from_the_file_key_or_the_environment_and_its_password_is_masked_in_both() {
+    let (code, out, err) = check_config(
+        &[],
+        &[],
+        "store = \"postgres://gd:file-secret-pw@db.internal:5432/ledger?sslmode=require\"\n",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("store = \"postgres://gd:****@db.internal:5432/ledger?sslmode=verify-full\""),
+        "{out}"
+    );
+    assert!(!out.contains("file-secret-pw") && !err.contains("file-secret-pw"));
+
+    let (code, out, err) = check_config(
+        &[],
+        &[(
+            "GRANTDOCTOR_STORE",
+            "postgres://gd:env-secret-pw@db.internal:5432/ledger",
+        )],
+        "store = \"sqlite\"\n",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("store = \"postgres://gd:****@db.internal:5432/ledger\""),
+        "{out}"
+    );
+    assert!(out.contains("env GRANTDOCTOR_STORE"), "{out}");
+    assert!(!out.contains("env-secret-pw") && !err.contains("env-secret-pw"));
+}
