@@ -3,6 +3,10 @@
 //! them instead of one each. Nothing waits to gather: a batch goes as soon as a slot is free,
 //! and what arrives while the slots are busy forms the next one, so a quiet replica sends
 //! each operation alone and a busy one sends fewer, larger statements.
+//!
+//! Questions wait in one of two queues ([`Lane`]), each with slots of its own: a busy queue
+//! never holds the other's questions back, and a statement sent for either carries what waits
+//! in both, so that two kinds of operation share statements without sharing a wait.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,30 +31,43 @@ pub enum Failed {
     Lost,
 }
 
-/// A queue of one kind of operation, answered in batches.
+/// Two queues of operations, answered in batches.
 pub struct Batches<Q, A> {
-    tx: mpsc::Sender<Ask<Q, A>>,
+    lanes: [mpsc::Sender<Ask<Q, A>>; 2],
     bound: Duration,
+}
+
+/// Which of the two queues a question waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    One,
+    Two,
 }
 
 impl<Q: Send + 'static, A: Send + 'static> Batches<Q, A> {
     /// Runs batches with `run` (one answer per question, in order, or why there is none),
-    /// at most `slots` at a time; a caller waits at most `bound` for its answer.
+    /// at most `slots` at a time for each queue; a caller waits at most `bound` for its
+    /// answer.
     pub fn start<F, Fut>(slots: usize, bound: Duration, run: F) -> Self
     where
         F: Fn(Vec<Q>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<A>, Failed>> + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel(QUEUED);
-        tokio::spawn(gather(rx, Arc::new(Semaphore::new(slots)), Arc::new(run)));
-        Self { tx, bound }
+        let (one, one_rx) = mpsc::channel(QUEUED);
+        let (two, two_rx) = mpsc::channel(QUEUED);
+        let slots = [(); 2].map(|_| Arc::new(Semaphore::new(slots)));
+        tokio::spawn(gather([one_rx, two_rx], slots, Arc::new(run)));
+        Self {
+            lanes: [one, two],
+            bound,
+        }
     }
 
     /// The answer to `question`, or why there is none (a caller that gave up at the bound
     /// may have had its question sent).
-    pub async fn ask(&self, question: Q) -> Result<A, Failed> {
+    pub async fn ask(&self, lane: Lane, question: Q) -> Result<A, Failed> {
         let (tell, answer) = oneshot::channel();
-        self.tx
+        self.lanes[lane as usize]
             .try_send((question, tell))
             .map_err(|_| Failed::Unsent)?;
         match tokio::time::timeout(self.bound, answer).await {
@@ -60,25 +77,34 @@ impl<Q: Send + 'static, A: Send + 'static> Batches<Q, A> {
     }
 }
 
-async fn gather<Q, A, F, Fut>(mut rx: mpsc::Receiver<Ask<Q, A>>, slots: Arc<Semaphore>, run: Arc<F>)
-where
+async fn gather<Q, A, F, Fut>(
+    lanes: [mpsc::Receiver<Ask<Q, A>>; 2],
+    slots: [Arc<Semaphore>; 2],
+    run: Arc<F>,
+) where
     Q: Send + 'static,
     A: Send + 'static,
     F: Fn(Vec<Q>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Vec<A>, Failed>> + Send + 'static,
 {
+    let [mut one, mut two] = lanes;
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
+        // Both futures are cancel-safe: the one not chosen gives its slot back, and a
+        // question it did not receive stays queued.
+        let (slot, first) = tokio::select! {
+            next = next_in(&slots[0], &mut one) => next,
+            next = next_in(&slots[1], &mut two) => next,
         };
-        let Some(first) = rx.recv().await else {
+        let (Some(slot), Some(first)) = (slot, first) else {
             return;
         };
         let mut batch = vec![first];
-        while batch.len() < MOST {
-            match rx.try_recv() {
-                Ok(more) => batch.push(more),
-                Err(_) => break,
+        for lane in [&mut one, &mut two] {
+            while batch.len() < MOST {
+                match lane.try_recv() {
+                    Ok(more) => batch.push(more),
+                    Err(_) => break,
+                }
             }
         }
         let run = run.clone();
@@ -101,6 +127,17 @@ where
             drop(slot);
         });
     }
+}
+
+/// A free slot of a queue, then its next question (`None`s once the batcher is gone).
+async fn next_in<Q, A>(
+    slots: &Arc<Semaphore>,
+    lane: &mut mpsc::Receiver<Ask<Q, A>>,
+) -> (Option<tokio::sync::OwnedSemaphorePermit>, Option<Ask<Q, A>>) {
+    let Ok(slot) = slots.clone().acquire_owned().await else {
+        return (None, None);
+    };
+    (Some(slot), lane.recv().await)
 }
 
 #[cfg(test)]
@@ -126,7 +163,7 @@ mod tests {
         let mut asks = tokio::task::JoinSet::new();
         for q in 0..100u32 {
             let batches = batches.clone();
-            asks.spawn(async move { (q, batches.ask(q).await) });
+            asks.spawn(async move { (q, batches.ask(Lane::One, q).await) });
         }
         while let Some(done) = asks.join_next().await {
             let (q, answer) = done.unwrap();
@@ -141,11 +178,11 @@ mod tests {
         let unsent = Batches::start(2, Duration::from_secs(5), |_: Vec<u32>| async {
             Err::<Vec<u32>, _>(Failed::Unsent)
         });
-        assert_eq!(unsent.ask(1).await, Err(Failed::Unsent));
+        assert_eq!(unsent.ask(Lane::One, 1).await, Err(Failed::Unsent));
         let lost = Batches::start(2, Duration::from_secs(5), |_: Vec<u32>| async {
             Err::<Vec<u32>, _>(Failed::Lost)
         });
-        assert_eq!(lost.ask(1).await, Err(Failed::Lost));
+        assert_eq!(lost.ask(Lane::Two, 1).await, Err(Failed::Lost));
     }
 
     #[tokio::test]
@@ -154,6 +191,51 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(30)).await;
             Ok(qs)
         });
-        assert_eq!(batches.ask(1).await, Err(Failed::Lost));
+        assert_eq!(batches.ask(Lane::One, 1).await, Err(Failed::Lost));
+    }
+
+    #[tokio::test]
+    async fn a_busy_queue_holds_the_other_back_never_and_a_statement_for_either_carries_both() {
+        let (started, mut first_started) = mpsc::channel::<()>(1);
+        let release = Arc::new(tokio::sync::Notify::new());
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (held, seen) = (release.clone(), sizes.clone());
+        let batches = Arc::new(Batches::start(
+            1,
+            Duration::from_secs(5),
+            move |qs: Vec<u32>| {
+                let (started, held, seen) = (started.clone(), held.clone(), seen.clone());
+                async move {
+                    seen.lock().unwrap().push(qs.clone());
+                    // The first statement (question 0) stays in flight until released.
+                    if qs == [0] {
+                        let _ = started.send(()).await;
+                        held.notified().await;
+                    }
+                    Ok(qs)
+                }
+            },
+        ));
+        let busy = {
+            let batches = batches.clone();
+            tokio::spawn(async move { batches.ask(Lane::One, 0).await })
+        };
+        first_started.recv().await.unwrap();
+        // Queue one's only slot is busy: its next question waits...
+        let waiting = {
+            let batches = batches.clone();
+            tokio::spawn(async move { batches.ask(Lane::One, 1).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished());
+        // ...until a statement for queue two takes it along.
+        assert_eq!(batches.ask(Lane::Two, 2).await, Ok(2));
+        assert_eq!(waiting.await.unwrap(), Ok(1));
+        assert!(!busy.is_finished());
+        release.notify_one();
+        assert_eq!(busy.await.unwrap(), Ok(0));
+        let sizes = sizes.lock().unwrap();
+        assert_eq!(sizes.len(), 2, "{sizes:?}");
+        assert_eq!(sizes[1].len(), 2, "{sizes:?}");
     }
 }

@@ -1,9 +1,9 @@
 //! Leases on refreshes in flight across replicas, and the sealed answers they leave.
 //!
 //! The leader of an identical refresh takes the lease row in one short statement, shared with
-//! the other exchanges asking at the same moment ([`super::batch`]; no lock is held across
-//! the call to Salesforce); followers poll the row until the leader publishes
-//! its sealed answer, or its lease expires and one of them takes over. A lease lasts longer
+//! the other exchanges asking or landing at the same moment ([`super::batch`], [`run_many`];
+//! no lock is held across the call to Salesforce); followers poll the row until the leader
+//! publishes its sealed answer, or its lease expires and one of them takes over. A lease lasts longer
 //! than the leader's upstream call can (`--response-timeout` plus a margin), so a slow
 //! leader is never doubled: a follower never sends the token while a live lease exists.
 //!
@@ -44,6 +44,84 @@ pub struct Take {
     pub holder: String,
 }
 
+/// One lease operation of a batch: a take, or a leader's landing.
+#[derive(Debug)]
+pub enum Op {
+    Take(Take),
+    Land(Landing),
+}
+
+/// The answer to an [`Op`], of its kind.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Turn(Turn),
+    Landed(Landed),
+}
+
+/// Runs takes and landings together, in one statement for a batch of both: each is a row
+/// of the same upsert, told apart by its holder (a landing proposes none), so the server
+/// parses, plans and answers one statement where two went before, and locks every row of
+/// the batch in one id order. More statements only when one batch has an id twice (an
+/// upsert may touch a row once): repeated landings go in later rounds, and a take of an
+/// id being landed goes after its landing. One answer per operation, in order.
+pub async fn run_many(client: &Conn, ops: &[Op], lease_ms: i64) -> Result<Vec<Answer>, StoreError> {
+    let mut answers: Vec<Option<Answer>> = vec![None; ops.len()];
+    let id = |i: usize| match &ops[i] {
+        Op::Take(t) => t.id.as_slice(),
+        Op::Land(l) => l.id.as_slice(),
+    };
+    let mut first_take = std::collections::HashMap::new();
+    let (mut landings, mut takes) = (Vec::new(), Vec::new());
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Op::Land(_) => landings.push(i),
+            Op::Take(t) => {
+                if *first_take.entry(t.id.as_slice()).or_insert(i) == i {
+                    takes.push(i);
+                }
+            }
+        }
+    }
+    while !landings.is_empty() || !takes.is_empty() {
+        let mut seen = std::collections::HashSet::with_capacity(landings.len());
+        let (now, later): (Vec<usize>, Vec<usize>) =
+            landings.into_iter().partition(|&i| seen.insert(id(i)));
+        let landed_later: std::collections::HashSet<&[u8]> = later.iter().map(|&i| id(i)).collect();
+        let (taking, waiting): (Vec<usize>, Vec<usize>) = takes
+            .into_iter()
+            .partition(|&i| !seen.contains(id(i)) && !landed_later.contains(id(i)));
+        let round: Vec<usize> = now.iter().chain(&taking).copied().collect();
+        let upserted = upsert(client, ops, &round, lease_ms).await?;
+        for i in round {
+            let row = upserted.get(id(i));
+            answers[i] = match &ops[i] {
+                Op::Land(_) => Some(Answer::Landed(match row {
+                    Some(row) if row.inserted => Landed::Lost,
+                    Some(row) if row.held => Landed::Wanted,
+                    Some(_) => Landed::Done,
+                    None => Landed::Lost,
+                })),
+                // Taken rows come back not wanted; a live lease marked wanted is another's.
+                Op::Take(_) => row
+                    .filter(|row| !row.wanted)
+                    .map(|row| Answer::Turn(Turn::Lead(row.generation))),
+            };
+        }
+        (landings, takes) = (later, waiting);
+    }
+    // The rest are another's, or this batch's first asker's: a later statement sees them.
+    let others: Vec<usize> = (0..ops.len()).filter(|&i| answers[i].is_none()).collect();
+    if !others.is_empty() {
+        let ids: Vec<&[u8]> = others.iter().map(|&i| id(i)).collect();
+        let looked = look_many(client, &ids).await?;
+        for i in others {
+            let turn = looked.get(id(i)).cloned().unwrap_or(Turn::Wait(0));
+            answers[i] = Some(Answer::Turn(turn));
+        }
+    }
+    Ok(answers.into_iter().flatten().collect())
+}
+
 /// Takes the lease of each asked id that is free or expired, in one statement; says who has
 /// the others. One answer per take, in order; an id asked twice is led by its first asker only.
 pub async fn take_many(
@@ -51,72 +129,166 @@ pub async fn take_many(
     takes: &[Take],
     lease_ms: i64,
 ) -> Result<Vec<Turn>, StoreError> {
-    let mut first = std::collections::HashMap::with_capacity(takes.len());
-    let mut unique: Vec<&Take> = takes
-        .iter()
-        .enumerate()
-        .filter(|(i, t)| *first.entry(t.id.as_slice()).or_insert(*i) == *i)
-        .map(|(_, t)| t)
-        .collect();
-    // In id order, as the landings lock them (see `land_many`).
-    unique.sort_by(|a, b| a.id.cmp(&b.id));
-    let ids: Vec<&[u8]> = unique.iter().map(|t| t.id.as_slice()).collect();
-    let holders: Vec<&str> = unique.iter().map(|t| t.holder.as_str()).collect();
-    // A lease that is free (expired, and no answer kept) is taken over; a live one is marked
-    // wanted, so that its leader keeps its answer for this follower; a landed one is left
-    // as it is. Taken rows come back with `wanted` false, marked ones with true.
-    // `excluded.lease_until - $3` is the statement's one reading of the clock.
-    let taken = client
+    let ops: Vec<Op> = takes.iter().cloned().map(Op::Take).collect();
+    Ok(run_many(client, &ops, lease_ms)
+        .await?
+        .into_iter()
+        .map(|answer| match answer {
+            Answer::Turn(turn) => turn,
+            Answer::Landed(_) => unreachable!("a take is answered with a turn"),
+        })
+        .collect())
+}
+
+/// Ends each leader's lease as its [`End`] says, in one statement (more only when one batch
+/// lands an id twice).
+pub async fn land_many(client: &Conn, landings: &[Landing]) -> Result<Vec<Landed>, StoreError> {
+    let ops: Vec<Op> = landings.iter().cloned().map(Op::Land).collect();
+    Ok(run_many(client, &ops, 0)
+        .await?
+        .into_iter()
+        .map(|answer| match answer {
+            Answer::Landed(landed) => landed,
+            Answer::Turn(_) => unreachable!("a landing is answered with a landed"),
+        })
+        .collect())
+}
+
+/// A row as the upsert left it.
+struct Upserted {
+    generation: i64,
+    wanted: bool,
+    /// Its lease is still held (a landing that found a follower waiting).
+    held: bool,
+    /// A landing found no row and inserted one (its holder is empty): that leader lost its
+    /// lease.
+    inserted: bool,
+}
+
+/// The one statement of takes and landings, for the operations `round` names (distinct ids).
+///
+/// A take proposes a row held under its name for the lease: a row that is free (expired,
+/// and no answer kept) is taken over; a live one is marked wanted, so that its leader keeps
+/// its answer for this follower; a landed one is left as it is. `excluded.lease_until - $7`
+/// is a take's one reading of the clock.
+///
+/// A landing proposes a row of no holder and carries whether the leader asks to keep a
+/// wanted lease in `wanted`; it ends the lease of its generation only, reading `wanted` as
+/// the row has it when the statement holds its lock (a follower's mark that committed first
+/// is seen). A row gone meanwhile (swept long after its lease expired, or forgotten by a
+/// restart of the database: the table is unlogged) comes back inserted, told by its empty
+/// holder: that leader lost its lease. The row it leaves is free, and holds the answer it
+/// published, if any, for the keep like any other: it is this exchange's answer.
+///
+/// An upsert rather than an update joined to the arrays: its conflict check probes the
+/// primary key whatever the plan, so it is prepared once, where the update's generic plan
+/// ran 6 times slower and planning it each time cost more than running it.
+async fn upsert(
+    client: &Conn,
+    ops: &[Op],
+    round: &[usize],
+    lease_ms: i64,
+) -> Result<std::collections::HashMap<Vec<u8>, Upserted>, StoreError> {
+    let mut rows: Vec<&Op> = round.iter().map(|&i| &ops[i]).collect();
+    // In id order: two replicas' batches over the same ids never wait on each other in a
+    // cycle (the frees lock them in this order too).
+    rows.sort_by(|a, b| op_id(a).cmp(op_id(b)));
+    let ids: Vec<&[u8]> = rows.iter().map(|op| op_id(op)).collect();
+    let mut holders = Vec::with_capacity(rows.len());
+    let mut generations = Vec::with_capacity(rows.len());
+    let mut sealed: Vec<Option<&[u8]>> = Vec::with_capacity(rows.len());
+    let mut keep = Vec::with_capacity(rows.len());
+    let mut ask = Vec::with_capacity(rows.len());
+    for op in &rows {
+        match op {
+            Op::Take(t) => {
+                holders.push(t.holder.as_str());
+                generations.push(1i64);
+                sealed.push(None);
+                keep.push(0i64);
+                ask.push(false);
+            }
+            Op::Land(l) => {
+                holders.push("");
+                generations.push(l.generation);
+                sealed.push(match &l.end {
+                    End::Publish(sealed) => Some(sealed.as_slice()),
+                    End::UnlessWanted | End::Free => None,
+                });
+                keep.push(l.keep_ms);
+                ask.push(matches!(l.end, End::UnlessWanted));
+            }
+        }
+    }
+    let returned = client
         .query_prepared(
             concat!(
-                "INSERT INTO grantdoctor_flights AS f (id, holder, generation, lease_until)
-                 SELECT id, holder, 1, ",
+                "INSERT INTO grantdoctor_flights AS f
+                    (id, holder, generation, lease_until, sealed, done_until, wanted)
+                 SELECT id, holder, generation,
+                        CASE WHEN holder = '' THEN 0 ELSE ",
                 now_ms!(),
-                " + $3 FROM unnest($1::bytea[], $2::text[]) AS t(id, holder)
+                " + $7 END,
+                        sealed,
+                        CASE WHEN sealed IS NULL THEN NULL ELSE ",
+                now_ms!(),
+                " + keep END,
+                        ask
+                 FROM unnest($1::bytea[], $2::text[], $3::int8[], $4::bytea[], $5::int8[],
+                             $6::bool[]) AS t(id, holder, generation, sealed, keep, ask)
                  ON CONFLICT (id) DO UPDATE SET
-                    holder = CASE WHEN f.lease_until < excluded.lease_until - $3
+                    holder = CASE WHEN excluded.holder <> ''
+                                   AND f.lease_until < excluded.lease_until - $7
                                   THEN excluded.holder ELSE f.holder END,
-                    generation = CASE WHEN f.lease_until < excluded.lease_until - $3
+                    generation = CASE WHEN excluded.holder <> ''
+                                       AND f.lease_until < excluded.lease_until - $7
                                       THEN f.generation + 1 ELSE f.generation END,
-                    lease_until = CASE WHEN f.lease_until < excluded.lease_until - $3
-                                       THEN excluded.lease_until ELSE f.lease_until END,
-                    sealed = NULL, done_until = NULL,
-                    wanted = f.lease_until >= excluded.lease_until - $3
-                 WHERE f.done_until IS NULL OR f.done_until < excluded.lease_until - $3
-                 RETURNING id, generation, wanted"
+                    lease_until = CASE
+                        WHEN excluded.holder = ''
+                            THEN CASE WHEN excluded.wanted AND f.wanted
+                                      THEN f.lease_until ELSE 0 END
+                        WHEN f.lease_until < excluded.lease_until - $7
+                            THEN excluded.lease_until
+                        ELSE f.lease_until END,
+                    sealed = excluded.sealed,
+                    done_until = excluded.done_until,
+                    wanted = CASE WHEN excluded.holder = '' THEN f.wanted
+                                  ELSE f.lease_until >= excluded.lease_until - $7 END
+                 WHERE CASE WHEN excluded.holder = '' THEN f.generation = excluded.generation
+                            ELSE f.done_until IS NULL
+                                 OR f.done_until < excluded.lease_until - $7 END
+                 RETURNING f.id, f.generation, f.wanted, f.lease_until > 0, f.holder = ''"
             ),
             &[
                 (&ids, Type::BYTEA_ARRAY),
                 (&holders, Type::TEXT_ARRAY),
+                (&generations, Type::INT8_ARRAY),
+                (&sealed, Type::BYTEA_ARRAY),
+                (&keep, Type::INT8_ARRAY),
+                (&ask, Type::BOOL_ARRAY),
                 (&lease_ms, Type::INT8),
             ],
         )
         .await?;
-    let led: std::collections::HashMap<Vec<u8>, i64> = taken
-        .iter()
-        .filter(|row| !row.get::<_, bool>(2))
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
-    // The rest are another's, or this batch's first asker's: a later statement sees them.
-    let others: Vec<&[u8]> = takes
-        .iter()
-        .enumerate()
-        .filter(|(i, t)| first[t.id.as_slice()] != *i || !led.contains_key(&t.id))
-        .map(|(_, t)| t.id.as_slice())
-        .collect();
-    let looked = if others.is_empty() {
-        std::collections::HashMap::new()
-    } else {
-        look_many(client, &others).await?
-    };
-    Ok(takes
-        .iter()
-        .enumerate()
-        .map(|(i, t)| match led.get(&t.id) {
-            Some(generation) if first[t.id.as_slice()] == i => Turn::Lead(*generation),
-            _ => looked.get(&t.id).cloned().unwrap_or(Turn::Wait(0)),
+    Ok(returned
+        .into_iter()
+        .map(|row| {
+            let upserted = Upserted {
+                generation: row.get(1),
+                wanted: row.get(2),
+                held: row.get(3),
+                inserted: row.get(4),
+            };
+            (row.get(0), upserted)
         })
         .collect())
+}
+
+fn op_id(op: &Op) -> &[u8] {
+    match op {
+        Op::Take(t) => &t.id,
+        Op::Land(l) => &l.id,
+    }
 }
 
 /// Frees the leases still held under these (id, holder) takes and holding no answer: their
@@ -194,7 +366,7 @@ pub async fn look(client: &Conn, id: &[u8]) -> Result<Turn, StoreError> {
 }
 
 /// A leader's end of its lease.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Landing {
     pub id: Vec<u8>,
     pub generation: i64,
@@ -204,7 +376,7 @@ pub struct Landing {
 }
 
 /// How a leader ends its lease.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum End {
     /// Publishes this sealed answer, kept for followers and late twins.
     Publish(Vec<u8>),
@@ -223,98 +395,6 @@ pub enum Landed {
     Wanted,
     /// Another replica took the lease over meanwhile: this leader cannot publish.
     Lost,
-}
-
-/// Ends each leader's lease as its [`End`] says, in one statement (more only when one batch
-/// lands an id twice: an upsert may touch a row once).
-pub async fn land_many(client: &Conn, landings: &[Landing]) -> Result<Vec<Landed>, StoreError> {
-    let mut landed = vec![Landed::Lost; landings.len()];
-    let mut left: Vec<usize> = (0..landings.len()).collect();
-    while !left.is_empty() {
-        let mut seen = std::collections::HashSet::with_capacity(left.len());
-        let (mut now, later): (Vec<usize>, Vec<usize>) = left
-            .into_iter()
-            .partition(|&i| seen.insert(landings[i].id.as_slice()));
-        // Rows locked in id order, as the takes and frees lock them: two replicas' batches
-        // over the same ids never wait on each other in a cycle.
-        now.sort_by(|&a, &b| landings[a].id.cmp(&landings[b].id));
-        let round: Vec<&Landing> = now.iter().map(|&i| &landings[i]).collect();
-        for (i, outcome) in now.into_iter().zip(land_once(client, &round).await?) {
-            landed[i] = outcome;
-        }
-        left = later;
-    }
-    Ok(landed)
-}
-
-/// Lands leases of distinct ids. An upsert rather than an update joined to the arrays: its
-/// conflict check probes the primary key whatever the plan, so it is prepared once, where the
-/// update's generic plan ran 6 times slower and planning it each time cost more than running
-/// it. `wanted` of the proposed row carries whether the leader asks to keep a wanted lease.
-/// A row gone meanwhile (swept long after its lease expired, or forgotten by a restart of the
-/// database: the table is unlogged) comes back inserted, told by its empty holder (a take
-/// always names one): that leader lost its lease. The row it leaves is free, and holds the
-/// answer it published, if any, for the keep like any other: it is this exchange's answer.
-async fn land_once(client: &Conn, landings: &[&Landing]) -> Result<Vec<Landed>, StoreError> {
-    let ids: Vec<&[u8]> = landings.iter().map(|l| l.id.as_slice()).collect();
-    let generations: Vec<i64> = landings.iter().map(|l| l.generation).collect();
-    let sealed: Vec<Option<&[u8]>> = landings
-        .iter()
-        .map(|l| match &l.end {
-            End::Publish(sealed) => Some(sealed.as_slice()),
-            End::UnlessWanted | End::Free => None,
-        })
-        .collect();
-    let keep: Vec<i64> = landings.iter().map(|l| l.keep_ms).collect();
-    let ask: Vec<bool> = landings
-        .iter()
-        .map(|l| matches!(l.end, End::UnlessWanted))
-        .collect();
-    // `wanted` as the row has it when this statement holds its lock: a follower's mark that
-    // committed first is seen. A lease still held afterwards is one a follower wanted.
-    let updated = client
-        .query_prepared(
-            concat!(
-                "INSERT INTO grantdoctor_flights AS f
-                    (id, holder, generation, lease_until, sealed, done_until, wanted)
-                 SELECT id, '', generation, 0, sealed,
-                        CASE WHEN sealed IS NULL THEN NULL ELSE ",
-                now_ms!(),
-                " + keep END, ask
-                 FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::int8[], $5::bool[])
-                      AS t(id, generation, sealed, keep, ask)
-                 ON CONFLICT (id) DO UPDATE SET
-                    sealed = excluded.sealed,
-                    done_until = excluded.done_until,
-                    lease_until = CASE WHEN excluded.wanted AND f.wanted
-                                       THEN f.lease_until ELSE 0 END
-                 WHERE f.generation = excluded.generation
-                 RETURNING f.id, f.lease_until > 0, f.holder = ''"
-            ),
-            &[
-                (&ids, Type::BYTEA_ARRAY),
-                (&generations, Type::INT8_ARRAY),
-                (&sealed, Type::BYTEA_ARRAY),
-                (&keep, Type::INT8_ARRAY),
-                (&ask, Type::BOOL_ARRAY),
-            ],
-        )
-        .await?;
-    let landed: std::collections::HashMap<Vec<u8>, Landed> = updated
-        .iter()
-        .map(|row| {
-            let outcome = match (row.get::<_, bool>(1), row.get::<_, bool>(2)) {
-                (_, true) => Landed::Lost,
-                (true, false) => Landed::Wanted,
-                (false, false) => Landed::Done,
-            };
-            (row.get(0), outcome)
-        })
-        .collect();
-    Ok(landings
-        .iter()
-        .map(|l| landed.get(&l.id).copied().unwrap_or(Landed::Lost))
-        .collect())
 }
 
 /// Sealed answers to file in one statement (a batch of the records' writer).

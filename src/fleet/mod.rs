@@ -72,8 +72,14 @@ const SWEEP_CONNECTION: usize = 3;
 const UNACKNOWLEDGED: Duration = Duration::from_secs(10);
 /// Keepalive probes after this much quiet, so an idle half-open connection is found too.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
-/// Lease statements in flight at once (each for a batch of exchanges).
+/// Lease statements in flight at once for takes, and as many for landings (each for a batch
+/// of exchanges): takes never wait for a landing's slot, nor landings for a take's, and a
+/// statement sent for either carries what waits of both.
 const LEASE_SLOTS: usize = 2;
+
+/// The queue lease takes wait in, and the one landings wait in.
+const TAKES: batch::Lane = batch::Lane::One;
+const LANDINGS: batch::Lane = batch::Lane::Two;
 
 /// Counts and reports store failures: once per outage in the log and on `/readyz`.
 #[derive(Clone)]
@@ -235,8 +241,8 @@ impl Coordination {
 /// The shared store, opened.
 pub struct Fleet {
     coordination: Arc<Coordination>,
-    takes: batch::Batches<lease::Take, lease::Turn>,
-    landings: batch::Batches<lease::Landing, lease::Landed>,
+    /// Takes and landings, many exchanges to a statement.
+    leases: batch::Batches<lease::Op, lease::Answer>,
     replica: Arc<str>,
     /// Numbers this replica's takes: each asks under a holder name of its own.
     asked: std::sync::atomic::AtomicU64,
@@ -335,8 +341,7 @@ impl Fleet {
             options.lease,
         ));
         let fleet = Arc::new(Self {
-            takes: takes(&coordination, options.lease),
-            landings: landings(&coordination),
+            leases: leases(&coordination, options.lease),
             coordination,
             replica,
             asked: Default::default(),
@@ -377,8 +382,9 @@ impl Fleet {
             id: id.to_vec(),
             holder: holder.clone(),
         };
-        match self.takes.ask(take).await {
-            Ok(turn) => Some((turn, holder)),
+        match self.leases.ask(TAKES, lease::Op::Take(take)).await {
+            Ok(lease::Answer::Turn(turn)) => Some((turn, holder)),
+            Ok(lease::Answer::Landed(_)) => unreachable!("a take is answered with a turn"),
             // Never sent, so never taken: nothing to free.
             Err(batch::Failed::Unsent) => None,
             Err(batch::Failed::Lost) => {
@@ -407,19 +413,26 @@ impl Fleet {
         keep_ms: i64,
     ) -> Option<lease::Landed> {
         let landed = self
-            .landings
-            .ask(lease::Landing {
-                id: id.to_vec(),
-                generation,
-                end,
-                keep_ms,
-            })
+            .leases
+            .ask(
+                LANDINGS,
+                lease::Op::Land(lease::Landing {
+                    id: id.to_vec(),
+                    generation,
+                    end,
+                    keep_ms,
+                }),
+            )
             .await;
-        if landed.is_err() {
-            // Even unsent: the lease it should have ended is still held.
-            self.orphans.add(id, holder);
+        match landed {
+            Ok(lease::Answer::Landed(landed)) => Some(landed),
+            Ok(lease::Answer::Turn(_)) => unreachable!("a landing is answered with a landed"),
+            Err(_) => {
+                // Even unsent: the lease it should have ended is still held.
+                self.orphans.add(id, holder);
+                None
+            }
         }
-        landed.ok()
     }
 
     /// Files a sealed replay with the next commit of records, for the replay window (see
@@ -436,42 +449,21 @@ impl Fleet {
     }
 }
 
-/// Lease takes, many exchanges to a statement.
-fn takes(
+/// Lease takes and landings, many exchanges to a statement, run on the lease connection,
+/// bounded.
+fn leases(
     coordination: &Arc<Coordination>,
     lease: Duration,
-) -> batch::Batches<lease::Take, lease::Turn> {
+) -> batch::Batches<lease::Op, lease::Answer> {
     let lease_ms = lease.as_millis() as i64;
-    lease_batches(coordination, move |c, takes: Vec<lease::Take>| async move {
-        lease::take_many(&c, &takes, lease_ms).await
-    })
-}
-
-/// Lease ends, many leaders to a statement.
-fn landings(coordination: &Arc<Coordination>) -> batch::Batches<lease::Landing, lease::Landed> {
-    lease_batches(
-        coordination,
-        |c, landings: Vec<lease::Landing>| async move { lease::land_many(&c, &landings).await },
-    )
-}
-
-/// Batches of one lease statement, run on the lease connection, bounded.
-fn lease_batches<Q, A, F, Fut>(
-    coordination: &Arc<Coordination>,
-    statement: F,
-) -> batch::Batches<Q, A>
-where
-    Q: Send + 'static,
-    A: Send + 'static,
-    F: Fn(Arc<db::Conn>, Vec<Q>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Vec<A>, StoreError>> + Send + 'static,
-{
     let coordination = coordination.clone();
-    batch::Batches::start(LEASE_SLOTS, OP_TIMEOUT * 2, move |questions: Vec<Q>| {
-        let (coordination, statement) = (coordination.clone(), statement.clone());
+    batch::Batches::start(LEASE_SLOTS, OP_TIMEOUT * 2, move |ops: Vec<lease::Op>| {
+        let coordination = coordination.clone();
         async move {
             coordination
-                .run_from(LEASE_CONNECTION, "lease", |c| statement(c, questions))
+                .run_from(LEASE_CONNECTION, "lease", |c| async move {
+                    lease::run_many(&c, &ops, lease_ms).await
+                })
                 .await
         }
     })

@@ -40,8 +40,10 @@ pub(super) const VIEW_TIMEOUT: Duration = Duration::from_secs(5);
 const KEYS_PAGE: i64 = 50_000;
 /// Batches queued for the writer before writes wait.
 const PENDING_BATCHES: usize = 4096;
-/// How long write-behind rows gather before a commit.
-const GATHER: Duration = Duration::from_millis(2);
+/// How long write-behind rows gather before a commit: each commit of a replica is a round of
+/// five statements and a flush of the server's log, and rows that no one waits for need not
+/// be seen elsewhere sooner (a rotation's record is waited for, and commits at once).
+const GATHER: Duration = Duration::from_millis(10);
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Rows deleted per statement of a prune: a bounded delete never holds the table long.

@@ -199,3 +199,60 @@ async fn a_lease_whose_taker_never_learned_it_leads_is_freed_by_its_holder_name_
         Turn::Landed(_)
     ));
 }
+
+#[tokio::test]
+async fn takes_and_landings_of_one_batch_each_get_their_answer_and_a_take_of_an_id_landed_in_it_goes_after()
+ {
+    let pg = Postgres::start();
+    let db = migrated(&pg).await;
+    let ending = led(&take(&db, "a", &[b"ending"]).await[0]);
+    let held = led(&take(&db, "a", &[b"held"]).await[0]);
+    let published = led(&take(&db, "a", &[b"published"]).await[0]);
+    let landing = |id: &[u8], generation, end| {
+        lease::Op::Land(Landing {
+            id: id.to_vec(),
+            generation,
+            end,
+            keep_ms: 30_000,
+        })
+    };
+    let ops = [
+        lease::Op::Take(asked("b-1", b"ending")),
+        landing(b"ending", ending, End::Free),
+        lease::Op::Take(asked("b-2", b"held")),
+        lease::Op::Take(asked("b-3", b"fresh")),
+        landing(b"published", published, publish(b"answer")),
+        lease::Op::Take(asked("b-4", b"published")),
+        // A stale landing of an id landed in the same batch: a later round, and lost.
+        landing(b"ending", ending - 1, End::Free),
+    ];
+    let answers = lease::run_many(&db, &ops, 30_000).await.unwrap();
+    let turn = |i: usize| match &answers[i] {
+        lease::Answer::Turn(turn) => turn.clone(),
+        other => panic!("operation {i} is a take, answered {other:?}"),
+    };
+    let landed = |i: usize| match &answers[i] {
+        lease::Answer::Landed(landed) => *landed,
+        other => panic!("operation {i} is a landing, answered {other:?}"),
+    };
+    assert_eq!(answers.len(), ops.len());
+    // Freed in this batch, then taken over by the take that came before it in the batch.
+    assert_eq!(landed(1), Landed::Done);
+    assert_eq!(led(&turn(0)), ending + 1);
+    // A live lease is another's; a new id is led at once.
+    assert!(matches!(turn(2), Turn::Wait(left) if left > 0));
+    assert_eq!(led(&turn(3)), 1);
+    // The published answer is the twin's, taken in the same batch as its landing.
+    assert_eq!(landed(4), Landed::Done);
+    assert!(matches!(turn(5), Turn::Landed(ref sealed) if sealed == b"answer"));
+    assert_eq!(landed(6), Landed::Lost);
+    // The take marked the live lease wanted: its leader keeps it to publish.
+    assert_eq!(
+        land(&db, b"held", held, End::UnlessWanted).await,
+        Landed::Wanted
+    );
+    let holders = pg.psql(
+        "SELECT count(*) FROM grantdoctor_flights WHERE id IN ('ending'::bytea, 'fresh'::bytea) AND holder LIKE 'b-%'",
+    );
+    assert_eq!(holders.trim(), "2");
+}
