@@ -1,7 +1,8 @@
 //! The shared store's upkeep, with real replicas on one real PostgreSQL in front of the
 //! emulator: two replicas pruning the records at once take turns (one deletes, each row
 //! once, down to the bound, oldest first); a sealed replay is swept from the store once its
-//! window ends; identical refreshes still go upstream once while every replica's lease
+//! window ends, and one a database crash forgot leaves its twin refused, never forwarded;
+//! identical refreshes still go upstream once while every replica's lease
 //! connection is cut and kept from coming back, and it comes back after; a connection that
 //! stays open but stops answering is dropped and the others coordinate, and a follower whose
 //! look goes unanswered asks again rather than send the token itself; and after
@@ -308,6 +309,51 @@ async fn a_sealed_replay_is_deleted_from_the_store_when_its_window_ends() {
     assert_eq!(fleet.upstream_refreshes().await, 1);
     let next = fleet.refresh(1, &second).await;
     assert_eq!(next.status, 200, "{}", next.body);
+}
+
+#[tokio::test]
+async fn a_database_crash_forgets_sealed_replays_and_a_twin_inside_the_window_is_then_refused_never_forwarded()
+ {
+    let fleet = Fleet::start(2, &["--replay-window", "60"]);
+    let (first, second, _) = fleet.rotated_once().await;
+    // The other replica takes the rotation in before the crash: it reads the change feed at
+    // least once a second, before it judges an exchange.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    fleet.login(1).await;
+    let kept = fleet.pg.psql("SELECT count(*) FROM grantdoctor_sealed");
+    assert_eq!(kept.trim(), "1", "the rotation's replay is filed");
+    // An immediate stop is a crash: recovery empties the unlogged tables (leases and sealed
+    // replays) and keeps the logged ones (the records).
+    fleet.pg.stop_server();
+    fleet.pg.start_server();
+    let left = fleet.pg.psql(
+        "SELECT (SELECT count(*) FROM grantdoctor_sealed) || '|' ||
+                (SELECT count(*) FROM grantdoctor_flights) || '|' ||
+                (SELECT count(*) > 0 FROM grantdoctor_records)",
+    );
+    assert_eq!(left.trim(), "0|0|true", "what the crash forgot");
+    let fleet_ref = &fleet;
+    eventually(
+        Duration::from_secs(20),
+        "the replica to reconnect to the database",
+        || async move {
+            fleet_ref.login(1).await;
+            readyz_ok(fleet_ref, 1)
+        },
+    )
+    .await;
+    // Inside the window, the twin's answer is gone: it is refused, never forwarded (a
+    // forwarded rotated token would revoke the family).
+    let twin = fleet.refresh(1, &first).await;
+    assert_eq!(twin.status, 400, "{}", twin.body);
+    assert_eq!(
+        header(&twin, "grantdoctor-blocked"),
+        "rotated-refresh-token"
+    );
+    assert_eq!(twin.cause(), "sf.refresh.rotated_token_reused");
+    assert_eq!(fleet.upstream_refreshes().await, 1);
+    let next = fleet.refresh(0, &second).await;
+    assert_eq!(next.status, 200, "the family lives on: {}", next.body);
 }
 
 #[tokio::test]
