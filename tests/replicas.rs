@@ -741,11 +741,110 @@ fn check_config_masks_the_store_password() {
 }
 
 #[tokio::test]
-async fn password_failures_through_two_replicas_warn_of_the_lockout_on_a_third_and_no_table_holds_the_password()
+async fn a_user_s_token_requests_through_three_replicas_add_up_to_the_login_rate_warning() {
+    let fleet = Fleet::start(3, &[]);
+    let form = [
+        ("grant_type", "password"),
+        ("client_id", WEB),
+        ("client_secret", WEB_SECRET),
+        ("username", "bob@acme.com"),
+        ("password", "Pa55wordTOKENBOB"),
+    ];
+    let warned = |fleet: &Fleet| -> Vec<String> {
+        fleet
+            .replicas
+            .iter()
+            .flat_map(|r| r.proxy.events())
+            .filter(|e| e["event"] == "warning" && e["id"] == "warn.login_rate")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    // 80 % of Salesforce's 3,600 an hour for one user, a third through each replica: no replica alone comes near it.
+    let burst = |at: usize| {
+        let (fleet, form) = (&fleet, &form);
+        async move {
+            for _ in 0..960 {
+                let answer = fleet.token(at, form).await;
+                assert_eq!(answer.status, 200, "{}", answer.body);
+            }
+        }
+    };
+    tokio::join!(burst(0), burst(1), burst(2));
+    assert_eq!(
+        warned(&fleet),
+        Vec::<String>::new(),
+        "2,880 is not past 80 %"
+    );
+    // One more at a time, round the replicas: the one that counts past 2,880 with the
+    // others' shares warns.
+    let mut sent = 2_880;
+    let message = eventually(Duration::from_secs(10), "a login rate warning", || {
+        sent += 1;
+        let at = sent % 3;
+        let fleet = &fleet;
+        async move {
+            let answer = fleet.token(at, &form).await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            warned(fleet).pop().ok_or_else(|| "none yet".to_owned())
+        }
+    })
+    .await;
+    let counted: usize = message
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count leads the message: {message}"));
+    assert!(
+        (2_881..=sent).contains(&counted),
+        "counted {counted} of {sent}: {message}"
+    );
+    assert!(message.contains("token requests for this user in the last hour"));
+    let dump = fleet.pg.dump();
+    for secret in ["Pa55wordTOKENBOB", WEB_SECRET] {
+        assert!(!fleet.logs().contains(secret), "a log holds a secret");
+        assert!(!dump.contains(secret), "the database holds a secret");
+    }
+}
+
+#[tokio::test]
+async fn a_code_redeemed_through_one_replica_and_replayed_through_another_is_diagnosed_as_reused() {
+    let fleet = Fleet::start(2, &[]);
+    let code = fleet
+        .emu
+        .authorize(WEB, ALICE, "api refresh_token", None)
+        .await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", WEB),
+        ("client_secret", WEB_SECRET),
+        ("code", code.as_str()),
+        ("redirect_uri", "https://app.example.com/callback"),
+    ];
+    let first = fleet.token(0, &form).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    // The issue of a refresh token is committed before its answer: the code's record with it.
+    let again = fleet.token(1, &form).await;
+    assert_eq!(again.status, 400, "{}", again.body);
+    assert_eq!(again.cause(), "sf.code.reused", "{}", again.body);
+    assert!(
+        again
+            .evidence("sf.code.reused")
+            .contains("already exchanged successfully at"),
+        "{}",
+        again.body
+    );
+    let dump = fleet.pg.dump();
+    assert!(dump.contains("grantdoctor_records"));
+    assert!(!dump.contains(&code), "the database holds the code");
+    assert!(!fleet.logs().contains(&code), "a log holds the code");
+}
+
+#[tokio::test]
+async fn password_failures_at_once_through_two_replicas_add_up_on_a_third_a_success_clears_them_and_no_table_holds_the_password()
  {
     let fleet = Fleet::start(3, &[]);
     let password = "wrong-Pa55-Zk31q";
-    let attempt = |at: usize| {
+    let attempt = |at: usize, password: &'static str| {
         let fleet = &fleet;
         async move {
             let form = [
@@ -758,24 +857,30 @@ async fn password_failures_through_two_replicas_warn_of_the_lockout_on_a_third_a
             fleet.token(at, &form).await
         }
     };
-    for (n, at) in [0, 0, 1].into_iter().enumerate() {
-        // Each replica writes its own count of a user's failures, behind the answer: the second
-        // replica counts on from the first's only once that count is in the store. (Two
-        // replicas counting one user's failures within the same few milliseconds each write
-        // their own count, the last one kept: an undercount, not yet mended.)
-        if n == 2 {
-            eventually(Duration::from_secs(10), "two failures in the store", || async {
-                let count = fleet.pg.psql(
-                    "SELECT coalesce(max(value), '') FROM grantdoctor_records WHERE kind = 'password_failures'",
-                );
-                match count.trim() {
-                    "2" => Ok(()),
-                    other => Err(other.to_owned()),
-                }
-            })
-            .await;
-        }
-        let answer = attempt(at).await;
+    // The stored count: the sum of every replica's share (`count` or `count@round`) in the
+    // newest round.
+    let stored = || {
+        fleet
+            .pg
+            .psql(
+                "WITH s AS (
+                     SELECT split_part(value, '@', 1)::int AS n,
+                            coalesce(nullif(split_part(value, '@', 2), ''), '0')::int8 AS r
+                     FROM grantdoctor_records
+                     WHERE kind = 'password_failures' AND value IS NOT NULL)
+                 SELECT coalesce(sum(n) FILTER (WHERE r = (SELECT max(r) FROM s)), 0) FROM s",
+            )
+            .trim()
+            .to_owned()
+    };
+    // Three failures at once, two through A and one through B: neither replica has seen the
+    // other's when it counts, and neither count overwrites the other's.
+    let answers = tokio::join!(
+        attempt(0, password),
+        attempt(0, password),
+        attempt(1, password)
+    );
+    for answer in [&answers.0, &answers.1, &answers.2] {
         assert_eq!(
             answer.cause(),
             "sf.password.bad_credentials",
@@ -783,22 +888,46 @@ async fn password_failures_through_two_replicas_warn_of_the_lockout_on_a_third_a
             answer.body
         );
     }
-    // The third replica judges once the store holds all three.
-    eventually(Duration::from_secs(10), "three failures in the store", || async {
-        let count = fleet.pg.psql(
-            "SELECT coalesce(max(value), '') FROM grantdoctor_records WHERE kind = 'password_failures'",
-        );
-        match count.trim() {
-            "3" => Ok(()),
-            other => Err(other.to_owned()),
-        }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "three failures in the store",
+        || async {
+            match stored().as_str() {
+                "3" => Ok(()),
+                other => Err(other.to_owned()),
+            }
+        },
+    )
     .await;
-    let answer = attempt(2).await;
+    let answer = attempt(2, password).await;
     assert!(
         answer
             .evidence("sf.password.lockout_risk")
             .contains("4 consecutive failures"),
+        "{}",
+        answer.body
+    );
+
+    // The password that works, through B, clears every replica's share, C's too though B
+    // may not have read it yet: the next failure, through A, is the first again.
+    let answer = attempt(1, "Pa55wordTOKENBOB").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    eventually(
+        Duration::from_secs(10),
+        "the failures cleared in the store",
+        || async {
+            match stored().as_str() {
+                "0" => Ok(()),
+                other => Err(other.to_owned()),
+            }
+        },
+    )
+    .await;
+    let answer = attempt(0, password).await;
+    assert!(
+        answer
+            .evidence("sf.password.bad_credentials")
+            .contains("1 consecutive failure(s)"),
         "{}",
         answer.body
     );

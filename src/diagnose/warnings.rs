@@ -44,8 +44,8 @@ pub fn judge(
 ) -> Vec<Warning> {
     let mut warnings = Vec::new();
     for fact in observed {
-        if let Observation::UserRequestsLastHour(n) = fact {
-            warnings.extend(login_rate(*n));
+        if let Observation::UserRequestsLastHour { before, count } = *fact {
+            warnings.extend(login_rate(before, count));
         }
     }
     if let Some(success) = &resp.success {
@@ -61,7 +61,7 @@ pub fn judge(
             } => warnings.extend(approvals(count, limit, oldest_at, evicted_at)),
             Observation::PasswordFailures(n) => warnings.extend(password_failures(n)),
             Observation::JwtFailureStorm(n) => warnings.push(jwt_storm(req, n)),
-            Observation::UserRequestsLastHour(_) => {}
+            Observation::UserRequestsLastHour { .. } => {}
         }
     }
     if resp.success.is_some() {
@@ -70,8 +70,15 @@ pub fn judge(
     warnings
 }
 
-fn login_rate(requests: usize) -> Option<Warning> {
-    let due = requests > LOGIN_RATE_WARN_AT && (requests - LOGIN_RATE_WARN_AT - 1) % 100 == 0;
+/// Due when the count passed a mark (80 % of the limit, and every hundred after) since the
+/// last request this replica saw: one at a time in one process, in steps when other
+/// replicas' requests arrive.
+fn login_rate(before: usize, requests: usize) -> Option<Warning> {
+    let first = LOGIN_RATE_WARN_AT + 1;
+    let mark = requests
+        .checked_sub(first)
+        .map(|past| first + past / 100 * 100);
+    let due = mark.is_some_and(|mark| mark > before);
     due.then(|| {
         Warning::new(
             warn::LOGIN_RATE,
@@ -197,10 +204,21 @@ mod tests {
 
     #[test]
     fn the_login_rate_warns_past_eighty_percent_and_every_hundred_after() {
-        assert!(login_rate(LOGIN_RATE_WARN_AT).is_none());
-        assert!(login_rate(LOGIN_RATE_WARN_AT + 1).is_some());
-        assert!(login_rate(LOGIN_RATE_WARN_AT + 2).is_none());
-        assert!(login_rate(LOGIN_RATE_WARN_AT + 101).is_some());
+        let one_more = |n: usize| login_rate(n - 1, n);
+        assert!(one_more(LOGIN_RATE_WARN_AT).is_none());
+        assert!(one_more(LOGIN_RATE_WARN_AT + 1).is_some());
+        assert!(one_more(LOGIN_RATE_WARN_AT + 2).is_none());
+        assert!(one_more(LOGIN_RATE_WARN_AT + 101).is_some());
+    }
+
+    #[test]
+    fn the_login_rate_warns_once_when_other_replicas_requests_carry_it_past_a_mark() {
+        assert!(login_rate(2_000, LOGIN_RATE_WARN_AT + 40).is_some());
+        assert!(login_rate(LOGIN_RATE_WARN_AT + 40, LOGIN_RATE_WARN_AT + 41).is_none());
+        assert!(login_rate(LOGIN_RATE_WARN_AT + 41, LOGIN_RATE_WARN_AT + 160).is_some());
+        // The hour slid on: the count fell, and came back to a mark already passed.
+        assert!(login_rate(LOGIN_RATE_WARN_AT, LOGIN_RATE_WARN_AT + 1).is_some());
+        assert!(login_rate(LOGIN_RATE_WARN_AT + 1, LOGIN_RATE_WARN_AT + 1).is_none());
     }
 
     #[test]

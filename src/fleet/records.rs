@@ -140,7 +140,7 @@ impl PgRecords {
         // refresh tokens, most of it, are left to the ledger's fetches (it holds only a
         // bounded number of them): those numbered up to the head when the catch-up began,
         // so that a token fetched meanwhile still gets every later change. Codes older than
-        // the ledger keeps them are left too.
+        // the ledger keeps them are left too, and request rates older than their hour.
         let skip = if first {
             Skip {
                 kind: REFRESH_KIND,
@@ -333,7 +333,7 @@ struct Skip {
     kind: &'static str,
     /// Rows of `kind` numbered up to this; negative: up to the head of this read.
     through: i64,
-    /// Codes recorded before this.
+    /// Codes and request rates recorded before this (an hour ago).
     codes_before: i64,
 }
 
@@ -360,7 +360,7 @@ async fn feed(db: &Db, cursor: i64, replica: &str, skip: &Skip) -> Result<Page, 
                  SELECT kind, key, value, at, seq FROM grantdoctor_records
                  WHERE seq > $1 AND seq <= h.head AND writer <> $2
                    AND (kind <> $4 OR seq > CASE WHEN $5 < 0 THEN h.head ELSE $5 END)
-                   AND (kind <> 'code' OR at >= $6)
+                   AND (kind NOT IN ('code', 'requests') OR at >= $6)
                  ORDER BY seq LIMIT $3
              ) r ON true
              ORDER BY r.seq",
@@ -439,6 +439,10 @@ impl RecordStore for PgRecords {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn writer(&self) -> &str {
+        self.announced.own()
     }
 
     fn catching_up(&self) -> bool {

@@ -108,15 +108,12 @@ fn note_org(
             .org_changes
             .insert(req.host.clone(), (old, org.to_string(), now));
     }
-    let rate = state
+    let (before, count) = state
         .requests_per_user
         .entry((org.clone(), parties.user.clone()))
-        .or_default();
-    rate.push_back(now);
-    while rate.front().is_some_and(|t| now - t >= 3_600_000) {
-        rate.pop_front();
-    }
-    observed.push(Observation::UserRequestsLastHour(rate.len()));
+        .or_default()
+        .count(now);
+    observed.push(Observation::UserRequestsLastHour { before, count });
 }
 
 /// A JWT bearer subject that works for this app.
@@ -228,6 +225,23 @@ fn note_authorization(
     }
 }
 
+/// Once the records of an exchange are taken: forgets the other writers' shares of a
+/// username's password failures that a success cleared (their deletions written), and notes
+/// when this writer's share of the user's request rate was written.
+pub(super) fn settle(state: &mut State, req: &RequestFacts, resp: &ResponseFacts, now: i64) {
+    if let Some(u) = req.username_fp.as_deref().map(fp_key)
+        && let Some(failures) = state.password_failures.get_mut(&u)
+    {
+        failures.settle();
+    }
+    if let Some(key) = state.shared_rate_key(resp)
+        && let Some(rate) = state.requests_per_user.get_mut(&key)
+        && rate.share_due(now)
+    {
+        rate.shared(now);
+    }
+}
+
 /// What each interactive grant type records: the code redeemed, the password that worked,
 /// whether the app asks for refresh tokens.
 fn note_grant(
@@ -249,7 +263,9 @@ fn note_grant(
     if req.grant == GrantType::Password
         && let Some(u) = &req.username_fp
     {
-        state.password_failures.remove(&fp_key(u));
+        if let Some(failures) = state.password_failures.get_mut(&fp_key(u)) {
+            failures.clear(now);
+        }
         state.password_success_hosts.insert(req.host.clone(), true);
     }
     // Only an interactive authorization says whether the app asks for refresh tokens: JWT
@@ -275,14 +291,18 @@ fn apply_failure(
     observed: &mut Vec<Observation>,
 ) {
     if req.grant == GrantType::Password && resp.error.is_some() {
-        *state
+        state
             .password_failures_by_host
             .entry(req.host.clone())
-            .or_default() += 1;
+            .or_default()
+            .add_own();
         if let Some(u) = &req.username_fp {
-            let count = state.password_failures.entry(fp_key(u)).or_default();
-            *count += 1;
-            observed.push(Observation::PasswordFailures(*count));
+            let count = state
+                .password_failures
+                .entry(fp_key(u))
+                .or_default()
+                .add_own();
+            observed.push(Observation::PasswordFailures(count));
         }
     }
     if req.grant == GrantType::JwtBearer

@@ -59,6 +59,12 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// The name this process writes under, among the store's writers (empty where it is
+    /// the only one): a count that every writer adds to keeps one record per writer.
+    fn writer(&self) -> &str {
+        ""
+    }
+
     /// Whether other processes write here too: the ledger then takes in their records
     /// ([`RecordStore::changes`]) before each exchange is judged.
     fn shared(&self) -> bool {
@@ -87,6 +93,9 @@ impl<T: RecordStore> RecordStore for std::sync::Arc<T> {
     }
     fn shared(&self) -> bool {
         (**self).shared()
+    }
+    fn writer(&self) -> &str {
+        (**self).writer()
     }
     fn catching_up(&self) -> bool {
         (**self).catching_up()

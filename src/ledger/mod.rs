@@ -18,7 +18,9 @@ pub mod families;
 mod journal;
 mod known;
 mod persist;
+mod rate;
 mod store;
+mod tally;
 mod view;
 
 use std::collections::{HashMap, VecDeque};
@@ -180,10 +182,12 @@ pub(crate) struct State {
     pub latest_by_client: HashMap<String, Authorization>,
     pub codes: HashMap<Fp, i64>,
     pub in_flight: HashMap<Fp, (u32, Option<std::time::Instant>)>,
-    pub password_failures: HashMap<Fp, u32>,
+    /// Consecutive password failures per username (fingerprinted), by writer.
+    pub password_failures: HashMap<Fp, tally::Tally>,
     pub password_success_hosts: HashMap<String, bool>,
-    pub password_failures_by_host: HashMap<String, u32>,
-    pub requests_per_user: HashMap<(Sym, Sym), VecDeque<i64>>,
+    pub password_failures_by_host: HashMap<String, tally::Tally>,
+    /// Token requests of the last hour per (org id, user id), by writer.
+    pub requests_per_user: HashMap<(Sym, Sym), rate::Rate>,
     pub org_by_host: HashMap<String, String>,
     /// Host → (old org, new org, when): a new org id appeared for a host.
     pub org_changes: HashMap<String, (String, String, i64)>,
@@ -205,6 +209,9 @@ pub(crate) struct State {
     /// On a shared store: the refresh tokens held in memory at most (a cache of the store's
     /// records); `None`: all of them (the embedded store, loaded whole at start).
     pub refresh_cap: Option<usize>,
+    /// The name this ledger's records are written under, for the counts each writer keeps a
+    /// share of ([`tally`]); empty on the embedded store, which only this process writes.
+    pub writer: Sym,
 }
 
 /// Refresh tokens by fingerprint: entries in one dense vector and a small index into it.
@@ -346,6 +353,21 @@ impl State {
         }
     }
 
+    /// On a shared store, the (org id, user id) of the request rate a success counted in,
+    /// whose share this writer publishes ([`rate`]).
+    pub fn shared_rate_key(&self, resp: &ResponseFacts) -> Option<(Sym, Sym)> {
+        if self.writer.is_empty() {
+            return None;
+        }
+        let success = resp.success.as_ref()?;
+        Some((
+            self.interned.get(success.org_id.as_deref()?)?.clone(),
+            self.interned
+                .get(success.user_id.as_deref().unwrap_or(""))?
+                .clone(),
+        ))
+    }
+
     /// The shared copy of `value`.
     pub fn intern(&mut self, value: &str) -> Sym {
         if let Some(existing) = self.interned.get(value) {
@@ -379,8 +401,10 @@ impl State {
 /// reports what it counted; diagnosis decides which facts deserve a warning and words it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Observation {
-    /// Token requests of this (org, user) in the last hour, this success included.
-    UserRequestsLastHour(usize),
+    /// Token requests of this (org, user) in the last hour, this success included
+    /// (`count`), and what the last one through this replica saw (`before`): on a shared
+    /// store the others' requests arrive in steps.
+    UserRequestsLastHour { before: usize, count: usize },
     /// A success issued a refresh token; the authorizations of this (org, user, client id)
     /// that issued one, oldest first.
     LiveApprovals {
@@ -455,6 +479,7 @@ impl GrantLedger {
     pub async fn open_shared(store: Box<dyn RecordStore>, refresh_cached: usize) -> Self {
         let mut state = State {
             refresh_cap: Some(refresh_cached.max(4)),
+            writer: Sym::from(store.writer()),
             ..State::default()
         };
         state.refresh.known = Some(known::Known::default());
@@ -656,10 +681,14 @@ impl GrantLedger {
     ) -> (Vec<Observation>, Option<Commit>) {
         let mut state = self.lock();
         let observed = apply::apply(&mut state, req, resp, now);
-        let Some(store) = &self.store else {
+        let rows = self
+            .store
+            .as_ref()
+            .map(|_| persist::rows_for(&state, req, resp, now));
+        apply::settle(&mut state, req, resp, now);
+        let (Some(store), Some(rows)) = (&self.store, rows) else {
             return (observed, None);
         };
-        let rows = persist::rows_for(&state, req, resp, now);
         state.trim(0);
         drop(state);
         let issues_refresh_token = resp

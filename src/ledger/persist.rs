@@ -13,7 +13,9 @@ const AUTHORIZATIONS: &str = "authorizations";
 const LATEST_BY_CLIENT: &str = "latest_by_client";
 const CODE: &str = "code";
 const PASSWORD_FAILURES: &str = "password_failures";
+const PASSWORD_FAILURES_AT_HOST: &str = "password_failures_at_host";
 const HOST: &str = "host";
+const REQUESTS: &str = "requests";
 const CLIENT: &str = "client";
 const DEAD: &str = "dead";
 
@@ -25,7 +27,9 @@ pub(crate) fn kind(name: &str) -> Option<&'static str> {
         LATEST_BY_CLIENT,
         CODE,
         PASSWORD_FAILURES,
+        PASSWORD_FAILURES_AT_HOST,
         HOST,
+        REQUESTS,
         CLIENT,
         DEAD,
     ]
@@ -39,7 +43,14 @@ struct HostRecord {
     org: Option<String>,
     org_change: Option<(String, String, i64)>,
     password_success: bool,
+    /// Written before each writer kept its share of the count (kind
+    /// `password_failures_at_host`): read, never written.
+    #[serde(default, skip_serializing_if = "is_zero")]
     password_failures: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn json<T: Serialize>(value: &T) -> Option<String> {
@@ -105,13 +116,27 @@ pub(crate) fn rows_for(
     {
         put(CODE, code.clone(), Some(at.to_string()));
     }
-    if let Some(user) = &req.username_fp {
-        let count = state.password_failures.get(&super::fp_key(user)).copied();
-        put(
-            PASSWORD_FAILURES,
-            user.clone(),
-            count.map(|c| c.to_string()),
-        );
+    if let Some(user) = &req.username_fp
+        && let Some(failures) = state.password_failures.get(&super::fp_key(user))
+    {
+        for (key, count) in failures.rows(user, &state.writer) {
+            put(PASSWORD_FAILURES, key, count.map(|c| c.value()));
+        }
+    }
+    if req.grant == crate::oauth::GrantType::Password
+        && resp.error.is_some()
+        && let Some(failures) = state.password_failures_by_host.get(&req.host)
+    {
+        for (key, count) in failures.rows(&req.host, &state.writer) {
+            put(PASSWORD_FAILURES_AT_HOST, key, count.map(|c| c.value()));
+        }
+    }
+    if let Some(key) = state.shared_rate_key(resp)
+        && let Some(rate) = state.requests_per_user.get(&key)
+        && rate.share_due(now)
+    {
+        let key = super::rate::share_key(&key.0, &key.1, &state.writer);
+        put(REQUESTS, key, Some(rate.share().value()));
     }
     put(
         HOST,
@@ -158,10 +183,11 @@ pub(crate) enum Taken {
 /// twice (a shared store's change feed may repeat one) changes nothing the second time.
 pub(crate) fn merge(state: &mut State, rows: Vec<Row>, taken: Taken) {
     for row in rows {
+        if matches!(row.kind, PASSWORD_FAILURES | PASSWORD_FAILURES_AT_HOST) {
+            merge_share(state, &row);
+            continue;
+        }
         let Some(value) = row.value else {
-            if row.kind == PASSWORD_FAILURES {
-                state.password_failures.remove(&super::fp_key(&row.key));
-            }
             continue;
         };
         match row.kind {
@@ -177,14 +203,8 @@ pub(crate) fn merge(state: &mut State, rows: Vec<Row>, taken: Taken) {
                     state.codes.insert(super::fp_key(&row.key), at);
                 }
             }
-            PASSWORD_FAILURES => {
-                if let Ok(count) = value.parse() {
-                    state
-                        .password_failures
-                        .insert(super::fp_key(&row.key), count);
-                }
-            }
             HOST => merge_host(state, row.key, &value),
+            REQUESTS => merge_rate(state, &row.key, &value),
             CLIENT => {
                 if let Ok(record) = serde_json::from_str::<super::ClientRecord>(&value) {
                     let client = state.intern(&row.key);
@@ -210,11 +230,7 @@ impl HostRecord {
             org: state.org_by_host.get(host).cloned(),
             org_change: state.org_changes.get(host).cloned(),
             password_success: state.password_success_hosts.contains_key(host),
-            password_failures: state
-                .password_failures_by_host
-                .get(host)
-                .copied()
-                .unwrap_or(0),
+            password_failures: 0,
         }
     }
 }
@@ -284,11 +300,62 @@ fn merge_host(state: &mut State, host_name: String, value: &str) {
         state.password_success_hosts.insert(host_name.clone(), true);
     }
     if host.password_failures > 0 {
+        let writer = state.writer.clone();
         state
             .password_failures_by_host
-            .insert(host_name, host.password_failures);
+            .entry(host_name)
+            .or_default()
+            .merge(
+                "",
+                &writer,
+                Some(super::tally::Share {
+                    count: host.password_failures,
+                    round: 0,
+                }),
+            );
+    }
+}
+
+/// Another writer's share of a user's request rate; this writer's own requests are counted
+/// as they happen, never read back.
+fn merge_rate(state: &mut State, key: &str, value: &str) {
+    let (Some((org, user, writer)), Some(minutes)) = (
+        super::rate::parse_share_key(key),
+        super::rate::Minutes::parse(value),
+    ) else {
+        return;
+    };
+    if writer == &*state.writer {
+        return;
+    }
+    let key = (state.intern(org), state.intern(user));
+    state
+        .requests_per_user
+        .entry(key)
+        .or_default()
+        .merge(writer, Some(minutes));
+}
+
+/// One writer's share of a count ([`super::tally`]); unreadable shares are skipped.
+fn merge_share(state: &mut State, row: &Row) {
+    let share = match row.value.as_deref().map(super::tally::Share::parse) {
+        Some(Some(share)) => Some(share),
+        Some(None) => return,
+        None => None,
+    };
+    let (subject, writer) = super::tally::parse_share_key(&row.key);
+    let own = state.writer.clone();
+    if row.kind == PASSWORD_FAILURES {
+        let fp = super::fp_key(subject);
+        // Kept at 0: the round it knows makes a stale share arriving later count for nothing.
+        let tally = state.password_failures.entry(fp).or_default();
+        tally.merge(writer, &own, share);
     } else {
-        state.password_failures_by_host.remove(&host_name);
+        let tally = state
+            .password_failures_by_host
+            .entry(subject.to_owned())
+            .or_default();
+        tally.merge(writer, &own, share);
     }
 }
 
@@ -422,8 +489,55 @@ mod tests {
             at: 1,
         };
         merge(&mut state, vec![row(Some("2"))], Taken::Changes);
-        assert_eq!(state.password_failures.get(&0xaa), Some(&2));
+        assert_eq!(
+            state.password_failures.get(&0xaa).map(|t| t.total()),
+            Some(2)
+        );
         merge(&mut state, vec![row(None)], Taken::Changes);
-        assert_eq!(state.password_failures.get(&0xaa), None);
+        assert_eq!(
+            state.password_failures.get(&0xaa).map(|t| t.total()),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn counts_kept_by_several_writers_add_up_and_the_embedded_store_reads_its_old_records() {
+        let row = |kind: &'static str, key: &str, value: &str| Row {
+            kind,
+            key: key.into(),
+            value: Some(value.into()),
+            at: 1,
+        };
+        // As the embedded store wrote them before shares were kept per writer.
+        let mut state = restore(vec![
+            row(PASSWORD_FAILURES, "fp_00000000000000aa", "2"),
+            row(
+                HOST,
+                "login.example",
+                r#"{"org":null,"org_change":null,"password_success":false,"password_failures":3}"#,
+            ),
+        ]);
+        assert_eq!(state.password_failures[&0xaa].total(), 2);
+        assert_eq!(state.password_failures_by_host["login.example"].total(), 3);
+        // A replica's shares next to the others'.
+        state.writer = "a1".into();
+        merge(
+            &mut state,
+            vec![
+                row(PASSWORD_FAILURES, "fp_00000000000000aa|b2", "4"),
+                row(PASSWORD_FAILURES_AT_HOST, "login.example|b2", "1"),
+                row(PASSWORD_FAILURES, "fp_00000000000000aa|c3", "x"),
+            ],
+            Taken::Changes,
+        );
+        assert_eq!(state.password_failures[&0xaa].total(), 6);
+        assert_eq!(state.password_failures_by_host["login.example"].total(), 4);
+        // A round begun elsewhere clears them all.
+        merge(
+            &mut state,
+            vec![row(PASSWORD_FAILURES, "fp_00000000000000aa|c3", "0@7")],
+            Taken::Changes,
+        );
+        assert_eq!(state.password_failures[&0xaa].total(), 0);
     }
 }

@@ -249,15 +249,13 @@ fn grant_facts(state: &State, req: &RequestFacts, view: &mut LedgerView) {
         view.password_failures = state
             .password_failures
             .get(&super::fp_key(u))
-            .copied()
-            .unwrap_or(0);
+            .map_or(0, |t| t.total());
     }
     view.password_success_at_host = state.password_success_hosts.contains_key(&req.host);
     view.password_failures_at_host = state
         .password_failures_by_host
         .get(&req.host)
-        .copied()
-        .unwrap_or(0);
+        .map_or(0, |t| t.total());
 }
 
 /// What the ledger knows of the client id and the JWT subject of this request.
