@@ -121,15 +121,7 @@ impl Rate {
 
     /// Takes in another writer's share (`None`: deleted).
     pub fn merge(&mut self, writer: &str, minutes: Option<Minutes>) {
-        let at = self.others.iter().position(|(w, _)| &**w == writer);
-        match (at, minutes) {
-            (Some(i), Some(m)) => self.others[i].1 = m,
-            (Some(i), None) => {
-                self.others.swap_remove(i);
-            }
-            (None, Some(m)) => self.others.push((Sym::from(writer), m)),
-            (None, None) => {}
-        }
+        super::tally::set_share(&mut self.others, writer, minutes);
     }
 }
 

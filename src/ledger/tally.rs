@@ -90,15 +90,7 @@ impl Tally {
             self.own = count.unwrap_or(0);
             return;
         }
-        let at = self.others.iter().position(|(w, _)| &**w == writer);
-        match (at, count) {
-            (Some(i), Some(n)) => self.others[i].1 = n,
-            (Some(i), None) => {
-                self.others.swap_remove(i);
-            }
-            (None, Some(n)) => self.others.push((Sym::from(writer), n)),
-            (None, None) => {}
-        }
+        set_share(&mut self.others, writer, count);
     }
 
     /// The records that write this ledger's share and delete the cleared shares of others,
@@ -128,6 +120,19 @@ impl Tally {
     /// Forgets cleared shares once their deletions are written.
     pub fn settle(&mut self) {
         self.others.retain(|(_, n)| *n > 0);
+    }
+}
+
+/// Sets `writer`'s entry among `shares` (`None`: removes it).
+pub(crate) fn set_share<T>(shares: &mut Vec<(Sym, T)>, writer: &str, share: Option<T>) {
+    let at = shares.iter().position(|(w, _)| &**w == writer);
+    match (at, share) {
+        (Some(i), Some(share)) => shares[i].1 = share,
+        (Some(i), None) => {
+            shares.swap_remove(i);
+        }
+        (None, Some(share)) => shares.push((Sym::from(writer), share)),
+        (None, None) => {}
     }
 }
 
