@@ -154,7 +154,8 @@ async fn a_replica_prunes_the_shared_store_to_its_row_bound_oldest_first() {
 }
 
 #[tokio::test]
-async fn a_replica_prunes_the_shared_store_to_its_age_bound_and_keeps_what_is_younger() {
+async fn a_replica_prunes_the_shared_store_to_its_age_bound_and_stale_rate_shares_and_keeps_what_is_younger()
+ {
     let fleet = Fleet::start(1, &[]);
     fleet.login(0).await;
     let now_ms = std::time::SystemTime::now()
@@ -162,14 +163,24 @@ async fn a_replica_prunes_the_shared_store_to_its_age_bound_and_keeps_what_is_yo
         .unwrap()
         .as_millis() as i64;
     let day_ms = 86_400_000;
-    // Records a replica long gone left: one past a 2-day retention, one inside it.
-    for (key, age_ms) in [
-        ("fp_00000000000000aa", 3 * day_ms),
-        ("fp_00000000000000bb", day_ms),
+    // Records a replica long gone left: one past a 2-day retention, one inside it; its
+    // shares of a user's request rate, one last written two hours ago (past the hour a
+    // share covers), one ten minutes ago.
+    let minute = (now_ms / 60_000).to_string();
+    for (kind, key, value, age_ms) in [
+        ("code", "fp_00000000000000aa", "1", 3 * day_ms),
+        ("code", "fp_00000000000000bb", "1", day_ms),
+        ("requests", "00Dold|005old|gone", "1:1", 2 * 3_600_000),
+        (
+            "requests",
+            "00Dnew|005new|gone",
+            &format!("{minute}:1"),
+            600_000,
+        ),
     ] {
         fleet.pg.psql(&format!(
             "INSERT INTO grantdoctor_records (kind, key, value, at, seq, writer)
-             VALUES ('code', '{key}', '1', {}, nextval('grantdoctor_records_seq'), 'gone')",
+             VALUES ('{kind}', '{key}', '{value}', {}, nextval('grantdoctor_records_seq'), 'gone')",
             now_ms - age_ms
         ));
     }
@@ -180,13 +191,13 @@ async fn a_replica_prunes_the_shared_store_to_its_age_bound_and_keeps_what_is_yo
     let pruned = pruner
         .proxy
         .wait_for_event(|e| e["event"] == "store_pruned");
-    assert_eq!(pruned["rows"], 1, "{pruned}");
+    assert_eq!(pruned["rows"], 2, "{pruned}");
     let left = fleet.pg.psql(
         "SELECT string_agg(key, ',' ORDER BY key) FROM grantdoctor_records WHERE writer = 'gone'",
     );
-    assert_eq!(left.trim(), "fp_00000000000000bb");
+    assert_eq!(left.trim(), "00Dnew|005new|gone,fp_00000000000000bb");
     let after = fleet.pg.psql("SELECT count(*) FROM grantdoctor_records");
-    assert_eq!(after.trim().parse::<u64>().unwrap(), before - 1);
+    assert_eq!(after.trim().parse::<u64>().unwrap(), before - 2);
 }
 
 #[tokio::test]

@@ -47,6 +47,7 @@ pub async fn serve(
     let metrics = observer.metrics.clone();
     // Shared with the admin port, which reads the ledger for the page's token families.
     let observer = Arc::new(observer);
+    share_rates(&observer);
     let mut state = ProxyState::new(
         policy,
         tls,
@@ -218,6 +219,29 @@ async fn open_ledger(
         }
     };
     Ok(ledger)
+}
+
+/// On a shared store, writes every second the request-rate shares that requests left
+/// behind since the last; stops with the observer.
+fn share_rates(observer: &Arc<crate::token_endpoint::Observer>) {
+    if !observer.ledger.shared() {
+        return;
+    }
+    let observer = Arc::downgrade(observer);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(observer) = observer.upgrade() else {
+                return;
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            observer.ledger.share_rates(now);
+        }
+    });
 }
 
 /// The org connections and the webhooks: traffic grantdoctor starts itself, through the

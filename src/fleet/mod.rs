@@ -562,7 +562,8 @@ async fn prune_pass(client: Arc<db::Conn>, outage: Outage, retention: crate::led
         .unwrap_or_default();
     let oldest = now - retention.max_age_days as i64 * 86_400_000;
     let max_rows = retention.max_rows as i64;
-    match records::prune(&client, oldest, max_rows).await {
+    let stale_rates = crate::ledger::rates_kept_since();
+    match records::prune(&client, oldest, max_rows, stale_rates).await {
         Ok(0) => {}
         Ok(rows) => tracing::info!(event = "store_pruned", rows),
         Err(e) => outage.failed("prune", &e),

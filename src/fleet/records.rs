@@ -258,10 +258,17 @@ impl PgRecords {
     }
 }
 
-/// Deletes records past the retention, in bounded chunks, if no other replica is at it. The
+/// Deletes records past the retention, in bounded chunks, if no other replica is at it, and
+/// first the request-rate shares last written before `stale_rates`: a share covers its
+/// writer's last hour, and each replica that ever ran leaves one per user it served. The
 /// lock it takes is the session's: a caller lets it run to its end (or its connection end),
 /// or no other replica prunes again while the connection lives.
-pub async fn prune(client: &Client, oldest: i64, max_rows: i64) -> Result<u64, StoreError> {
+pub async fn prune(
+    client: &Client,
+    oldest: i64,
+    max_rows: i64,
+    stale_rates: i64,
+) -> Result<u64, StoreError> {
     let row = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&PRUNE_LOCK])
         .await?;
@@ -270,17 +277,26 @@ pub async fn prune(client: &Client, oldest: i64, max_rows: i64) -> Result<u64, S
     }
     let mut deleted = 0;
     let outcome: Result<(), StoreError> = async {
-        loop {
-            let n = client
-                .execute(
-                    "DELETE FROM grantdoctor_records WHERE (kind, key) IN (
-                        SELECT kind, key FROM grantdoctor_records WHERE at < $1 LIMIT $2)",
-                    &[&oldest, &PRUNE_CHUNK],
-                )
-                .await?;
-            deleted += n;
-            if (n as i64) < PRUNE_CHUNK {
-                break;
+        let past = [
+            (
+                "DELETE FROM grantdoctor_records WHERE (kind, key) IN (
+                    SELECT kind, key FROM grantdoctor_records
+                    WHERE kind = 'requests' AND at < $1 LIMIT $2)",
+                stale_rates,
+            ),
+            (
+                "DELETE FROM grantdoctor_records WHERE (kind, key) IN (
+                    SELECT kind, key FROM grantdoctor_records WHERE at < $1 LIMIT $2)",
+                oldest,
+            ),
+        ];
+        for (statement, before) in past {
+            loop {
+                let n = client.execute(statement, &[&before, &PRUNE_CHUNK]).await?;
+                deleted += n;
+                if (n as i64) < PRUNE_CHUNK {
+                    break;
+                }
             }
         }
         loop {

@@ -233,6 +233,10 @@ pub(super) fn settle(state: &mut State, req: &RequestFacts, resp: &ResponseFacts
         && let Some(failures) = state.password_failures.get_mut(&u)
     {
         failures.settle();
+        // One writer needs no round: a cleared count is its deleted record.
+        if state.writer.is_empty() && failures.is_empty() {
+            state.password_failures.remove(&u);
+        }
     }
     if let Some(key) = state.shared_rate_key(resp)
         && let Some(rate) = state.requests_per_user.get_mut(&key)
@@ -263,9 +267,13 @@ fn note_grant(
     if req.grant == GrantType::Password
         && let Some(u) = &req.username_fp
     {
-        if let Some(failures) = state.password_failures.get_mut(&fp_key(u)) {
-            failures.clear(now);
-        }
+        // A round begins even where no failure of this user was seen yet: another
+        // replica's, not read here so far, must not count on past this success.
+        state
+            .password_failures
+            .entry(fp_key(u))
+            .or_default()
+            .clear(now);
         state.password_success_hosts.insert(req.host.clone(), true);
     }
     // Only an interactive authorization says whether the app asks for refresh tokens: JWT
@@ -477,5 +485,190 @@ mod tests {
             _ => None,
         });
         assert_eq!(live, Some((6, Some(T0))));
+    }
+
+    /// What `GrantLedger::remember` does to the state, and the records it writes.
+    fn exchange(
+        state: &mut State,
+        req: &RequestFacts,
+        resp: &ResponseFacts,
+        now: i64,
+    ) -> (Vec<Observation>, Vec<crate::ledger::store::Row>) {
+        let obs = apply(state, req, resp, now);
+        let rows = crate::ledger::persist::rows_for(state, req, resp, now);
+        settle(state, req, resp, now);
+        (obs, rows)
+    }
+
+    fn failed(wire: &Wire) -> ResponseFacts {
+        ResponseFacts::parse(
+            400,
+            br#"{"error":"invalid_grant","error_description":"authentication failure"}"#,
+            &wire.0,
+        )
+    }
+    const PW: &str = "grant_type=password&client_id=3MVG9web&client_secret=s&username=bob%40acme.com&password=pw";
+
+    #[test]
+    fn a_success_clears_failures_of_other_replicas_it_had_not_read_yet() {
+        let wire = Wire(Fingerprinter::from_key(&[3; 32]));
+        let (mut a, mut b) = (
+            State {
+                writer: "a".into(),
+                ..State::default()
+            },
+            State {
+                writer: "b".into(),
+                ..State::default()
+            },
+        );
+        let req = wire.req(PW);
+        let mut b_rows = Vec::new();
+        for i in 0..2 {
+            b_rows.extend(exchange(&mut b, &req, &failed(&wire), T0 + i).1);
+        }
+        // A's success, before B's records reach it.
+        let (_, a_rows) = exchange(&mut a, &req, &wire.issued("5Aep-x", true, T0 + 10), T0 + 10);
+        assert!(
+            a_rows
+                .iter()
+                .any(|r| r.kind == "password_failures" && r.key.ends_with("|a")),
+            "the success begins a round: {a_rows:?}"
+        );
+        crate::ledger::persist::merge(&mut a, b_rows, crate::ledger::persist::Taken::Changes);
+        let (obs, _) = exchange(&mut a, &req, &failed(&wire), T0 + 20);
+        assert!(
+            obs.contains(&Observation::PasswordFailures(1)),
+            "after a success: {obs:?}"
+        );
+    }
+
+    #[test]
+    fn requests_after_the_last_share_are_shared_once_due_though_the_user_stopped() {
+        let wire = Wire(Fingerprinter::from_key(&[3; 32]));
+        let (mut a, mut b) = (
+            State {
+                writer: "a".into(),
+                ..State::default()
+            },
+            State {
+                writer: "b".into(),
+                ..State::default()
+            },
+        );
+        let req = wire.req("grant_type=authorization_code&client_id=3MVG9web&code=c1");
+        let mut published = Vec::new();
+        for i in 0..5 {
+            published.extend(
+                exchange(
+                    &mut a,
+                    &req,
+                    &wire.issued("5Aep-x", true, T0 + i * 100),
+                    T0 + i * 100,
+                )
+                .1
+                .into_iter()
+                .filter(|r| r.kind == "requests"),
+            );
+        }
+        assert_eq!(published.len(), 1, "at most one share a second");
+        // The user stops: the four requests after the share wait until it is due again.
+        assert!(crate::ledger::persist::due_rate_rows(&mut a, T0 + 900).is_empty());
+        let trailing = crate::ledger::persist::due_rate_rows(&mut a, T0 + 1_000);
+        assert_eq!(trailing.len(), 1);
+        assert!(crate::ledger::persist::due_rate_rows(&mut a, T0 + 5_000).is_empty());
+        published.extend(trailing);
+        crate::ledger::persist::merge(&mut b, published, crate::ledger::persist::Taken::Changes);
+        let (obs, _) = exchange(
+            &mut b,
+            &req,
+            &wire.issued("5Aep-y", true, T0 + 600_000),
+            T0 + 600_000,
+        );
+        assert!(
+            obs.contains(&Observation::UserRequestsLastHour {
+                before: 0,
+                count: 6
+            }),
+            "{obs:?}"
+        );
+    }
+
+    #[test]
+    fn an_embedded_host_count_of_an_older_build_survives_the_next_restart() {
+        use crate::ledger::store::Row;
+        let wire = Wire(Fingerprinter::from_key(&[3; 32]));
+        let mut state = crate::ledger::persist::restore(vec![Row {
+            kind: "host",
+            key: "login.salesforce.com".into(),
+            value: Some(
+                r#"{"org":null,"org_change":null,"password_success":false,"password_failures":3}"#
+                    .into(),
+            ),
+            at: 1,
+        }]);
+        assert_eq!(
+            state.password_failures_by_host["login.salesforce.com"].total(),
+            3
+        );
+        // A refresh on the host (no password failure), then a restart from what was written.
+        let req = wire.req("grant_type=authorization_code&client_id=3MVG9web&code=c9");
+        let (_, rows) = exchange(&mut state, &req, &wire.issued("5Aep-z", true, T0), T0);
+        let restored = crate::ledger::persist::restore(rows);
+        assert_eq!(
+            restored
+                .password_failures_by_host
+                .get("login.salesforce.com")
+                .map(|t| t.total()),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn a_malformed_rate_share_is_skipped() {
+        use crate::ledger::store::Row;
+        let wire = Wire(Fingerprinter::from_key(&[3; 32]));
+        let mut state = State {
+            writer: "a".into(),
+            ..State::default()
+        };
+        crate::ledger::persist::merge(
+            &mut state,
+            vec![Row {
+                kind: "requests",
+                key: "00D000000000001AAA|005000000000001AAA|zz".into(),
+                value: Some("9223372036854775807:1".into()),
+                at: 1,
+            }],
+            crate::ledger::persist::Taken::Changes,
+        );
+        let req = wire.req("grant_type=authorization_code&client_id=3MVG9web&code=c1");
+        let (obs, _) = exchange(&mut state, &req, &wire.issued("5Aep-x", true, T0), T0);
+        assert!(
+            obs.contains(&Observation::UserRequestsLastHour {
+                before: 0,
+                count: 1
+            }),
+            "the share was not read: {obs:?}"
+        );
+    }
+
+    #[test]
+    fn a_host_record_stays_readable_by_older_builds() {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct OldHostRecord {
+            org: Option<String>,
+            org_change: Option<(String, String, i64)>,
+            password_success: bool,
+            password_failures: u32,
+        }
+        let wire = Wire(Fingerprinter::from_key(&[3; 32]));
+        let mut state = State::default();
+        let req = wire.req("grant_type=authorization_code&client_id=3MVG9web&code=c1");
+        let (_, rows) = exchange(&mut state, &req, &wire.issued("5Aep-x", true, T0), T0);
+        let host = rows.iter().find(|r| r.kind == "host").unwrap();
+        let v = host.value.as_deref().unwrap();
+        assert!(serde_json::from_str::<OldHostRecord>(v).is_ok(), "{v}");
     }
 }

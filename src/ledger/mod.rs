@@ -331,10 +331,18 @@ const CODES_KEPT_MS: i64 = 3_600_000;
 /// The oldest code a ledger loading its history now still keeps (this host's clock: the
 /// records' times are Salesforce's, which it follows within seconds).
 pub(crate) fn codes_kept_since() -> i64 {
-    let now = std::time::SystemTime::now()
+    wall_ms() - CODES_KEPT_MS
+}
+
+/// The oldest request-rate share that still counts (the same clock as codes).
+pub(crate) fn rates_kept_since() -> i64 {
+    wall_ms() - rate::HOUR_MS
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    now - CODES_KEPT_MS
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl State {
@@ -557,6 +565,17 @@ impl GrantLedger {
         // Room first: the fetched token may be older than every one held.
         state.trim(rows.len());
         persist::merge(&mut state, rows, persist::Taken::Fetched);
+    }
+
+    /// Writes the shares of users' request rates that requests since the last left
+    /// behind (on a shared store, called every second): a user who stops
+    /// is counted whole by the other replicas all the same.
+    pub fn share_rates(&self, now: i64) {
+        let Some(store) = &self.store else { return };
+        let rows = persist::due_rate_rows(&mut self.lock(), now);
+        if !rows.is_empty() {
+            store.write(rows);
+        }
     }
 
     /// Whether other replicas share this ledger's records.

@@ -43,14 +43,12 @@ struct HostRecord {
     org: Option<String>,
     org_change: Option<(String, String, i64)>,
     password_success: bool,
-    /// Written before each writer kept its share of the count (kind
-    /// `password_failures_at_host`): read, never written.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    /// The share of the count that the writer with no name holds: the embedded store's
+    /// whole count (its one writer), or on a shared store what builds before shares were
+    /// kept per writer wrote (each replica's then take kind `password_failures_at_host`).
+    /// Always written: builds before it cannot read a host record without it.
+    #[serde(default)]
     password_failures: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 fn json<T: Serialize>(value: &T) -> Option<String> {
@@ -125,6 +123,7 @@ pub(crate) fn rows_for(
     }
     if req.grant == crate::oauth::GrantType::Password
         && resp.error.is_some()
+        && !state.writer.is_empty()
         && let Some(failures) = state.password_failures_by_host.get(&req.host)
     {
         for (key, count) in failures.rows(&req.host, &state.writer) {
@@ -147,6 +146,29 @@ pub(crate) fn rows_for(
         && let Some(record) = state.clients.get(client)
     {
         put(CLIENT, client.to_owned(), json(record));
+    }
+    rows
+}
+
+/// The shares of users' request rates that wait to be written and are due at `now`: the
+/// requests a user sent after this writer's last share, had it sent no more since. Each
+/// returned share is marked written.
+pub(crate) fn due_rate_rows(state: &mut State, now: i64) -> Vec<Row> {
+    if state.writer.is_empty() {
+        return Vec::new();
+    }
+    let writer = state.writer.clone();
+    let mut rows = Vec::new();
+    for ((org, user), rate) in &mut state.requests_per_user {
+        if rate.unshared() && rate.share_due(now) {
+            rows.push(Row {
+                kind: REQUESTS,
+                key: super::rate::share_key(org, user, &writer),
+                value: Some(rate.share().value()),
+                at: now,
+            });
+            rate.shared(now);
+        }
     }
     rows
 }
@@ -230,7 +252,10 @@ impl HostRecord {
             org: state.org_by_host.get(host).cloned(),
             org_change: state.org_changes.get(host).cloned(),
             password_success: state.password_success_hosts.contains_key(host),
-            password_failures: 0,
+            password_failures: state
+                .password_failures_by_host
+                .get(host)
+                .map_or(0, |t| t.share_of("", &state.writer)),
         }
     }
 }
@@ -481,7 +506,11 @@ mod tests {
 
     #[test]
     fn a_deleted_record_of_another_replica_is_deleted_here() {
-        let mut state = State::default();
+        // The record of a replica with no name: what builds before shares per writer wrote.
+        let mut state = State {
+            writer: "a".into(),
+            ..State::default()
+        };
         let row = |value: Option<&str>| Row {
             kind: PASSWORD_FAILURES,
             key: "fp_00000000000000aa".into(),

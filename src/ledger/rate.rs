@@ -10,10 +10,14 @@ use std::collections::VecDeque;
 
 use super::Sym;
 
-const HOUR_MS: i64 = 3_600_000;
+pub(crate) const HOUR_MS: i64 = 3_600_000;
 const MINUTE_MS: i64 = 60_000;
 /// The least time between two records of one writer's share of a user's requests.
 pub(crate) const SHARE_EVERY: i64 = 1_000;
+/// Minutes past this (about 17,000 years from the epoch) are not read: no clock gets there.
+const MINUTE_MAX: i64 = 1 << 33;
+/// The most minutes a share is read with: an hour and a little.
+const MINUTES_MAX: usize = 2 * 60;
 
 /// Requests in the last hour by minute, from `first` (minutes since the epoch).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -26,15 +30,14 @@ impl Minutes {
     /// `first:c0,c1,…`
     pub fn parse(value: &str) -> Option<Self> {
         let (first, counts) = value.split_once(':')?;
+        let first: i64 = first.parse().ok()?;
         let counts = counts
             .split(',')
             .map(str::parse)
             .collect::<Result<Vec<u32>, _>>()
             .ok()?;
-        Some(Self {
-            first: first.parse().ok()?,
-            counts,
-        })
+        let sane = (0..=MINUTE_MAX).contains(&first) && counts.len() <= MINUTES_MAX;
+        sane.then_some(Self { first, counts })
     }
 
     pub fn value(&self) -> String {
@@ -79,6 +82,8 @@ pub(crate) struct Rate {
     others: Vec<(Sym, Minutes)>,
     /// When this writer's share was last written.
     shared_at: Option<i64>,
+    /// Requests counted since it was.
+    unshared: bool,
     /// The count the last request here saw.
     seen: usize,
 }
@@ -91,6 +96,9 @@ impl Rate {
         while self.own.front().is_some_and(|t| now - t >= HOUR_MS) {
             self.own.pop_front();
         }
+        self.unshared = true;
+        // A writer gone quiet (a replica stopped) has nothing left in the hour.
+        self.others.retain(|(_, m)| m.within_hour(now) > 0);
         let total = self.own.len()
             + self
                 .others
@@ -117,6 +125,13 @@ impl Rate {
 
     pub fn shared(&mut self, now: i64) {
         self.shared_at = Some(now);
+        self.unshared = false;
+    }
+
+    /// Whether requests counted here wait for their share to be written: at most a second
+    /// after the last was, by the next exchange or [`crate::ledger::GrantLedger::share_rates`].
+    pub fn unshared(&self) -> bool {
+        self.unshared
     }
 
     /// Takes in another writer's share (`None`: deleted).
